@@ -1,0 +1,65 @@
+"""Reading PyTorch state dicts without importing torch in the package.
+
+A reference checkpoint arrives as a mapping from dotted keys to tensors (or NumPy arrays). The
+converters read it through `StateReader.take`, which checks every key and shape and names the
+culprit when something does not match, and then `StateReader.check_all_used` so that a checkpoint
+of another architecture cannot be half-loaded in silence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+
+class CheckpointMismatchError(ValueError):
+  """A PyTorch state dict does not fit the configured architecture."""
+
+
+def tensor_to_numpy(value: Any) -> np.ndarray:
+  """A torch tensor (any device, with or without grad) or array-like as a NumPy array."""
+  if hasattr(value, "detach"):  # torch.Tensor, without importing torch
+    value = value.detach().cpu().numpy()
+  return np.asarray(value)
+
+
+class StateReader:
+  """Checked access to a state dict: `take(key, shape)` returns a float32 NumPy array."""
+
+  def __init__(self, state: Mapping[str, Any], what: str = "state dict"):
+    self._state = {str(k): v for k, v in state.items()}
+    self._used: set[str] = set()
+    self.what = what
+
+  def __contains__(self, key: str) -> bool:
+    return key in self._state
+
+  def keys(self) -> list[str]:
+    return list(self._state)
+
+  def take(self, key: str, shape: Sequence[int]) -> np.ndarray:
+    if key not in self._state:
+      raise CheckpointMismatchError(
+          f"{self.what}: missing key '{key}' (expected shape {tuple(shape)}); check that the "
+          "ModelConfig (layer_type, gnn_num_layers, model_type, lstm_bidirectional, "
+          "use_time_features, ...) matches the run that wrote the checkpoint.")
+    array = tensor_to_numpy(self._state[key])
+    if tuple(array.shape) != tuple(shape):
+      raise CheckpointMismatchError(
+          f"{self.what}: key '{key}' has shape {tuple(array.shape)}, expected {tuple(shape)}; "
+          "check the dimensions in the ModelConfig (input_dim, gnn_hidden_dim, output_dim, "
+          "lstm_hidden_dim, num_classes).")
+    self._used.add(key)
+    return array.astype(np.float32)
+
+  def check_all_used(self, ignore_prefixes: Sequence[str] = ()) -> None:
+    unused = sorted(
+        k for k in self._state
+        if k not in self._used and not any(k.startswith(p) for p in ignore_prefixes))
+    if unused:
+      raise CheckpointMismatchError(
+          f"{self.what}: {len(unused)} unexpected key(s), first '{unused[0]}' with shape "
+          f"{tuple(tensor_to_numpy(self._state[unused[0]]).shape)}; the checkpoint holds layers "
+          "this ModelConfig does not have.")
