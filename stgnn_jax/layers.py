@@ -1,0 +1,399 @@
+"""Graph layers on `DenseGraphs`: convolutions, GraphNorm, TopK pooling, readout, activations.
+
+Every layer reproduces PyTorch Geometric 2.8's numbers for real nodes (`SAGEConv`, `GCNConv`,
+`GATConv`, `GraphNorm`, `TopKPooling`, `global_mean_pool` / `global_max_pool`) and keeps padding
+node slots at exactly 0, so padding never leaks into a real graph. Aggregations are batched
+matmuls over the dense adjacency (`adjacency[g, i, j]` = number of edges `j -> i`); multi-edges
+count with their multiplicity, as they do in a PyG edge list.
+
+Parameter names and initialisers mirror PyG's, so a reference state dict converts key by key
+(`conv_params_from_torch` and friends at the end of this file; PyTorch stores a Linear weight as
+`[out, in]`, a Flax `Dense` kernel is `[in, out]`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from stgnn_jax.graphs import DenseGraphs
+from stgnn_jax.torch_state import StateReader
+
+Array = jax.Array
+Params = Mapping[str, Any]
+
+
+# --- Initialisers mirroring torch_geometric.nn.inits / nn.dense.Linear -----------------------
+
+def _uniform(bound: float) -> nn.initializers.Initializer:
+  """U(-bound, bound), PyG's `inits.uniform` / torch's Linear bias."""
+  def init(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+  return init
+
+
+# PyG's `Linear` default (`kaiming_uniform(fan_in, a=sqrt(5))`, as torch.nn.Linear): U(±1/sqrt(in)).
+_torch_linear_kernel = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+# PyG's `glorot` on a `[out, in]` weight: U(±sqrt(6 / (in + out))), the same as Flax's on `[in, out]`.
+_glorot = nn.initializers.xavier_uniform()
+
+
+def _masked_nodes(values: Array, node_mask: Array) -> Array:
+  """Zeroes the rows of padding slots: `[G, N, F]`, `[G, N]` -> `[G, N, F]`."""
+  return jnp.where(node_mask[..., None], values, 0)
+
+
+# --- Convolutions ---------------------------------------------------------------------------
+
+class SAGEConv(nn.Module):
+  """GraphSAGE with mean aggregation, PyG's `SAGEConv(in, features)` defaults.
+
+  `out_i = lin_l(mean_{j -> i} x_j) + lin_r(x_i)` (PyG `SAGEConv`, Hamilton et al. 2017), the mean
+  over incoming edges with multiplicity; a node without incoming edges gets mean 0, so `lin_l`
+  contributes its bias only.
+
+  Params: `lin_l` (`Dense`: kernel `[in, features]`, bias `[features]`), `lin_r` (`Dense` without
+  bias: kernel `[in, features]`). Initialised like PyG (torch Linear): kernels and bias
+  U(±1/sqrt(in)).
+  """
+
+  features: int
+
+  @nn.compact
+  def __call__(self, graphs: DenseGraphs) -> Array:
+    """`graphs.nodes [G, N, in]` -> `[G, N, features]`, padding slots 0."""
+    x = graphs.nodes
+    in_dim = x.shape[-1]
+    bound = 1 / math.sqrt(in_dim)
+    lin_l = nn.Dense(self.features, kernel_init=_torch_linear_kernel, bias_init=_uniform(bound),
+                     name="lin_l")
+    lin_r = nn.Dense(self.features, use_bias=False, kernel_init=_torch_linear_kernel, name="lin_r")
+
+    adjacency = graphs.adjacency
+    in_degree = adjacency.sum(axis=-1, keepdims=True)  # [G, N, 1]
+    mean_weights = adjacency / jnp.maximum(in_degree, 1)  # rows sum to 1, or 0 without edges
+    # lin_l is affine, so aggregating before or after it is the same; aggregate in the smaller dim.
+    if in_dim <= self.features:
+      neighbours = lin_l(mean_weights @ x)
+    else:
+      # mean_weights @ lin_l(x) drops lin_l's bias (= lin_l(0)) on nodes without incoming edges.
+      bias = lin_l(jnp.zeros((1, in_dim), x.dtype))
+      neighbours = mean_weights @ lin_l(x) + jnp.where(in_degree > 0, 0, bias)
+    return _masked_nodes(neighbours + lin_r(x), graphs.node_mask)
+
+
+class GCNConv(nn.Module):
+  """Graph convolution, PyG's `GCNConv(in, features)` defaults (self loops, symmetric norm).
+
+  `X' = D^-1/2 Â D^-1/2 X W + b` (PyG `GCNConv` / `gcn_norm`, Kipf & Welling 2017) with
+  `Â = A` whose diagonal is set to 1 (`add_remaining_self_loops`, fill value 1: an existing self
+  loop, even a repeated one, becomes exactly one) and `D_ii = sum_j Â_ij` (in-degree over
+  targets). Off-diagonal multi-edges keep their multiplicity.
+
+  Params: `lin` (`Dense` without bias: kernel `[in, features]`, glorot), `bias` `[features]`
+  (zeros).
+  """
+
+  features: int
+
+  @nn.compact
+  def __call__(self, graphs: DenseGraphs) -> Array:
+    """`graphs.nodes [G, N, in]` -> `[G, N, features]`, padding slots 0."""
+    x = graphs.nodes
+    lin = nn.Dense(self.features, use_bias=False, kernel_init=_glorot, name="lin")
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+
+    n = graphs.max_nodes
+    eye = jnp.eye(n, dtype=bool)
+    # Only real nodes get a self loop, so padding slots keep degree 0 and stay isolated.
+    self_loops = eye & graphs.node_mask[:, :, None]
+    a_hat = jnp.where(eye, self_loops.astype(x.dtype), graphs.adjacency)
+    degree = a_hat.sum(axis=-1)
+    inv_sqrt = jnp.where(degree > 0, jax.lax.rsqrt(jnp.maximum(degree, 1e-30)), 0)
+    norm_adjacency = inv_sqrt[:, :, None] * a_hat * inv_sqrt[:, None, :]
+    if x.shape[-1] <= self.features:
+      out = lin(norm_adjacency @ x)
+    else:
+      out = norm_adjacency @ lin(x)
+    return _masked_nodes(out + bias, graphs.node_mask)
+
+
+class GATConv(nn.Module):
+  """Single-head graph attention, PyG's `GATConv(in, features)` defaults.
+
+  With `h = x W` (PyG `GATConv`, Veličković et al. 2018):
+  `e_ij = LeakyReLU_0.2(att_dst · h_i + att_src · h_j)` for each edge `j -> i`,
+  `alpha_ij = softmax_j(e_ij)` over the incoming edges of `i` (a repeated edge counts once per
+  copy), `out_i = sum_j alpha_ij h_j + bias`. As in PyG, existing self loops are removed and
+  exactly one self loop per real node is added. Dropout on the attention is 0 (the reference's).
+
+  Params: `lin` (`Dense` without bias: kernel `[in, features]`, glorot), `att_src`, `att_dst`
+  `[features]` (glorot of PyG's `[1, 1, features]`: U(±sqrt(6 / (1 + features)))), `bias`
+  `[features]` (zeros).
+  """
+
+  features: int
+  negative_slope: float = 0.2
+
+  @nn.compact
+  def __call__(self, graphs: DenseGraphs) -> Array:
+    """`graphs.nodes [G, N, in]` -> `[G, N, features]`, padding slots 0."""
+    att_bound = math.sqrt(6 / (1 + self.features))
+    h = nn.Dense(self.features, use_bias=False, kernel_init=_glorot, name="lin")(graphs.nodes)
+    att_src = self.param("att_src", _uniform(att_bound), (self.features,))
+    att_dst = self.param("att_dst", _uniform(att_bound), (self.features,))
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+
+    n = graphs.max_nodes
+    eye = jnp.eye(n, dtype=bool)
+    self_loops = eye & graphs.node_mask[:, :, None]
+    edge_count = jnp.where(eye, self_loops.astype(h.dtype), graphs.adjacency)  # [G, N, N]
+    has_edge = edge_count > 0
+
+    logits = (h @ att_dst)[:, :, None] + (h @ att_src)[:, None, :]  # [G, N(dst), N(src)]
+    logits = jax.nn.leaky_relu(logits, self.negative_slope)
+    # Stable masked softmax: subtract each row's max over its existing edges; rows without any
+    # edge (padding slots) get max 0 and weight 0 everywhere instead of NaN.
+    row_max = jnp.max(jnp.where(has_edge, logits, -jnp.inf), axis=-1, keepdims=True)
+    row_max = jnp.where(jnp.isfinite(row_max), row_max, 0)
+    weights = edge_count * jnp.where(has_edge, jnp.exp(logits - row_max), 0)
+    total = weights.sum(axis=-1, keepdims=True)
+    alpha = weights / jnp.where(total > 0, total, 1)
+    return _masked_nodes(alpha @ h + bias, graphs.node_mask)
+
+
+CONV_TYPES: dict[str, type[nn.Module]] = {
+    "GraphSAGE": SAGEConv,
+    "GCN": GCNConv,
+    "GAT": GATConv,
+}
+"""The reference's `--layer_type` values and their modules."""
+
+
+# --- Normalisation --------------------------------------------------------------------------
+
+class GraphNorm(nn.Module):
+  """Per-graph normalisation over real nodes, PyG's `GraphNorm` (Cai et al. 2021).
+
+  With `mu` and `var` taken over the real nodes of each graph, per feature:
+  `out = x - mean_scale * mu`, `var = mean(out^2)`, `y = weight * out / sqrt(var + eps) + bias`.
+
+  Params `weight` (ones), `bias` (zeros), `mean_scale` (ones), each `[features]`.
+  """
+
+  eps: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x: Array, node_mask: Array) -> Array:
+    """`x [G, N, F]`, `node_mask [G, N]` -> `[G, N, F]`, padding slots 0 (empty graphs: all 0)."""
+    features = x.shape[-1]
+    weight = self.param("weight", nn.initializers.ones_init(), (features,))
+    bias = self.param("bias", nn.initializers.zeros_init(), (features,))
+    mean_scale = self.param("mean_scale", nn.initializers.ones_init(), (features,))
+
+    mask = node_mask[..., None].astype(x.dtype)
+    count = jnp.maximum(mask.sum(axis=1, keepdims=True), 1)  # empty graph: 0 / 1, not NaN
+    mean = (x * mask).sum(axis=1, keepdims=True) / count
+    out = (x - mean_scale * mean) * mask
+    var = (out * out).sum(axis=1, keepdims=True) / count
+    return _masked_nodes(weight * out * jax.lax.rsqrt(var + self.eps) + bias, node_mask)
+
+
+# --- Pooling --------------------------------------------------------------------------------
+
+def topk_size(ratio: float, num_nodes: int) -> int:
+  """Nodes that `TopKPool(ratio)` keeps of a graph with `num_nodes` nodes (PyG's rule).
+
+  `ratio >= 1` is an absolute count `int(ratio)` (at most `num_nodes`); otherwise
+  `ceil(ratio * num_nodes)` in float32, as PyG computes it in the score dtype: 0.3 of 100 is 31.
+  """
+  if ratio <= 0:
+    raise ValueError(f"TopK ratio must be positive, got {ratio}.")
+  if ratio >= 1:
+    return min(int(ratio), num_nodes)
+  return int(np.ceil(np.float32(ratio) * np.float32(num_nodes)))
+
+
+class TopKPool(nn.Module):
+  """TopK pooling, PyG's `TopKPooling(F, ratio)` (tanh, `min_score=None`, multiplier 1).
+
+  `score = tanh(x · w / ||w||)`; each graph keeps its top `k_g` real nodes in descending score
+  order, their features multiplied by their score; edges touching a removed node are dropped
+  (PyG `TopKPooling` / `SelectTopK`, Gao & Ji 2019; Cangea et al. 2018). Ties are broken towards
+  the lower node slot.
+
+  PyG quirks reproduced on purpose (torch_geometric/nn/pool/select/topk.py):
+  - `k_g = ceil(float(ratio) * n_g)` is computed in float32, so ratio 0.3 keeps 31 of 100 nodes
+    and then 10 of 31 (not 30 and 9).
+  - `ratio >= 1` means an absolute count `k = int(ratio)`: ratio 1.0 keeps ONE node per graph.
+  The reference clamps its `--topk_ratio` to [0.3, 1.0] before it reaches the layer.
+
+  Shapes are static: the output has `K = topk_size(ratio, N)` node slots, and a graph with fewer
+  real nodes keeps its own `k_g <= K` and masks the rest. When every graph fills its `N` slots
+  (the atlas case), later layers run on the `K` kept nodes only.
+
+  Param `weight` `[F]` (PyG's `select.weight` `[1, F]`), initialised U(±1/sqrt(F)) like PyG.
+  """
+
+  ratio: float
+
+  @nn.compact
+  def __call__(self, graphs: DenseGraphs) -> tuple[DenseGraphs, Array, Array]:
+    """Pools each graph to its top-scoring nodes.
+
+    Args:
+      graphs: `nodes [G, N, F]`, `adjacency [G, N, N]`, `node_mask [G, N]`.
+
+    Returns:
+      `(pooled, perm, score)`: `pooled` is `DenseGraphs` with `K` slots (`nodes [G, K, F]`,
+      `adjacency [G, K, K]`, `node_mask [G, K]`, kept nodes first); `perm [G, K]` int32 is the
+      input slot of each kept node (-1 on masked slots); `score [G, K]` its tanh score (0 on
+      masked slots).
+    """
+    x, node_mask = graphs.nodes, graphs.node_mask
+    features = x.shape[-1]
+    k_static = topk_size(self.ratio, graphs.max_nodes)
+    weight = self.param("weight", _uniform(1 / math.sqrt(features)), (features,))
+
+    score = jnp.tanh((x * weight).sum(axis=-1) / jnp.linalg.norm(weight))  # [G, N]
+    n_real = node_mask.sum(axis=-1)
+    if self.ratio >= 1:
+      k = jnp.minimum(int(self.ratio), n_real)
+    else:
+      # float32 on purpose: the same rounding as PyG (see the class docstring).
+      k = jnp.ceil(jnp.float32(self.ratio) * n_real.astype(jnp.float32)).astype(jnp.int32)
+    _, perm = jax.lax.top_k(jnp.where(node_mask, score, -jnp.inf), k_static)  # [G, K]
+    kept = jnp.arange(k_static) < k[:, None]
+
+    kept_score = jnp.where(kept, jnp.take_along_axis(score, perm, axis=1), 0)
+    nodes = jnp.take_along_axis(x, perm[:, :, None], axis=1) * kept_score[:, :, None]
+    rows = jnp.take_along_axis(graphs.adjacency, perm[:, :, None], axis=1)  # [G, K, N]
+    adjacency = jnp.take_along_axis(rows, perm[:, None, :], axis=2)  # [G, K, K]
+    adjacency = jnp.where(kept[:, :, None] & kept[:, None, :], adjacency, 0)
+    pooled = DenseGraphs(nodes=nodes, adjacency=adjacency, node_mask=kept)
+    return pooled, jnp.where(kept, perm, -1).astype(jnp.int32), kept_score
+
+
+# --- Readout --------------------------------------------------------------------------------
+
+def readout(graphs: DenseGraphs) -> Array:
+  """Per-graph mean ‖ max over real nodes (PyG `global_mean_pool` ‖ `global_max_pool`).
+
+  Args:
+    graphs: `nodes [G, N, F]`, `node_mask [G, N]`.
+
+  Returns:
+    `[G, 2F]`; a graph without real nodes gives 0 (never NaN or -inf).
+  """
+  x, node_mask = graphs.nodes, graphs.node_mask
+  mask = node_mask[..., None]
+  count = mask.sum(axis=1)  # [G, 1]
+  mean = jnp.where(mask, x, 0).sum(axis=1) / jnp.maximum(count, 1).astype(x.dtype)
+  maximum = jnp.where(count > 0, jnp.max(jnp.where(mask, x, -jnp.inf), axis=1), 0)
+  return jnp.concatenate([mean, maximum], axis=-1)
+
+
+# --- Activations ----------------------------------------------------------------------------
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "relu": jax.nn.relu,
+    "leaky_relu": lambda x: jax.nn.leaky_relu(x, negative_slope=0.01),  # torch's default slope
+    "elu": lambda x: jax.nn.elu(x, alpha=1.0),
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # torch's default: the exact erf form
+}
+"""The reference's `--activation` values, with torch.nn.functional's defaults."""
+
+
+def activation(name: str) -> Callable[[Array], Array]:
+  """The activation function called `name`; raises ValueError naming the valid ones."""
+  try:
+    return ACTIVATIONS[name]
+  except KeyError:
+    raise ValueError(
+        f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}") from None
+
+
+# --- PyTorch state dict <-> Flax params -----------------------------------------------------
+# PyTorch Linear weights are [out, in]; Flax Dense kernels are [in, out].
+
+def _check_layer_type(layer_type: str) -> None:
+  if layer_type not in CONV_TYPES:
+    raise ValueError(f"unknown layer_type {layer_type!r}; expected one of {sorted(CONV_TYPES)}")
+
+
+def conv_params_from_torch(
+    reader: StateReader, prefix: str, layer_type: str, in_dim: int, out_dim: int) -> dict:
+  """The params of a `CONV_TYPES[layer_type](out_dim)` module from a PyG state dict.
+
+  Args:
+    reader: the state dict; every key and shape is checked.
+    prefix: the conv's key prefix, e.g. `"convs.0."`.
+    layer_type: `"GraphSAGE"` (`lin_l.weight` `[out, in]`, `lin_l.bias`, `lin_r.weight`), `"GCN"`
+      (`lin.weight`, `bias`) or `"GAT"` (`lin.weight`, `att_src`/`att_dst` `[1, 1, out]`, `bias`).
+    in_dim, out_dim: the conv's input and output features.
+
+  Returns:
+    The module's param tree (what goes under `{"params": ...}`), float32 NumPy arrays.
+  """
+  _check_layer_type(layer_type)
+  p = prefix
+  if layer_type == "GraphSAGE":
+    return {
+        "lin_l": {"kernel": reader.take(p + "lin_l.weight", (out_dim, in_dim)).T,
+                  "bias": reader.take(p + "lin_l.bias", (out_dim,))},
+        "lin_r": {"kernel": reader.take(p + "lin_r.weight", (out_dim, in_dim)).T},
+    }
+  params = {
+      "lin": {"kernel": reader.take(p + "lin.weight", (out_dim, in_dim)).T},
+      "bias": reader.take(p + "bias", (out_dim,)),
+  }
+  if layer_type == "GAT":
+    params["att_src"] = reader.take(p + "att_src", (1, 1, out_dim)).reshape(out_dim)
+    params["att_dst"] = reader.take(p + "att_dst", (1, 1, out_dim)).reshape(out_dim)
+  return params
+
+
+def conv_params_to_torch(params: Params, prefix: str, layer_type: str) -> dict[str, np.ndarray]:
+  """The PyG state-dict entries (`prefix + key` -> array) of a conv's param tree."""
+  _check_layer_type(layer_type)
+  as_np = lambda value: np.asarray(value, np.float32)
+  p = prefix
+  if layer_type == "GraphSAGE":
+    return {
+        p + "lin_l.weight": as_np(params["lin_l"]["kernel"]).T,
+        p + "lin_l.bias": as_np(params["lin_l"]["bias"]),
+        p + "lin_r.weight": as_np(params["lin_r"]["kernel"]).T,
+    }
+  state = {p + "lin.weight": as_np(params["lin"]["kernel"]).T}
+  if layer_type == "GAT":
+    state[p + "att_src"] = as_np(params["att_src"]).reshape(1, 1, -1)
+    state[p + "att_dst"] = as_np(params["att_dst"]).reshape(1, 1, -1)
+  state[p + "bias"] = as_np(params["bias"])
+  return state
+
+
+def graph_norm_params_from_torch(reader: StateReader, prefix: str, dim: int) -> dict:
+  """`GraphNorm` params from `prefix + {weight, bias, mean_scale}` `[dim]`, e.g. `"gns.0."`."""
+  return {name: reader.take(prefix + name, (dim,)) for name in ("weight", "bias", "mean_scale")}
+
+
+def graph_norm_params_to_torch(params: Params, prefix: str) -> dict[str, np.ndarray]:
+  """The PyG `GraphNorm` state-dict entries of a `GraphNorm` param tree."""
+  return {prefix + name: np.asarray(params[name], np.float32)
+          for name in ("weight", "bias", "mean_scale")}
+
+
+def topk_params_from_torch(reader: StateReader, prefix: str, dim: int) -> dict:
+  """`TopKPool` params from `prefix + "weight"` `[1, dim]`; prefix e.g. `"topk_pools.0.select."`."""
+  return {"weight": reader.take(prefix + "weight", (1, dim)).reshape(dim)}
+
+
+def topk_params_to_torch(params: Params, prefix: str) -> dict[str, np.ndarray]:
+  """The PyG entry `prefix + "weight"` `[1, F]` of a `TopKPool` param tree."""
+  return {prefix + "weight": np.asarray(params["weight"], np.float32).reshape(1, -1)}
