@@ -63,3 +63,20 @@ class StateReader:
           f"{self.what}: {len(unused)} unexpected key(s), first '{unused[0]}' with shape "
           f"{tuple(tensor_to_numpy(self._state[unused[0]]).shape)}; the checkpoint holds layers "
           "this ModelConfig does not have.")
+
+
+def dense_params_from_torch(reader: StateReader, prefix: str, in_dim: int, out_dim: int, *,
+                            bias: bool = True) -> dict:
+  """`torch.nn.Linear` (`weight [out, in]`, `bias [out]`) -> `flax.linen.Dense` params."""
+  params = {"kernel": reader.take(prefix + "weight", (out_dim, in_dim)).T}
+  if bias:
+    params["bias"] = reader.take(prefix + "bias", (out_dim,))
+  return params
+
+
+def dense_params_to_torch(params: Mapping[str, Any], prefix: str) -> dict[str, np.ndarray]:
+  """`flax.linen.Dense` params -> `torch.nn.Linear` state-dict entries under `prefix`."""
+  state = {prefix + "weight": np.asarray(params["kernel"]).T.copy()}
+  if "bias" in params:
+    state[prefix + "bias"] = np.asarray(params["bias"])
+  return state

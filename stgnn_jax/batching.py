@@ -1,0 +1,119 @@
+"""Subjects -> padded batches with static shapes for the jitted model.
+
+A batch holds every real visit of up to `subjects` subjects as one `DenseGraphs` of `graphs`
+slots (one-hot node features, thresholded adjacency), plus the index that puts each graph's
+embedding back at its (subject, visit) place. Subjects, visits and graphs are padded to fixed
+sizes so that a jitted step compiles once per (graphs, visits) bucket; padding subjects carry
+`subject_mask = False` and padding graphs point past the last visit slot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.struct
+import jax
+import numpy as np
+
+from stgnn_jax.graphs import DenseGraphs
+
+
+@flax.struct.dataclass
+class SubjectBatch:
+  """A padded batch of subjects.
+
+  Attributes:
+    graphs: `DenseGraphs` with `nodes [graphs, N, N]` (one-hot region features) and the visits'
+      adjacency.
+    visit_slot: `[graphs]` int32, `subject * max_visits + visit`; `subjects * max_visits` for
+      padding graphs.
+    lengths: `[subjects]` int32 real visits per subject (0 for padding subjects).
+    time: `[graphs]` float32 time feature of each graph (its subject's value).
+    labels: `[subjects]` int32 (0 for padding subjects).
+    subject_mask: `[subjects]` bool, False for padding subjects.
+    max_visits: static visit slots per subject.
+  """
+
+  graphs: DenseGraphs
+  visit_slot: jax.Array
+  lengths: jax.Array
+  time: jax.Array
+  labels: jax.Array
+  subject_mask: jax.Array
+  max_visits: int = flax.struct.field(pytree_node=False)
+
+  @property
+  def num_subjects(self) -> int:
+    return self.lengths.shape[0]
+
+
+def pack_subjects(
+    adjacency: Sequence[np.ndarray],
+    *,
+    labels: Sequence[int] | None = None,
+    time: Sequence[float] | None = None,
+    num_subjects: int | None = None,
+    max_visits: int | None = None,
+    num_graphs: int | None = None,
+) -> SubjectBatch:
+  """Packs subjects' visit graphs into one `SubjectBatch` of NumPy arrays.
+
+  Args:
+    adjacency: per subject a bool/0-1 array `[visits, N, N]` (oldest visit first), as made by
+      `stgnn_jax.data.fc_to_adjacency`; `adjacency[v, i, j]` is the edge between regions i and j.
+    labels: per subject class index (default 0, e.g. for prediction).
+    time: per subject time feature, given to each of its visits (default 0).
+    num_subjects: subject slots (>= len(adjacency)); default len(adjacency).
+    max_visits: visit slots per subject (>= the longest sequence); default the longest.
+    num_graphs: graph slots (>= total visits); default the total number of visits.
+
+  Returns:
+    A `SubjectBatch` whose arrays are NumPy (move them with `jax.device_put` or pass to jit).
+  """
+  if len(adjacency) == 0:
+    raise ValueError("pack_subjects: no subjects given.")
+  lengths = np.array([len(a) for a in adjacency], np.int32)
+  if lengths.min() < 1:
+    raise ValueError(f"pack_subjects: subject {int(lengths.argmin())} has no visit.")
+  sizes = {a.shape[1:] for a in adjacency}
+  if len(sizes) != 1 or any(len(s) != 2 or s[0] != s[1] for s in sizes):
+    raise ValueError(
+        f"pack_subjects: every visit must be one square N x N graph of the same atlas; got "
+        f"per-visit shapes {sorted(sizes)}.")
+  (num_nodes, _), = sizes
+  num_real = len(adjacency)
+  total = int(lengths.sum())
+  num_subjects = num_real if num_subjects is None else num_subjects
+  max_visits = int(lengths.max()) if max_visits is None else max_visits
+  num_graphs = total if num_graphs is None else num_graphs
+  for name, have, need in (("num_subjects", num_subjects, num_real),
+                           ("max_visits", max_visits, int(lengths.max())),
+                           ("num_graphs", num_graphs, total)):
+    if have < need:
+      raise ValueError(f"pack_subjects: {name}={have} is smaller than needed ({need}).")
+
+  adjacency_slots = np.zeros((num_graphs, num_nodes, num_nodes), np.float32)
+  adjacency_slots[:total] = np.concatenate([np.asarray(a, np.float32) for a in adjacency])
+  node_mask = np.zeros((num_graphs, num_nodes), bool)
+  node_mask[:total] = True
+  nodes = np.zeros((num_graphs, num_nodes, num_nodes), np.float32)
+  nodes[:total] = np.eye(num_nodes, dtype=np.float32)
+
+  subject_of_graph = np.repeat(np.arange(num_real), lengths)
+  visit_of_graph = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+  visit_slot = np.full((num_graphs,), num_subjects * max_visits, np.int32)
+  visit_slot[:total] = subject_of_graph * max_visits + visit_of_graph
+
+  time_of_graph = np.zeros((num_graphs,), np.float32)
+  if time is not None:
+    time_of_graph[:total] = np.repeat(np.asarray(time, np.float32), lengths)
+  padded_lengths = np.zeros((num_subjects,), np.int32)
+  padded_lengths[:num_real] = lengths
+  padded_labels = np.zeros((num_subjects,), np.int32)
+  if labels is not None:
+    padded_labels[:num_real] = np.asarray(labels, np.int32)
+  subject_mask = np.arange(num_subjects) < num_real
+  return SubjectBatch(
+      graphs=DenseGraphs(nodes=nodes, adjacency=adjacency_slots, node_mask=node_mask),
+      visit_slot=visit_slot, lengths=padded_lengths, time=time_of_graph,
+      labels=padded_labels, subject_mask=subject_mask, max_visits=max_visits)

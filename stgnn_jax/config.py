@@ -1,0 +1,162 @@
+"""The model's hyper-parameters, named after the reference's command-line flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+
+LAYER_TYPES = ("GraphSAGE", "GCN", "GAT")
+ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu")
+MODEL_TYPES = ("LSTM", "GRU", "RNN")
+# The reference clamps --topk_ratio into this range before building its TopK layers.
+TOPK_RATIO_RANGE = (0.3, 1.0)
+# Width of the classifier head's hidden layer (`classifier.0` in the reference), fixed there.
+HEAD_HIDDEN_DIM = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Architecture of the STGNN; field names and defaults are the reference's.
+
+  Attributes:
+    input_dim: node feature size; the FC graphs use one-hot region features, so this is the atlas
+      size (100 in the reference).
+    layer_type: graph convolution, one of "GraphSAGE", "GCN", "GAT".
+    gnn_hidden_dim: width of the hidden graph layers.
+    output_dim: width of the last graph layer; the graph embedding is `2 * output_dim` (mean and
+      max readout).
+    gnn_num_layers: number of conv -> GraphNorm -> activation -> dropout [-> TopK] blocks.
+    gnn_activation: "relu", "leaky_relu", "elu" or "gelu".
+    gnn_dropout: dropout after each block's activation (also used in the time projection and
+      the fusion layer).
+    use_topk_pooling: TopK pooling after each block.
+    topk_ratio: fraction of nodes TopK keeps; like the reference it is clamped to [0.3, 1.0]
+      (`effective_topk_ratio`), with a warning when that changes the value. PyTorch Geometric reads
+      a ratio of exactly 1.0 as an absolute count (one node per graph); that quirk is kept for
+      parity and warned about.
+    use_time_features: fuse a per-visit time feature into each graph embedding.
+    model_type: temporal classifier, "LSTM", "GRU" or "RNN" (tanh).
+    lstm_hidden_dim: hidden size of the recurrent layers.
+    lstm_num_layers: number of stacked recurrent layers.
+    lstm_bidirectional: bidirectional recurrence. None keeps the reference's behaviour
+      (bidirectional LSTM, unidirectional GRU and RNN); True or False applies to all three.
+    lstm_dropout: dropout between stacked recurrent layers.
+    classifier_dropout: dropout in the classification head.
+    num_classes: number of output classes (2: stable, converter).
+    freeze_encoder: treat the graph embeddings as constants (`jax.lax.stop_gradient`), as the
+      reference's main training does; the default trains the encoder end to end.
+    max_nodes: node slots per graph when the model is given `jraph.GraphsTuple`s; None means
+      `input_dim` (one node per atlas region).
+  """
+
+  input_dim: int = 100
+  layer_type: str = "GraphSAGE"
+  gnn_hidden_dim: int = 256
+  output_dim: int = 256
+  gnn_num_layers: int = 2
+  gnn_activation: str = "elu"
+  gnn_dropout: float = 0.2
+  use_topk_pooling: bool = True
+  topk_ratio: float = 0.3
+  use_time_features: bool = False
+  model_type: str = "LSTM"
+  lstm_hidden_dim: int = 64
+  lstm_num_layers: int = 1
+  lstm_bidirectional: bool | None = None
+  lstm_dropout: float = 0.45
+  classifier_dropout: float = 0.45
+  num_classes: int = 2
+  freeze_encoder: bool = False
+  max_nodes: int | None = None
+
+  def __post_init__(self):
+    def fail(field: str, problem: str, fix: str):
+      raise ValueError(f"ModelConfig.{field}={getattr(self, field)!r}: {problem}; {fix}.")
+
+    if self.layer_type not in LAYER_TYPES:
+      fail("layer_type", "unknown graph layer", f"use one of {', '.join(LAYER_TYPES)}")
+    if self.gnn_activation not in ACTIVATIONS:
+      fail("gnn_activation", "unknown activation", f"use one of {', '.join(ACTIVATIONS)}")
+    if self.model_type not in MODEL_TYPES:
+      fail("model_type", "unknown temporal model", f"use one of {', '.join(MODEL_TYPES)}")
+    for name in ("input_dim", "gnn_hidden_dim", "output_dim", "gnn_num_layers",
+                 "lstm_hidden_dim", "lstm_num_layers"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        fail(name, "must be a positive integer", "pass an int >= 1")
+    if not isinstance(self.num_classes, int) or self.num_classes < 2:
+      fail("num_classes", "must be an integer >= 2", "pass 2 for stable/converter")
+    if self.max_nodes is not None and (not isinstance(self.max_nodes, int) or self.max_nodes < 1):
+      fail("max_nodes", "must be None or a positive integer", "pass the largest graph size")
+    for name in ("gnn_dropout", "lstm_dropout", "classifier_dropout"):
+      if not 0.0 <= getattr(self, name) < 1.0:
+        fail(name, "dropout rate outside [0, 1)", "pass a rate such as 0.2")
+    if not 0.0 < self.topk_ratio <= 1.0:
+      fail("topk_ratio", "ratio outside (0, 1]", "pass a fraction of nodes to keep, e.g. 0.3")
+    if self.use_topk_pooling and self.effective_topk_ratio != self.topk_ratio:
+      warnings.warn(
+          f"topk_ratio={self.topk_ratio} is clamped to {self.effective_topk_ratio} as in the "
+          "reference (TopK keeps between 30% and 100% of the nodes).", stacklevel=3)
+    if self.use_topk_pooling and self.effective_topk_ratio >= 1.0:
+      warnings.warn(
+          "topk_ratio=1.0: PyTorch Geometric's TopKPooling reads a ratio >= 1 as a node count, so "
+          "each graph keeps ONE node (kept for parity with the reference). To keep every node, "
+          "set use_topk_pooling=False.", stacklevel=3)
+
+  @property
+  def effective_topk_ratio(self) -> float:
+    low, high = TOPK_RATIO_RANGE
+    return min(max(self.topk_ratio, low), high)
+
+  @property
+  def bidirectional(self) -> bool:
+    if self.lstm_bidirectional is None:
+      return self.model_type == "LSTM"
+    return self.lstm_bidirectional
+
+  @property
+  def num_directions(self) -> int:
+    return 2 if self.bidirectional else 1
+
+  @property
+  def node_slots(self) -> int:
+    return self.input_dim if self.max_nodes is None else self.max_nodes
+
+  @property
+  def embedding_dim(self) -> int:
+    """Width of one visit's graph embedding: mean and max readout of the last layer."""
+    return 2 * self.output_dim
+
+  def layer_dims(self) -> list[tuple[int, int]]:
+    """(in, out) of each graph convolution: in -> hidden -> ... -> hidden -> out."""
+    widths = [self.input_dim] + [self.gnn_hidden_dim] * (self.gnn_num_layers - 1)
+    widths.append(self.output_dim)
+    return list(zip(widths[:-1], widths[1:]))
+
+  def pooled_sizes(self, num_nodes: int) -> list[int]:
+    """Node slots after each TopK layer for full graphs of `num_nodes` nodes.
+
+    PyTorch Geometric computes ceil(ratio * n) in float32, so 0.3 of 100 nodes is 31 (then 10).
+    """
+    import numpy as np
+
+    sizes = []
+    n = num_nodes
+    for _ in range(self.gnn_num_layers):
+      if self.use_topk_pooling:
+        ratio = self.effective_topk_ratio
+        n = int(ratio) if ratio >= 1 else int(math.ceil(np.float32(ratio) * np.float32(n)))
+      sizes.append(n)
+    return sizes
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, values: dict) -> "ModelConfig":
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+      raise ValueError(f"ModelConfig: unknown field(s) {unknown}; known fields are {sorted(known)}.")
+    return cls(**values)

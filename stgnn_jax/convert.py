@@ -1,0 +1,156 @@
+"""Reference PyTorch checkpoints <-> Flax params.
+
+The reference writes `best_model_fold{k}.pth`, a dict with an `encoder` and a `classifier` state
+dict (plus `epoch` and `val_results`), and `pretrained_gnn_encoder.pth`, a bare encoder state dict.
+Key layout (reference page, "Checkpoint layout"): `convs.{i}.*`, `gns.{i}.*`,
+`topk_pools.{i}.select.weight`, `time_projection.{0,3}.*`, `fusion_layer.0.*` for the encoder;
+`lstm.*` / `gru.*` / `rnn.*` and `classifier.{0,3}.*` for the classifier. Every key and shape is
+checked against the `ModelConfig`; a mismatch names the key, the expected and the found shape.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from stgnn_jax import layers, temporal
+from stgnn_jax.config import ModelConfig
+from stgnn_jax.model import TIME_EMBEDDING_DIM, TIME_HIDDEN_DIM
+from stgnn_jax.torch_state import (
+    StateReader,
+    dense_params_from_torch,
+    dense_params_to_torch,
+)
+
+Params = dict[str, Any]
+
+
+def load_torch_checkpoint(path: str | os.PathLike, *, trust_checkpoint: bool = False) -> Any:
+  """Reads a `.pth` file with PyTorch (needed only here: `pip install torch`).
+
+  Only tensors and plain containers are unpickled unless `trust_checkpoint=True`, which runs the
+  full pickle machinery (do that only for files you trust).
+  """
+  try:
+    import torch
+  except ImportError as error:
+    raise ImportError(
+        f"reading the PyTorch checkpoint {os.fspath(path)!r} needs PyTorch; install it with "
+        "`pip install torch` (the CPU build is enough).") from error
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"checkpoint {os.fspath(path)!r} does not exist.")
+  try:
+    return torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
+  except Exception as error:  # torch raises UnpicklingError or RuntimeError with its own text
+    if trust_checkpoint:
+      raise
+    raise ValueError(
+        f"could not read {os.fspath(path)!r} with weights_only=True ({error}); if you trust the "
+        "file, pass trust_checkpoint=True to unpickle it fully.") from error
+
+
+def _time_layers(config: ModelConfig) -> dict[str, tuple[str, int, int]]:
+  """Flax name -> (torch prefix, in, out) of the time projection and fusion Linear layers."""
+  emb = config.embedding_dim
+  return {
+      "time_projection_0": ("time_projection.0.", 1, TIME_HIDDEN_DIM),
+      "time_projection_3": ("time_projection.3.", TIME_HIDDEN_DIM, TIME_EMBEDDING_DIM),
+      "fusion_layer_0": ("fusion_layer.0.", emb + TIME_EMBEDDING_DIM, emb),
+  }
+
+
+def encoder_params_from_torch(state: Mapping[str, Any], config: ModelConfig) -> Params:
+  """The reference encoder's state dict -> `GraphEncoder` params."""
+  reader = StateReader(state, "encoder state dict")
+  params: Params = {}
+  for i, (in_dim, out_dim) in enumerate(config.layer_dims()):
+    params[f"convs_{i}"] = layers.conv_params_from_torch(
+        reader, f"convs.{i}.", config.layer_type, in_dim, out_dim)
+    params[f"gns_{i}"] = layers.graph_norm_params_from_torch(reader, f"gns.{i}.", out_dim)
+    if config.use_topk_pooling:
+      params[f"topk_pools_{i}"] = layers.topk_params_from_torch(
+          reader, f"topk_pools.{i}.select.", out_dim)
+  if config.use_time_features:
+    for name, (prefix, in_dim, out_dim) in _time_layers(config).items():
+      params[name] = dense_params_from_torch(reader, prefix, in_dim, out_dim)
+  reader.check_all_used()
+  return params
+
+
+def encoder_params_to_torch(params: Mapping[str, Any], config: ModelConfig) -> dict[str, np.ndarray]:
+  """`GraphEncoder` params -> a state dict with the reference encoder's keys."""
+  state: dict[str, np.ndarray] = {}
+  for i in range(config.gnn_num_layers):
+    state.update(layers.conv_params_to_torch(params[f"convs_{i}"], f"convs.{i}.", config.layer_type))
+    state.update(layers.graph_norm_params_to_torch(params[f"gns_{i}"], f"gns.{i}."))
+    if config.use_topk_pooling:
+      state.update(layers.topk_params_to_torch(params[f"topk_pools_{i}"], f"topk_pools.{i}.select."))
+  if config.use_time_features:
+    for name, (prefix, _, _) in _time_layers(config).items():
+      state.update(dense_params_to_torch(params[name], prefix))
+  return state
+
+
+def _classifier_kwargs(config: ModelConfig) -> dict:
+  return dict(model_type=config.model_type, hidden_dim=config.lstm_hidden_dim,
+              num_layers=config.lstm_num_layers, bidirectional=config.bidirectional,
+              input_dim=config.embedding_dim, num_classes=config.num_classes)
+
+
+def classifier_params_from_torch(state: Mapping[str, Any], config: ModelConfig) -> Params:
+  """The reference classifier's state dict -> `TemporalClassifier` params."""
+  reader = StateReader(state, "classifier state dict")
+  params = temporal.temporal_params_from_torch(reader, **_classifier_kwargs(config))
+  reader.check_all_used()
+  return params
+
+
+def classifier_params_to_torch(params: Mapping[str, Any], config: ModelConfig) -> dict[str, np.ndarray]:
+  """`TemporalClassifier` params -> a state dict with the reference classifier's keys."""
+  return temporal.temporal_params_to_torch(params, **_classifier_kwargs(config))
+
+
+def params_from_torch(checkpoint: str | os.PathLike | Mapping[str, Any], config: ModelConfig, *,
+                      trust_checkpoint: bool = False) -> Params:
+  """Converts a reference checkpoint to Flax params for `STGNN(config)`.
+
+  Args:
+    checkpoint: a path to a `.pth` file, or the loaded object: either the reference's fold
+      checkpoint (a dict with `encoder` and `classifier` state dicts) or a bare encoder state
+      dict (a pretrained encoder).
+    config: the architecture the checkpoint was trained with.
+    trust_checkpoint: allow full unpickling of a `.pth` file (see `load_torch_checkpoint`).
+
+  Returns:
+    `{"encoder": ..., "classifier": ...}`, to be used as `STGNN(config).apply({"params": p}, ...)`;
+    only `{"encoder": ...}` for a bare encoder state dict.
+  """
+  if isinstance(checkpoint, (str, os.PathLike)):
+    checkpoint = load_torch_checkpoint(checkpoint, trust_checkpoint=trust_checkpoint)
+  if not isinstance(checkpoint, Mapping):
+    raise TypeError(
+        f"expected a checkpoint dict or a state dict, got {type(checkpoint).__name__}.")
+  if "encoder" in checkpoint or "classifier" in checkpoint:
+    missing = [k for k in ("encoder", "classifier") if k not in checkpoint]
+    if missing:
+      raise ValueError(
+          f"fold checkpoint without the {missing[0]!r} state dict; the reference writes both "
+          "'encoder' and 'classifier' in best_model_fold{k}.pth.")
+    return {
+        "encoder": encoder_params_from_torch(checkpoint["encoder"], config),
+        "classifier": classifier_params_from_torch(checkpoint["classifier"], config),
+    }
+  return {"encoder": encoder_params_from_torch(checkpoint, config)}
+
+
+def params_to_torch(params: Mapping[str, Any], config: ModelConfig) -> dict[str, Any]:
+  """Flax params -> the reference's fold-checkpoint layout (NumPy arrays; wrap with
+  `torch.from_numpy` before `load_state_dict`). Params with only an encoder give a bare encoder
+  state dict."""
+  encoder = encoder_params_to_torch(params["encoder"], config)
+  if "classifier" not in params:
+    return encoder
+  return {"encoder": encoder, "classifier": classifier_params_to_torch(params["classifier"], config)}

@@ -1,0 +1,66 @@
+"""Black-box prediction from raw FC matrices, with the reference's preprocessing."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from stgnn_jax.batching import SubjectBatch, pack_subjects
+from stgnn_jax.config import ModelConfig
+from stgnn_jax.data import fc_to_adjacency
+from stgnn_jax.model import STGNN
+
+
+@functools.partial(jax.jit, static_argnames=("config", "deterministic"))
+def apply_model(params: Mapping[str, Any], config: ModelConfig, batch: SubjectBatch,
+                rng: jax.Array | None = None, *, deterministic: bool = True) -> jax.Array:
+  """Jitted `STGNN(config)` on a `SubjectBatch` -> logits `[subjects, num_classes]`.
+
+  Compiles once per (config, batch shapes); `rng` feeds dropout when not deterministic.
+  """
+  rngs = None if rng is None else {"dropout": rng}
+  return STGNN(config).apply(
+      {"params": params}, batch.graphs, batch.visit_slot, batch.lengths, batch.time,
+      max_visits=batch.max_visits, deterministic=deterministic, rngs=rngs)
+
+
+def predict(params: Mapping[str, Any], config: ModelConfig,
+            subjects: Sequence[Sequence[np.ndarray]],
+            time_gaps: Sequence[float] | None = None, threshold: float = 0.2) -> np.ndarray:
+  """Logits `[subjects, num_classes]` for raw FC matrices, in eval mode.
+
+  Args:
+    params: `{"encoder": ..., "classifier": ...}`, e.g. from `params_from_torch`.
+    config: the model's architecture.
+    subjects: per subject, its visits' raw `N x N` FC matrices, oldest first (no trimming is
+      applied: pass the visits the model should see).
+    time_gaps: per subject the time feature as the model sees it (already normalised, e.g.
+      `log1p(months / 12)`); required when `config.use_time_features`.
+    threshold: |FC| below it is no edge (the reference's `--threshold`).
+
+  Returns:
+    NumPy float32 logits.
+  """
+  if len(subjects) == 0:
+    raise ValueError("predict: no subjects given.")
+  if config.use_time_features and time_gaps is None:
+    raise ValueError("predict: the model uses time features; pass time_gaps (one per subject).")
+  if time_gaps is not None and len(time_gaps) != len(subjects):
+    raise ValueError(
+        f"predict: {len(time_gaps)} time_gaps for {len(subjects)} subjects; give one per subject.")
+  adjacency = []
+  for s, visits in enumerate(subjects):
+    if len(visits) == 0:
+      raise ValueError(f"predict: subject {s} has no visit.")
+    stack = np.stack([np.asarray(v, np.float32) for v in visits])
+    if stack.shape[1:] != (config.input_dim, config.input_dim):
+      raise ValueError(
+          f"predict: subject {s} has {stack.shape[1]}x{stack.shape[2]} matrices but the model "
+          f"expects {config.input_dim}x{config.input_dim} (ModelConfig.input_dim).")
+    adjacency.append(fc_to_adjacency(stack, threshold))
+  batch = pack_subjects(adjacency, time=time_gaps)
+  return np.asarray(apply_model(params, config, batch))

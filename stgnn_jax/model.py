@@ -1,0 +1,125 @@
+"""The STGNN: a graph encoder per visit and a recurrent classifier over each subject's visits."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import jraph
+
+from stgnn_jax import layers
+from stgnn_jax.config import ModelConfig
+from stgnn_jax.graphs import DenseGraphs, dense_graphs_from_jraph
+from stgnn_jax.temporal import TemporalClassifier
+
+TIME_HIDDEN_DIM = 16
+TIME_EMBEDDING_DIM = 32
+
+
+class GraphEncoder(nn.Module):
+  """Embeds each graph of a batch: `[graphs, N, input_dim]` -> `[graphs, 2 * output_dim]`.
+
+  Each block is conv -> GraphNorm -> activation -> dropout -> TopK (reference order); the readout
+  concatenates the mean and the max over the kept nodes. With `use_time_features`, a scalar time
+  per graph goes through Linear(1, 16) -> ReLU -> Dropout -> Linear(16, 32), is concatenated to the
+  readout and fused back to `2 * output_dim` by Linear -> ReLU -> Dropout.
+
+  Submodule names mirror the reference's state-dict prefixes (`convs_0` for `convs.0.`, ...).
+  """
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, graphs: DenseGraphs, time: jax.Array | None = None, *,
+               deterministic: bool = True) -> jax.Array:
+    cfg = self.config
+    act = layers.activation(cfg.gnn_activation)
+    conv_type = layers.CONV_TYPES[cfg.layer_type]
+    for i, (_, out_dim) in enumerate(cfg.layer_dims()):
+      x = conv_type(out_dim, name=f"convs_{i}")(graphs)
+      x = layers.GraphNorm(name=f"gns_{i}")(x, graphs.node_mask)
+      x = act(x)
+      x = nn.Dropout(cfg.gnn_dropout)(x, deterministic=deterministic)
+      # Dropout and the activation may move padding slots off zero (elu(0) = 0, but keep the
+      # invariant explicit): the next layer must see exact zeros there.
+      x = jnp.where(graphs.node_mask[..., None], x, 0.0)
+      graphs = graphs.replace(nodes=x)
+      if cfg.use_topk_pooling:
+        graphs = layers.TopKPool(cfg.effective_topk_ratio, name=f"topk_pools_{i}")(graphs)
+    embedding = layers.readout(graphs)
+
+    if cfg.use_time_features:
+      if time is None:
+        raise ValueError(
+            "use_time_features=True but no time feature was given; pass `time` with one value "
+            "per graph.")
+      t = nn.Dense(TIME_HIDDEN_DIM, name="time_projection_0")(time[:, None].astype(embedding.dtype))
+      t = nn.Dropout(cfg.gnn_dropout)(nn.relu(t), deterministic=deterministic)
+      t = nn.Dense(TIME_EMBEDDING_DIM, name="time_projection_3")(t)
+      fused = nn.Dense(cfg.embedding_dim, name="fusion_layer_0")(
+          jnp.concatenate([embedding, t], axis=-1))
+      embedding = nn.Dropout(cfg.gnn_dropout)(nn.relu(fused), deterministic=deterministic)
+    return embedding
+
+
+class STGNN(nn.Module):
+  """Graph encoder over every visit of a batch of subjects, then the temporal classifier.
+
+  All graphs of the batch (every real visit of every subject, plus padding graphs) go through the
+  encoder in one call; their embeddings are scattered to `[subjects, max_visits, 2 * output_dim]`
+  and classified with packed-sequence semantics (`lengths`).
+  """
+
+  config: ModelConfig
+
+  def setup(self):
+    cfg = self.config
+    self.encoder = GraphEncoder(cfg)
+    self.classifier = TemporalClassifier(
+        model_type=cfg.model_type,
+        hidden_dim=cfg.lstm_hidden_dim,
+        num_layers=cfg.lstm_num_layers,
+        bidirectional=cfg.bidirectional,
+        rnn_dropout=cfg.lstm_dropout,
+        head_dropout=cfg.classifier_dropout,
+        num_classes=cfg.num_classes)
+
+  def __call__(self, graphs: DenseGraphs | jraph.GraphsTuple, visit_slot: jax.Array,
+               lengths: jax.Array, time: jax.Array | None = None, *, max_visits: int,
+               deterministic: bool = True) -> jax.Array:
+    """Logits `[subjects, num_classes]`.
+
+    Args:
+      graphs: `G` graphs, as `DenseGraphs` or a `jraph.GraphsTuple` (converted here with
+        `ModelConfig.node_slots` node slots; padding graphs are harmless).
+      visit_slot: `[G]` int, `subject * max_visits + visit` for each graph (visit 0 = oldest kept
+        visit), or `subjects * max_visits` (any value past the end, never negative) for padding graphs.
+      lengths: `[subjects]` int, number of real visits per subject (0 for padding subjects).
+      time: `[G]` float time feature per graph, needed when `use_time_features`.
+      max_visits: static number of visit slots per subject.
+      deterministic: disables dropout; otherwise an rng named "dropout" is required.
+    """
+    embeddings = self.encode(graphs, time, deterministic=deterministic)
+    sequences = scatter_visits(embeddings, visit_slot, lengths.shape[0], max_visits)
+    return self.classifier(sequences, lengths, deterministic=deterministic)
+
+  def encode(self, graphs: DenseGraphs | jraph.GraphsTuple, time: jax.Array | None = None, *,
+             deterministic: bool = True) -> jax.Array:
+    """Graph embeddings `[G, 2 * output_dim]`; constants when `freeze_encoder`."""
+    if isinstance(graphs, jraph.GraphsTuple):
+      graphs = dense_graphs_from_jraph(graphs, self.config.node_slots)
+    embeddings = self.encoder(graphs, time, deterministic=deterministic)
+    if self.config.freeze_encoder:
+      # The reference computes embeddings under torch.no_grad() inside its data loader, so its
+      # encoder never learns in the main training; this reproduces that on request.
+      embeddings = jax.lax.stop_gradient(embeddings)
+    return embeddings
+
+
+def scatter_visits(embeddings: jax.Array, visit_slot: jax.Array, num_subjects: int,
+                   max_visits: int) -> jax.Array:
+  """`[G, D]` graph embeddings -> `[subjects, max_visits, D]`; slots past the end are dropped."""
+  flat = jnp.zeros((num_subjects * max_visits, embeddings.shape[-1]), embeddings.dtype)
+  # Negative indices would wrap around, so padding graphs must point past the end.
+  flat = flat.at[visit_slot].set(embeddings, mode="drop")
+  return flat.reshape(num_subjects, max_visits, embeddings.shape[-1])

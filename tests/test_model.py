@@ -1,0 +1,297 @@
+"""Full-model parity: STGNN (JAX) vs the PyTorch + PyG reference with converted weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import jax
+import jax.numpy as jnp
+import jraph
+import numpy as np
+import pytest
+import torch
+
+from stgnn_jax import (
+    STGNN,
+    ModelConfig,
+    apply_model,
+    pack_subjects,
+    params_from_torch,
+    params_to_torch,
+    predict,
+)
+from stgnn_jax.convert import CheckpointMismatchError
+from tests.torch_reference import TorchSTGNN, pyg_batch
+
+# Small dimensions keep the 36-configuration sweep fast; the defaults get their own test.
+SMALL = dict(input_dim=24, gnn_hidden_dim=16, output_dim=12, lstm_hidden_dim=8)
+LENGTHS = (3, 1, 4, 2, 1)
+
+
+def random_fc(rng: np.random.Generator, n: int, visits: int) -> list[np.ndarray]:
+  mats = []
+  for _ in range(visits):
+    a = rng.uniform(-1, 1, (n, n)).astype(np.float32)
+    np.fill_diagonal(a, 1.0)
+    mats.append(a)
+  return mats
+
+
+def random_adjacency(rng: np.random.Generator, n: int, visits: int) -> np.ndarray:
+  fc = np.stack(random_fc(rng, n, visits))
+  sym = (fc + np.swapaxes(fc, 1, 2)) / 2
+  return np.abs(sym) >= 0.4
+
+
+def torch_model(config: ModelConfig, seed: int = 0) -> TorchSTGNN:
+  torch.manual_seed(seed)
+  model = TorchSTGNN(config)
+  with torch.no_grad():  # non-trivial GraphNorm/TopK parameters, not just their init values
+    for name, p in model.named_parameters():
+      if name.endswith(("mean_scale", "gns.0.weight", "gns.1.weight")):
+        p.uniform_(0.5, 1.5)
+  return model.eval()
+
+
+def checkpoint_of(model: TorchSTGNN) -> dict:
+  return {"encoder": model.encoder.state_dict(), "classifier": model.classifier.state_dict(),
+          "epoch": 3, "val_results": {"auc": 0.5}}
+
+
+def both_logits(config: ModelConfig, adjacency, time=None, seed=0):
+  model = torch_model(config, seed)
+  with torch.no_grad():
+    expected = model(**pyg_batch(adjacency, time)).numpy()
+  params = params_from_torch(checkpoint_of(model), config)
+  got = np.asarray(apply_model(params, config, pack_subjects(adjacency, time=time)))
+  return got, expected
+
+
+CASES = list(itertools.product(("GraphSAGE", "GCN", "GAT"), ("LSTM", "GRU", "RNN"),
+                               (True, False), (False, True)))
+
+
+@pytest.mark.parametrize("layer_type,model_type,topk,time_features", CASES)
+def test_logits_match_reference(layer_type, model_type, topk, time_features):
+  config = ModelConfig(**SMALL, layer_type=layer_type, model_type=model_type,
+                       use_topk_pooling=topk, use_time_features=time_features)
+  rng = np.random.default_rng(hash((layer_type, model_type, topk, time_features)) % 2**32)
+  adjacency = [random_adjacency(rng, config.input_dim, n) for n in LENGTHS]
+  time = rng.uniform(0, 2, len(LENGTHS)).astype(np.float32) if time_features else None
+  got, expected = both_logits(config, adjacency, time)
+  np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(),  # the reference defaults: 100 -> 256 -> 256, GraphSAGE, elu, TopK 0.3, BiLSTM
+    dict(lstm_num_layers=2, model_type="GRU", lstm_bidirectional=True, gnn_activation="gelu"),
+    dict(gnn_num_layers=3, gnn_activation="leaky_relu", model_type="RNN", topk_ratio=0.5),
+])
+def test_reference_sized_models(overrides):
+  config = ModelConfig(**overrides)
+  rng = np.random.default_rng(7)
+  adjacency = [random_adjacency(rng, 100, n) for n in (2, 1, 3)]
+  got, expected = both_logits(config, adjacency)
+  np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
+def test_checkpoint_file_round_trip(tmp_path):
+  config = ModelConfig(**SMALL, use_time_features=True)
+  model = torch_model(config, seed=3)
+  path = tmp_path / "best_model_fold1.pth"
+  torch.save(checkpoint_of(model), path)
+  rng = np.random.default_rng(3)
+  adjacency = [random_adjacency(rng, config.input_dim, n) for n in LENGTHS]
+  time = rng.uniform(0, 2, len(LENGTHS)).astype(np.float32)
+  with torch.no_grad():
+    expected = model(**pyg_batch(adjacency, time)).numpy()
+  got = apply_model(params_from_torch(path, config), config, pack_subjects(adjacency, time=time))
+  np.testing.assert_allclose(np.asarray(got), expected, atol=1e-4)
+
+  # A bare pretrained-encoder state dict converts to encoder params only.
+  torch.save(model.encoder.state_dict(), tmp_path / "pretrained_gnn_encoder.pth")
+  encoder_only = params_from_torch(tmp_path / "pretrained_gnn_encoder.pth", config)
+  assert set(encoder_only) == {"encoder"}
+  jax.tree.map(np.testing.assert_array_equal, encoder_only["encoder"],
+               params_from_torch(path, config)["encoder"])
+
+
+def test_params_to_torch_loads_strictly_and_gives_same_logits():
+  config = ModelConfig(**SMALL, layer_type="GAT", model_type="GRU", lstm_num_layers=2,
+                       lstm_bidirectional=True, use_time_features=True)
+  rng = np.random.default_rng(11)
+  adjacency = [random_adjacency(rng, config.input_dim, n) for n in LENGTHS]
+  time = rng.uniform(0, 2, len(LENGTHS)).astype(np.float32)
+  batch = pack_subjects(adjacency, time=time)
+  params = STGNN(config).init(jax.random.key(0), batch.graphs, batch.visit_slot, batch.lengths,
+                              batch.time, max_visits=batch.max_visits)["params"]
+  state = params_to_torch(params, config)
+  model = TorchSTGNN(config).eval()
+  model.encoder.load_state_dict({k: torch.from_numpy(v) for k, v in state["encoder"].items()})
+  model.classifier.load_state_dict(
+      {k: torch.from_numpy(v) for k, v in state["classifier"].items()})
+  with torch.no_grad():
+    expected = model(**pyg_batch(adjacency, time)).numpy()
+  np.testing.assert_allclose(np.asarray(apply_model(params, config, batch)), expected, atol=1e-4)
+  back = params_from_torch(state, config)
+  jax.tree.map(np.testing.assert_array_equal, back, jax.tree.map(np.asarray, dict(params)))
+
+
+def test_converter_names_mismatched_keys():
+  config = ModelConfig(**SMALL)
+  checkpoint = checkpoint_of(torch_model(config))
+  with pytest.raises(CheckpointMismatchError, match=r"convs\.0\.lin_l\.weight.*\(16, 24\)"):
+    params_from_torch(checkpoint, dataclasses.replace(config, gnn_hidden_dim=32))
+  with pytest.raises(CheckpointMismatchError, match=r"missing key 'convs\.0\.lin\.weight'"):
+    params_from_torch(checkpoint, dataclasses.replace(config, layer_type="GCN"))
+  with pytest.raises(CheckpointMismatchError, match=r"unexpected key.*topk_pools\.0"):
+    params_from_torch(checkpoint, dataclasses.replace(config, use_topk_pooling=False))
+  with pytest.raises(CheckpointMismatchError, match=r"lstm\.weight_ih_l0_reverse"):
+    params_from_torch(checkpoint, dataclasses.replace(config, lstm_bidirectional=False))
+
+
+def test_gradients_match_torch_autograd():
+  config = ModelConfig(**SMALL, layer_type="GraphSAGE", model_type="LSTM",
+                       use_time_features=True, lstm_num_layers=2)
+  model = torch_model(config, seed=5)
+  rng = np.random.default_rng(5)
+  adjacency = [random_adjacency(rng, config.input_dim, n) for n in LENGTHS]
+  time = rng.uniform(0, 2, len(LENGTHS)).astype(np.float32)
+  weights = rng.normal(size=(len(LENGTHS), 2)).astype(np.float32)
+
+  inputs = pyg_batch(adjacency, time)
+  inputs["x"].requires_grad_(True)
+  (model(**inputs) * torch.from_numpy(weights)).sum().backward()
+  torch_grads = {"encoder": {k: p.grad.numpy() for k, p in model.encoder.named_parameters()},
+                 "classifier": {k: p.grad.numpy() for k, p in model.classifier.named_parameters()}}
+
+  params = params_from_torch(checkpoint_of(model), config)
+  batch = pack_subjects(adjacency, time=time)
+
+  def scalar(params, nodes):
+    graphs = batch.graphs.replace(nodes=nodes)
+    logits = STGNN(config).apply({"params": params}, graphs, batch.visit_slot, batch.lengths,
+                                 batch.time, max_visits=batch.max_visits)
+    return jnp.sum(logits * weights)
+
+  param_grads, node_grads = jax.grad(scalar, argnums=(0, 1))(params, batch.graphs.nodes)
+  ours = params_to_torch(jax.tree.map(np.asarray, param_grads), config)
+  for part in ("encoder", "classifier"):
+    assert set(ours[part]) == set(torch_grads[part])
+    for key, expected in torch_grads[part].items():
+      scale = max(np.abs(expected).max(), 1e-6)
+      np.testing.assert_allclose(ours[part][key], expected, atol=1e-4 * scale, rtol=1e-4,
+                                 err_msg=key)
+  expected_x = inputs["x"].grad.numpy()
+  got_x = np.asarray(node_grads).reshape(-1, config.input_dim)  # every graph is full
+  np.testing.assert_allclose(got_x, expected_x, atol=1e-4 * np.abs(expected_x).max(), rtol=1e-4)
+
+
+def test_graphs_tuple_input_equals_dense_input():
+  config = ModelConfig(**SMALL, layer_type="GCN")
+  rng = np.random.default_rng(2)
+  adjacency = [random_adjacency(rng, config.input_dim, n) for n in LENGTHS]
+  batch = pack_subjects(adjacency)
+  params = STGNN(config).init(jax.random.key(1), batch.graphs, batch.visit_slot, batch.lengths,
+                              max_visits=batch.max_visits)["params"]
+  dense_logits = apply_model(params, config, batch)
+
+  graphs = [a for stack in adjacency for a in stack]
+  receivers, senders = zip(*(np.nonzero(a) for a in graphs))
+  n = config.input_dim
+  graphs_tuple = jraph.batch_np([
+      jraph.GraphsTuple(nodes=np.eye(n, dtype=np.float32), edges=None, senders=s, receivers=r,
+                        n_node=np.array([n]), n_edge=np.array([len(s)]), globals=None)
+      for s, r in zip(senders, receivers)])
+  padded = jraph.pad_with_graphs(graphs_tuple, n_node=len(graphs) * n + 7,
+                                 n_edge=int(graphs_tuple.n_edge.sum()) + 5,
+                                 n_graph=len(graphs) + 3)
+  slot = np.concatenate([batch.visit_slot[:len(graphs)],
+                         np.full(3, batch.num_subjects * batch.max_visits)])
+  logits = STGNN(config).apply({"params": params}, padded, slot, batch.lengths,
+                               max_visits=batch.max_visits)
+  np.testing.assert_allclose(np.asarray(logits), np.asarray(dense_logits), atol=1e-5)
+
+
+def test_padding_subjects_and_graphs_do_not_change_real_logits():
+  config = ModelConfig(**SMALL)
+  rng = np.random.default_rng(4)
+  adjacency = [random_adjacency(rng, config.input_dim, n) for n in LENGTHS]
+  tight = pack_subjects(adjacency)
+  padded = pack_subjects(adjacency, num_subjects=8, max_visits=6, num_graphs=20)
+  params = STGNN(config).init(jax.random.key(2), tight.graphs, tight.visit_slot, tight.lengths,
+                              max_visits=tight.max_visits)["params"]
+  got = np.asarray(apply_model(params, config, padded))
+  assert np.isfinite(got).all()
+  np.testing.assert_allclose(got[:len(LENGTHS)], np.asarray(apply_model(params, config, tight)),
+                             atol=1e-5)
+
+
+def test_predict_matches_reference_on_raw_fc_matrices():
+  config = ModelConfig(use_time_features=True)
+  model = torch_model(config, seed=9)
+  rng = np.random.default_rng(9)
+  subjects = [random_fc(rng, 100, n) for n in (2, 1, 3)]
+  time = [0.5, 0.1, 1.2]
+  adjacency = []
+  for visits in subjects:  # the reference preprocessing, written out here
+    stack = np.stack(visits)
+    sym = (stack + np.swapaxes(stack, 1, 2)) / 2
+    adjacency.append(np.abs(sym) >= 0.2)
+  with torch.no_grad():
+    expected = model(**pyg_batch(adjacency, time)).numpy()
+  params = params_from_torch(checkpoint_of(model), config)
+  got = predict(params, config, subjects, time_gaps=time, threshold=0.2)
+  assert isinstance(got, np.ndarray) and got.shape == (3, 2)
+  np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_predict_rejects_bad_input():
+  config = ModelConfig(**SMALL)
+  params = {"encoder": {}, "classifier": {}}
+  with pytest.raises(ValueError, match="expects 24x24"):
+    predict(params, config, [[np.eye(10)]])
+  with pytest.raises(ValueError, match="subject 0 has no visit"):
+    predict(params, config, [[]])
+  with pytest.raises(ValueError, match="time_gaps"):
+    predict(params, dataclasses.replace(config, use_time_features=True), [[np.eye(24)]])
+
+
+def test_jit_compiles_once_per_batch_shape_and_dropout_uses_rng():
+  config = ModelConfig(**SMALL)
+  rng = np.random.default_rng(6)
+  make = lambda: pack_subjects([random_adjacency(rng, config.input_dim, n) for n in LENGTHS],
+                               num_subjects=6, max_visits=4, num_graphs=16)
+  batch = make()
+  params = STGNN(config).init(jax.random.key(3), batch.graphs, batch.visit_slot, batch.lengths,
+                              max_visits=batch.max_visits)["params"]
+  apply_model.clear_cache()
+  for _ in range(3):
+    apply_model(params, config, make())
+  assert apply_model._cache_size() == 1
+
+  a = apply_model(params, config, batch, jax.random.key(1), deterministic=False)
+  b = apply_model(params, config, batch, jax.random.key(2), deterministic=False)
+  c = apply_model(params, config, batch, jax.random.key(1), deterministic=False)
+  assert not np.allclose(a, b)
+  np.testing.assert_array_equal(a, c)
+  np.testing.assert_array_equal(apply_model(params, config, batch),
+                                apply_model(params, config, batch, jax.random.key(5)))
+
+
+def test_frozen_encoder_gets_no_gradient():
+  rng = np.random.default_rng(8)
+  batch = pack_subjects([random_adjacency(rng, SMALL["input_dim"], n) for n in LENGTHS],
+                        labels=[0, 1, 0, 1, 1])
+  grads = {}
+  for freeze in (False, True):
+    config = ModelConfig(**SMALL, freeze_encoder=freeze)
+    params = STGNN(config).init(jax.random.key(4), batch.graphs, batch.visit_slot,
+                                batch.lengths, max_visits=batch.max_visits)["params"]
+    loss = lambda p: apply_model(p, config, batch).sum()
+    grads[freeze] = jax.grad(loss)(params)
+  enc_norm = lambda g: sum(float(jnp.abs(x).sum()) for x in jax.tree.leaves(g["encoder"]))
+  assert enc_norm(grads[False]) > 0
+  assert enc_norm(grads[True]) == 0
+  assert sum(float(jnp.abs(x).sum()) for x in jax.tree.leaves(grads[True]["classifier"])) > 0

@@ -1,0 +1,152 @@
+"""The reference STGNN in PyTorch + PyTorch Geometric, written from ../shared/reference/original-stgnn.md.
+
+Test and benchmark code only: the packages never import it. PyG's own layer classes are the
+ground truth for the layers; the encoder stack, the time fusion and the temporal classifier
+follow the reference page's description (module names give its state-dict keys).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch_geometric.nn import (
+    GATConv,
+    GCNConv,
+    GraphNorm,
+    SAGEConv,
+    TopKPooling,
+    global_max_pool,
+    global_mean_pool,
+)
+
+ACTIVATIONS = {"relu": F.relu, "leaky_relu": F.leaky_relu, "elu": F.elu, "gelu": F.gelu}
+
+
+def make_conv(layer_type: str, in_dim: int, out_dim: int) -> nn.Module:
+  if layer_type == "GraphSAGE":
+    return SAGEConv(in_dim, out_dim)
+  if layer_type == "GCN":
+    return GCNConv(in_dim, out_dim)
+  if layer_type == "GAT":
+    return GATConv(in_dim, out_dim, heads=1)
+  raise ValueError(layer_type)
+
+
+class TorchGraphEncoder(nn.Module):
+  """conv -> GraphNorm -> activation -> dropout -> TopK, per block; mean || max readout."""
+
+  def __init__(self, input_dim=100, hidden_dim=256, output_dim=256, num_layers=2,
+               layer_type="GraphSAGE", activation="elu", dropout=0.2, use_topk_pooling=True,
+               topk_ratio=0.3, use_time_features=False):
+    super().__init__()
+    widths = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
+    self.convs = nn.ModuleList(
+        make_conv(layer_type, i, o) for i, o in zip(widths[:-1], widths[1:]))
+    self.gns = nn.ModuleList(GraphNorm(o) for o in widths[1:])
+    self.use_topk_pooling = use_topk_pooling
+    if use_topk_pooling:
+      ratio = min(max(topk_ratio, 0.3), 1.0)
+      self.topk_pools = nn.ModuleList(TopKPooling(o, ratio=ratio) for o in widths[1:])
+    self.activation = ACTIVATIONS[activation]
+    self.dropout = dropout
+    self.use_time_features = use_time_features
+    if use_time_features:
+      self.time_projection = nn.Sequential(
+          nn.Linear(1, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, 32))
+      self.fusion_layer = nn.Sequential(
+          nn.Linear(2 * output_dim + 32, 2 * output_dim), nn.ReLU(), nn.Dropout(dropout))
+
+  def forward(self, x, edge_index, batch, num_graphs, time=None):
+    for i, conv in enumerate(self.convs):
+      x = conv(x, edge_index)
+      x = self.gns[i](x, batch)
+      x = self.activation(x)
+      x = F.dropout(x, self.dropout, self.training)
+      if self.use_topk_pooling:
+        x, edge_index, _, batch, _, _ = self.topk_pools[i](x, edge_index, batch=batch)
+    embedding = torch.cat([global_mean_pool(x, batch, num_graphs),
+                           global_max_pool(x, batch, num_graphs)], dim=-1)
+    if self.use_time_features:
+      t = self.time_projection(time[:, None])
+      embedding = self.fusion_layer(torch.cat([embedding, t], dim=-1))
+    return embedding
+
+
+class TorchTemporalClassifier(nn.Module):
+  """LSTM/GRU/RNN over packed sequences, then Linear -> ReLU -> Dropout -> Linear."""
+
+  def __init__(self, input_dim=512, hidden_dim=64, num_layers=1, model_type="LSTM",
+               bidirectional=True, dropout=0.45, num_classes=2):
+    super().__init__()
+    rnn_type = {"LSTM": nn.LSTM, "GRU": nn.GRU, "RNN": nn.RNN}[model_type]
+    self.model_type = model_type
+    self.bidirectional = bidirectional
+    rnn = rnn_type(input_dim, hidden_dim, num_layers, batch_first=True,
+                   bidirectional=bidirectional, dropout=dropout if num_layers > 1 else 0.0)
+    setattr(self, model_type.lower(), rnn)
+    directions = 2 if bidirectional else 1
+    self.classifier = nn.Sequential(
+        nn.Linear(hidden_dim * directions, 64), nn.ReLU(), nn.Dropout(dropout),
+        nn.Linear(64, num_classes))
+
+  def forward(self, sequences, lengths):
+    rnn = getattr(self, self.model_type.lower())
+    packed = nn.utils.rnn.pack_padded_sequence(
+        sequences, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    _, hidden = rnn(packed)
+    if self.model_type == "LSTM":
+      hidden = hidden[0]
+    features = torch.cat([hidden[-2], hidden[-1]], -1) if self.bidirectional else hidden[-1]
+    return self.classifier(features)
+
+
+class TorchSTGNN(nn.Module):
+  """Encoder over every visit's graph, scatter to [subjects, visits, 512], classifier."""
+
+  def __init__(self, config):
+    super().__init__()
+    self.encoder = TorchGraphEncoder(
+        config.input_dim, config.gnn_hidden_dim, config.output_dim, config.gnn_num_layers,
+        config.layer_type, config.gnn_activation, config.gnn_dropout, config.use_topk_pooling,
+        config.topk_ratio, config.use_time_features)
+    self.classifier = TorchTemporalClassifier(
+        config.embedding_dim, config.lstm_hidden_dim, config.lstm_num_layers, config.model_type,
+        config.bidirectional, config.classifier_dropout, config.num_classes)
+
+  def forward(self, x, edge_index, batch, num_graphs, subject, visit, lengths, time=None):
+    embedding = self.encoder(x, edge_index, batch, num_graphs, time)
+    sequences = embedding.new_zeros((len(lengths), int(lengths.max()), embedding.shape[-1]))
+    sequences = sequences.index_put((subject, visit), embedding)
+    return self.classifier(sequences, lengths)
+
+
+def pyg_batch(adjacency_per_subject, time=None):
+  """Subjects' bool adjacency stacks -> PyG tensors (x, edge_index, batch, subject, visit...).
+
+  Node features are one-hot region indices; an edge j -> i exists where adjacency[i, j].
+  """
+  xs, edges, batch, subject, visit, times = [], [], [], [], [], []
+  offset, g = 0, 0
+  for s, stack in enumerate(adjacency_per_subject):
+    for v, adjacency in enumerate(stack):
+      n = adjacency.shape[0]
+      receivers, senders = np.nonzero(adjacency)
+      edges.append(np.stack([senders, receivers]) + offset)
+      xs.append(np.eye(n, dtype=np.float32))
+      batch.append(np.full(n, g))
+      subject.append(s)
+      visit.append(v)
+      times.append(0.0 if time is None else time[s])
+      offset += n
+      g += 1
+  return dict(
+      x=torch.from_numpy(np.concatenate(xs)),
+      edge_index=torch.from_numpy(np.concatenate(edges, axis=1)).long(),
+      batch=torch.from_numpy(np.concatenate(batch)).long(),
+      num_graphs=g,
+      subject=torch.tensor(subject),
+      visit=torch.tensor(visit),
+      lengths=torch.tensor([len(a) for a in adjacency_per_subject]),
+      time=torch.tensor(times, dtype=torch.float32))
