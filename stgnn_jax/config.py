@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 
 LAYER_TYPES = ("GraphSAGE", "GCN", "GAT")
@@ -11,8 +10,6 @@ ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu")
 MODEL_TYPES = ("LSTM", "GRU", "RNN")
 # The reference clamps --topk_ratio into this range before building its TopK layers.
 TOPK_RATIO_RANGE = (0.3, 1.0)
-# Width of the classifier head's hidden layer (`classifier.0` in the reference), fixed there.
-HEAD_HIDDEN_DIM = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,22 +130,6 @@ class ModelConfig:
     widths = [self.input_dim] + [self.gnn_hidden_dim] * (self.gnn_num_layers - 1)
     widths.append(self.output_dim)
     return list(zip(widths[:-1], widths[1:]))
-
-  def pooled_sizes(self, num_nodes: int) -> list[int]:
-    """Node slots after each TopK layer for full graphs of `num_nodes` nodes.
-
-    PyTorch Geometric computes ceil(ratio * n) in float32, so 0.3 of 100 nodes is 31 (then 10).
-    """
-    import numpy as np
-
-    sizes = []
-    n = num_nodes
-    for _ in range(self.gnn_num_layers):
-      if self.use_topk_pooling:
-        ratio = self.effective_topk_ratio
-        n = int(ratio) if ratio >= 1 else int(math.ceil(np.float32(ratio) * np.float32(n)))
-      sizes.append(n)
-    return sizes
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)

@@ -45,7 +45,7 @@ class GraphEncoder(nn.Module):
       x = jnp.where(graphs.node_mask[..., None], x, 0.0)
       graphs = graphs.replace(nodes=x)
       if cfg.use_topk_pooling:
-        graphs = layers.TopKPool(cfg.effective_topk_ratio, name=f"topk_pools_{i}")(graphs)
+        graphs, _, _ = layers.TopKPool(cfg.effective_topk_ratio, name=f"topk_pools_{i}")(graphs)
     embedding = layers.readout(graphs)
 
     if cfg.use_time_features:
