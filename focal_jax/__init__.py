@@ -1,0 +1,10 @@
+"""Focal loss for JAX: the STGNN seed's PyTorch ``FocalLoss`` as a pure function.
+
+``focal_loss`` is the loss (jit-, vmap- and grad-safe in every argument);
+``FocalLoss`` is a frozen config with the PyTorch class's constructor names.
+"""
+
+from focal_jax._loss import FocalLoss
+from focal_jax._loss import focal_loss
+
+__all__ = ["FocalLoss", "focal_loss"]
