@@ -159,10 +159,11 @@ class GATConv(nn.Module):
     logits = (h @ att_dst)[:, :, None] + (h @ att_src)[:, None, :]  # [G, N(dst), N(src)]
     logits = jax.nn.leaky_relu(logits, self.negative_slope)
     # Stable masked softmax: subtract each row's max over its existing edges; rows without any
-    # edge (padding slots) get max 0 and weight 0 everywhere instead of NaN.
+    # edge (padding slots) get max 0 and weight 0 everywhere instead of NaN. Non-edges are masked
+    # before exp (exp(-inf) = 0), so no inf reaches the gradient of a discarded branch.
     row_max = jnp.max(jnp.where(has_edge, logits, -jnp.inf), axis=-1, keepdims=True)
     row_max = jnp.where(jnp.isfinite(row_max), row_max, 0)
-    weights = edge_count * jnp.where(has_edge, jnp.exp(logits - row_max), 0)
+    weights = edge_count * jnp.exp(jnp.where(has_edge, logits - row_max, -jnp.inf))
     total = weights.sum(axis=-1, keepdims=True)
     alpha = weights / jnp.where(total > 0, total, 1)
     return _masked_nodes(alpha @ h + bias, graphs.node_mask)

@@ -1,0 +1,405 @@
+"""Parity of stgnn_jax.layers with PyTorch Geometric 2.8 (max abs error <= 1e-5, float32).
+
+Each case builds the PyG module with seeded random weights, converts them with the layer
+converters, runs both on the same random graphs (jraph -> `dense_graphs_from_jraph` on the JAX
+side), and compares real nodes; padding slots must be exactly 0, and `jraph.pad_with_graphs`
+padding must not change a real graph's output.
+"""
+
+from __future__ import annotations
+
+import functools
+import zlib
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import jraph
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torch_geometric.nn as pyg_nn
+from torch_geometric.nn.pool.select.topk import topk as pyg_topk
+
+from stgnn_jax import layers
+from stgnn_jax.graphs import DenseGraphs, dense_graphs_from_jraph
+from stgnn_jax.torch_state import CheckpointMismatchError, StateReader
+from tests.pyg_reference import GraphBatch, edge_counts, fc_graph_batch, random_graph_batch
+
+TOL = 1e-5
+SIZES = (5, 12, 30)
+MAX_NODES = 32  # more slots than the largest graph: real graphs carry padding slots too
+LAYER_TYPES = ("GraphSAGE", "GCN", "GAT")
+
+
+def _seed(*parts: object) -> int:
+  return zlib.crc32(repr(parts).encode())
+
+
+def _pad(graphs: jraph.GraphsTuple) -> jraph.GraphsTuple:
+  """Two padding graphs with 6 padding nodes and 4 padding edges, as a data pipeline would."""
+  return jraph.pad_with_graphs(
+      graphs, n_node=int(graphs.n_node.sum()) + 6, n_edge=int(graphs.n_edge.sum()) + 4,
+      n_graph=len(graphs.n_node) + 2)
+
+
+@functools.cache
+def _jit_apply(module: nn.Module, max_nodes: int, padded: bool):
+  """`(variables, GraphsTuple) -> module output` on the dense batch, compiled once per shape."""
+  def run(variables, graphs):
+    dense = dense_graphs_from_jraph(graphs, max_nodes, padded=padded)
+    if isinstance(module, layers.GraphNorm):
+      return module.apply(variables, dense.nodes, dense.node_mask)
+    return module.apply(variables, dense)
+  return jax.jit(run)
+
+
+def _run_both_ways(module: nn.Module, variables, batch: GraphBatch, max_nodes: int = MAX_NODES):
+  """The module on the batch as is and padded with `pad_with_graphs`; checks that padding
+  changes nothing and that padding graphs come out all 0. Returns the unpadded output."""
+  graphs = batch.to_jraph()
+  out = _jit_apply(module, max_nodes, False)(variables, graphs)
+  out_padded = _jit_apply(module, max_nodes, True)(variables, _pad(graphs))
+  num_graphs = len(batch.n_node)
+  for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(out_padded)):
+    np.testing.assert_allclose(np.asarray(b)[:num_graphs], np.asarray(a), atol=1e-6, rtol=0)
+    if b.dtype != jnp.int32:  # perm is -1 on masked slots
+      assert not np.asarray(b)[num_graphs:].any(), "padding graphs must stay 0"
+  return out
+
+
+def _assert_nodes_match(dense_out, torch_out: torch.Tensor, batch: GraphBatch) -> None:
+  """Real nodes equal PyG's rows; padding slots exactly 0."""
+  dense_out = np.asarray(dense_out)
+  torch_out = torch_out.detach().numpy()
+  for g, rows in enumerate(batch.node_slices()):
+    n = rows.stop - rows.start
+    np.testing.assert_allclose(dense_out[g, :n], torch_out[rows], atol=TOL, rtol=0)
+    assert not dense_out[g, n:].any(), "padding slots must be exactly 0"
+
+
+# --- Conversion of jraph batches ------------------------------------------------------------
+
+def test_dense_graphs_from_jraph_known_graph():
+  # Graph 0: 3 nodes, edges 0->1 (twice), 1->2, 2->2; graph 1: 2 nodes, edge 1->0.
+  graphs = jraph.GraphsTuple(
+      nodes=np.arange(10, dtype=np.float32).reshape(5, 2), edges=None,
+      senders=np.array([0, 1, 2, 0, 4]), receivers=np.array([1, 2, 2, 1, 3]),
+      n_node=np.array([3, 2]), n_edge=np.array([4, 1]), globals=None)
+  dense = jax.jit(dense_graphs_from_jraph, static_argnums=1)(graphs, 4)
+  expected_adjacency = np.zeros((2, 4, 4), np.float32)
+  expected_adjacency[0, 1, 0] = 2  # adjacency[g, receiver, sender]
+  expected_adjacency[0, 2, 1] = 1
+  expected_adjacency[0, 2, 2] = 1
+  expected_adjacency[1, 0, 1] = 1
+  expected_nodes = np.zeros((2, 4, 2), np.float32)
+  expected_nodes[0, :3] = [[0, 1], [2, 3], [4, 5]]
+  expected_nodes[1, :2] = [[6, 7], [8, 9]]
+  np.testing.assert_array_equal(dense.adjacency, expected_adjacency)
+  np.testing.assert_array_equal(dense.nodes, expected_nodes)
+  np.testing.assert_array_equal(dense.node_mask, [[1, 1, 1, 0], [1, 1, 0, 0]])
+
+
+# --- Convolutions ---------------------------------------------------------------------------
+
+def _torch_conv(
+    layer_type: str, in_dim: int, out_dim: int, seed: int, bias_scale: float = 1.0,
+) -> torch.nn.Module:
+  torch.manual_seed(seed)
+  conv = {"GraphSAGE": pyg_nn.SAGEConv, "GCN": pyg_nn.GCNConv, "GAT": pyg_nn.GATConv}[layer_type]
+  module = conv(in_dim, out_dim).eval()
+  with torch.no_grad():  # PyG initialises these to 0: make them count
+    for name, value in module.named_parameters():
+      if name in ("bias", "att_src", "att_dst"):
+        value.normal_(0.0, bias_scale)
+  return module
+
+
+def _conv_variables(module: torch.nn.Module, layer_type: str, in_dim: int, out_dim: int) -> dict:
+  reader = StateReader(module.state_dict())
+  params = layers.conv_params_from_torch(reader, "", layer_type, in_dim, out_dim)
+  reader.check_all_used()
+  return {"params": params}
+
+
+@pytest.mark.parametrize("layer_type", LAYER_TYPES)
+@pytest.mark.parametrize("in_dim,out_dim", [(7, 6), (4, 9)])  # both aggregation orders
+def test_conv_matches_pyg(layer_type, in_dim, out_dim):
+  seed = _seed(layer_type, in_dim, out_dim)
+  batch = random_graph_batch(np.random.default_rng(seed), SIZES, in_dim)
+  torch_conv = _torch_conv(layer_type, in_dim, out_dim, seed)
+  x, edge_index, _ = batch.to_pyg()
+  expected = torch_conv(x, edge_index)
+
+  module = layers.CONV_TYPES[layer_type](out_dim)
+  out = _run_both_ways(module, _conv_variables(torch_conv, layer_type, in_dim, out_dim), batch)
+  _assert_nodes_match(out, expected, batch)
+
+
+@pytest.mark.parametrize("layer_type", LAYER_TYPES)
+def test_conv_params_round_trip(layer_type):
+  torch_conv = _torch_conv(layer_type, 5, 3, seed=0)
+  variables = _conv_variables(torch_conv, layer_type, 5, 3)
+  # The converted tree is exactly the tree the module initialises.
+  graphs = DenseGraphs(nodes=jnp.zeros((1, 4, 5)), adjacency=jnp.zeros((1, 4, 4)),
+                       node_mask=jnp.ones((1, 4), bool))
+  init = layers.CONV_TYPES[layer_type](3).init(jax.random.PRNGKey(0), graphs)
+  assert jax.tree.map(np.shape, init) == jax.tree.map(np.shape, variables)
+  state = layers.conv_params_to_torch(variables["params"], "convs.1.", layer_type)
+  expected = {"convs.1." + k: v.numpy() for k, v in torch_conv.state_dict().items()}
+  assert state.keys() == expected.keys()
+  for key, value in expected.items():
+    np.testing.assert_array_equal(state[key], value, err_msg=key)
+
+
+# --- GraphNorm ------------------------------------------------------------------------------
+
+def test_graph_norm_matches_pyg():
+  features = 6
+  batch = random_graph_batch(np.random.default_rng(1), SIZES + (1,), features)
+  torch.manual_seed(1)
+  torch_norm = pyg_nn.GraphNorm(features)
+  with torch.no_grad():
+    for value in torch_norm.parameters():
+      value.normal_()
+  x, _, graph_index = batch.to_pyg()
+  expected = torch_norm(x * 3 + 1, graph_index)
+
+  reader = StateReader(torch_norm.state_dict())
+  variables = {"params": layers.graph_norm_params_from_torch(reader, "", features)}
+  reader.check_all_used()
+  shifted = GraphBatch(batch.x * 3 + 1, batch.senders, batch.receivers, batch.n_node, batch.n_edge)
+  out = _run_both_ways(layers.GraphNorm(), variables, shifted)
+  _assert_nodes_match(out, expected, batch)
+
+  state = layers.graph_norm_params_to_torch(variables["params"], "gns.0.")
+  for key, value in torch_norm.state_dict().items():
+    np.testing.assert_array_equal(state["gns.0." + key], value.numpy())
+
+
+def test_graph_norm_empty_graph_is_zero():
+  x = jnp.ones((2, 3, 4))
+  node_mask = jnp.array([[True, True, False], [False, False, False]])
+  module = layers.GraphNorm()
+  variables = module.init(jax.random.PRNGKey(0), x, node_mask)
+  out = np.asarray(module.apply(variables, x, node_mask))
+  assert np.isfinite(out).all()
+  assert not out[0, 2].any() and not out[1].any()
+
+
+# --- TopK pooling ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ratio", [0.1, 0.3, 0.5, 0.7, 0.99, 1.0, 2.0, 7.0])
+def test_topk_size_matches_pyg(ratio):
+  sizes = np.arange(1, 301)
+  scores = torch.from_numpy(np.random.default_rng(0).random(sizes.sum()).astype(np.float32))
+  graph_index = torch.from_numpy(np.repeat(np.arange(len(sizes)), sizes))
+  kept = np.bincount(graph_index[pyg_topk(scores, ratio, graph_index)].numpy(),
+                     minlength=len(sizes))
+  np.testing.assert_array_equal([layers.topk_size(ratio, int(n)) for n in sizes], kept)
+
+
+def test_topk_size_pyg_quirks():
+  assert layers.topk_size(0.3, 100) == 31  # float32 ceil, not 30
+  assert layers.topk_size(0.3, 31) == 10
+  assert layers.topk_size(1.0, 100) == 1  # ratio >= 1 is an absolute count
+  with pytest.raises(ValueError, match="positive"):
+    layers.topk_size(0.0, 100)
+
+
+def _assert_pool_matches(pooled: DenseGraphs, perm, score, torch_out, batch: GraphBatch) -> None:
+  """Same kept nodes in the same order, same features, scores and pooled edges (with counts)."""
+  x_out, edge_index_out, _, graph_out, perm_out, score_out = torch_out
+  graph_out = graph_out.numpy()
+  new_offset = 0
+  for g, offset in enumerate(batch.offsets):
+    rows = graph_out == g
+    k = int(rows.sum())
+    assert int(pooled.node_mask[g].sum()) == k
+    assert not np.asarray(pooled.node_mask[g, k:]).any()
+    np.testing.assert_array_equal(perm[g, :k], perm_out.numpy()[rows] - offset)
+    np.testing.assert_allclose(score[g, :k], score_out.detach().numpy()[rows], atol=TOL, rtol=0)
+    np.testing.assert_allclose(pooled.nodes[g, :k], x_out.detach().numpy()[rows], atol=TOL, rtol=0)
+    assert not np.asarray(pooled.nodes[g, k:]).any()
+    expected_edges = np.zeros(pooled.adjacency.shape[1:], np.float32)
+    expected_edges[:k, :k] = edge_counts(edge_index_out, k, new_offset)
+    np.testing.assert_array_equal(pooled.adjacency[g], expected_edges)
+    new_offset += k
+
+
+@pytest.mark.parametrize("ratio", [0.3, 0.5, 0.99, 1.0, 7.0])
+def test_topk_matches_pyg(ratio):
+  features = 6
+  seed = _seed("topk", ratio)
+  batch = random_graph_batch(np.random.default_rng(seed), SIZES, features)
+  torch.manual_seed(seed)
+  torch_pool = pyg_nn.TopKPooling(features, ratio)
+  x, edge_index, graph_index = batch.to_pyg()
+  expected = torch_pool(x, edge_index, batch=graph_index)
+
+  reader = StateReader(torch_pool.state_dict())
+  variables = {"params": layers.topk_params_from_torch(reader, "select.", features)}
+  reader.check_all_used()
+  pooled, perm, score = _run_both_ways(layers.TopKPool(ratio), variables, batch)
+  assert pooled.max_nodes == layers.topk_size(ratio, MAX_NODES)
+  _assert_pool_matches(pooled, np.asarray(perm), np.asarray(score), expected, batch)
+
+  state = layers.topk_params_to_torch(variables["params"], "topk_pools.0.select.")
+  np.testing.assert_array_equal(
+      state["topk_pools.0.select.weight"], torch_pool.state_dict()["select.weight"].numpy())
+
+
+# --- Readout --------------------------------------------------------------------------------
+
+class _Readout(nn.Module):
+  @nn.compact
+  def __call__(self, graphs: DenseGraphs) -> jax.Array:
+    return layers.readout(graphs)
+
+
+def test_readout_matches_pyg():
+  batch = random_graph_batch(np.random.default_rng(2), SIZES + (1,), 6)
+  x, _, graph_index = batch.to_pyg()
+  x = x - 5  # all negative: a max over padding zeros would show
+  expected = torch.cat(
+      [pyg_nn.global_mean_pool(x, graph_index), pyg_nn.global_max_pool(x, graph_index)], dim=-1)
+  shifted = GraphBatch(batch.x - 5, batch.senders, batch.receivers, batch.n_node, batch.n_edge)
+  out = _run_both_ways(_Readout(), {}, shifted)
+  np.testing.assert_allclose(out, expected.numpy(), atol=TOL, rtol=0)
+
+
+def test_readout_empty_graph_is_zero():
+  graphs = DenseGraphs(nodes=jnp.zeros((1, 3, 2)), adjacency=jnp.zeros((1, 3, 3)),
+                       node_mask=jnp.zeros((1, 3), bool))
+  np.testing.assert_array_equal(layers.readout(graphs), np.zeros((1, 4)))
+
+
+# --- The atlas case: conv -> GraphNorm -> elu -> TopK, twice --------------------------------
+
+@pytest.mark.parametrize("layer_type", LAYER_TYPES)
+def test_atlas_stack_matches_pyg(layer_type):
+  regions, hidden, ratio = 100, 32, 0.3
+  seed = _seed("atlas", layer_type)
+  batch = fc_graph_batch(np.random.default_rng(seed), num_graphs=4, regions=regions)
+  dims = [(regions, hidden), (hidden, hidden)]
+  torch.manual_seed(seed)
+  # Small biases: a bias far above a feature's spread across nodes makes GraphNorm (x - mean) / std
+  # amplify float32 rounding in PyG and JAX alike (1e-7 * 100x), which is no parity signal.
+  convs = [_torch_conv(layer_type, i, o, seed + n, bias_scale=0.1)
+           for n, (i, o) in enumerate(dims)]
+  norms = [pyg_nn.GraphNorm(hidden) for _ in dims]
+  pools = [pyg_nn.TopKPooling(hidden, ratio) for _ in dims]
+  with torch.no_grad():
+    for norm in norms:
+      for value in norm.parameters():
+        value.normal_(1.0, 0.3)
+
+  x, edge_index, graph_index = batch.to_pyg()
+  perms = []
+  for conv, norm, pool in zip(convs, norms, pools):
+    x = F.elu(norm(conv(x, edge_index), graph_index))
+    x, edge_index, _, graph_index, perm, score = pool(x, edge_index, batch=graph_index)
+    perms.append(perm)
+  expected = (x, edge_index, None, graph_index, perms[-1], score)
+
+  variables = {
+      "convs": [_conv_variables(c, layer_type, i, o) for c, (i, o) in zip(convs, dims)],
+      "gns": [{"params": layers.graph_norm_params_from_torch(StateReader(n.state_dict()), "",
+                                                             hidden)} for n in norms],
+      "pools": [{"params": layers.topk_params_from_torch(StateReader(p.state_dict()), "select.",
+                                                         hidden)} for p in pools],
+  }
+  conv, norm, pool = layers.CONV_TYPES[layer_type](hidden), layers.GraphNorm(), layers.TopKPool(ratio)
+
+  @jax.jit
+  def encoder(variables, graphs):
+    dense = dense_graphs_from_jraph(graphs, regions)
+    node_counts, first_perm = [], None
+    for i in range(2):
+      h = conv.apply(variables["convs"][i], dense)
+      h = layers.activation("elu")(norm.apply(variables["gns"][i], h, dense.node_mask))
+      dense, perm, score = pool.apply(variables["pools"][i], dense.replace(nodes=h))
+      node_counts.append(dense.max_nodes)
+      first_perm = perm if first_perm is None else first_perm
+    return dense, first_perm, perm, score
+
+  pooled, first_perm, perm, score = encoder(variables, batch.to_jraph())
+  assert pooled.nodes.shape == (4, 10, hidden)  # 100 -> 31 -> 10, PyG's float32 ceil
+  np.testing.assert_array_equal(
+      np.asarray(first_perm), perms[0].numpy().reshape(4, 31) - regions * np.arange(4)[:, None])
+  pooled_batch = GraphBatch(np.zeros((124, 1)), np.zeros(0), np.zeros(0),
+                            np.full(4, 31), np.zeros(4))  # offsets of the first pooled level
+  _assert_pool_matches(pooled, np.asarray(perm), np.asarray(score), expected, pooled_batch)
+
+
+# --- Gradients and eager execution ----------------------------------------------------------
+
+@pytest.mark.parametrize("layer_type", LAYER_TYPES)
+def test_gradients_finite_with_padding(layer_type):
+  batch = random_graph_batch(np.random.default_rng(3), SIZES, 5)
+  graphs = _pad(batch.to_jraph())
+  conv, norm, pool = layers.CONV_TYPES[layer_type](4), layers.GraphNorm(), layers.TopKPool(0.5)
+  dense = dense_graphs_from_jraph(graphs, MAX_NODES, padded=True)
+  key = jax.random.PRNGKey(0)
+  h0 = conv.init(key, dense)
+  variables = {"conv": h0, "norm": norm.init(key, conv.apply(h0, dense), dense.node_mask)}
+  variables["pool"] = pool.init(key, dense.replace(nodes=norm.apply(
+      variables["norm"], conv.apply(h0, dense), dense.node_mask)))
+
+  @jax.jit
+  @jax.grad
+  def grad(variables):
+    h = conv.apply(variables["conv"], dense)
+    h = jax.nn.elu(norm.apply(variables["norm"], h, dense.node_mask))
+    pooled, _, _ = pool.apply(variables["pool"], dense.replace(nodes=h))
+    return layers.readout(pooled).sum()
+
+  for path, leaf in jax.tree_util.tree_leaves_with_path(grad(variables)):
+    assert np.isfinite(leaf).all(), jax.tree_util.keystr(path)
+
+
+@pytest.mark.parametrize("module", [
+    layers.SAGEConv(3), layers.GCNConv(3), layers.GATConv(3), layers.TopKPool(0.5)],
+    ids=lambda m: type(m).__name__)
+def test_jit_and_eager_agree(module):
+  batch = random_graph_batch(np.random.default_rng(4), (4, 6), 5)
+  dense = dense_graphs_from_jraph(batch.to_jraph(), 8)
+  variables = module.init(jax.random.PRNGKey(1), dense)
+  eager = module.apply(variables, dense)
+  jitted = jax.jit(module.apply)(variables, dense)
+  for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted)):
+    np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+
+
+# --- Activations ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,torch_fn", [
+    ("relu", F.relu), ("leaky_relu", F.leaky_relu), ("elu", F.elu), ("gelu", F.gelu)])
+def test_activation_matches_torch(name, torch_fn):
+  x = np.linspace(-8, 8, 1001, dtype=np.float32)
+  np.testing.assert_allclose(
+      layers.activation(name)(jnp.asarray(x)), torch_fn(torch.from_numpy(x)).numpy(),
+      atol=TOL, rtol=0)
+
+
+def test_unknown_activation_lists_valid_names():
+  with pytest.raises(ValueError, match="'elu', 'gelu', 'leaky_relu', 'relu'"):
+    layers.activation("swish")
+
+
+# --- Converter errors -----------------------------------------------------------------------
+
+def test_converter_errors_name_the_key():
+  state = {"convs.0." + k: v for k, v in _torch_conv("GCN", 5, 3, seed=0).state_dict().items()}
+  with pytest.raises(CheckpointMismatchError, match=r"'convs\.0\.lin\.weight' has shape \(3, 5\)"):
+    layers.conv_params_from_torch(StateReader(state), "convs.0.", "GCN", 4, 3)
+  with pytest.raises(CheckpointMismatchError, match=r"missing key 'convs\.0\.lin_l\.weight'"):
+    layers.conv_params_from_torch(StateReader(state), "convs.0.", "GraphSAGE", 5, 3)
+  with pytest.raises(ValueError, match="unknown layer_type 'GIN'"):
+    layers.conv_params_from_torch(StateReader(state), "", "GIN", 5, 3)
+  with pytest.raises(CheckpointMismatchError, match=r"missing key 'gns\.0\.weight'"):
+    layers.graph_norm_params_from_torch(StateReader(state), "gns.0.", 3)
+  with pytest.raises(CheckpointMismatchError, match=r"'select\.weight' has shape \(1, 6\)"):
+    layers.topk_params_from_torch(
+        StateReader(pyg_nn.TopKPooling(6).state_dict()), "select.", 5)
