@@ -9,7 +9,6 @@ import chex
 import hypothesis
 import hypothesis.strategies as st
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
