@@ -110,7 +110,9 @@ def classifier_params_from_torch(state: Mapping[str, Any], config: ModelConfig) 
 
 def classifier_params_to_torch(params: Mapping[str, Any], config: ModelConfig) -> dict[str, np.ndarray]:
   """`TemporalClassifier` params -> a state dict with the reference classifier's keys."""
-  return temporal.temporal_params_to_torch(params, **_classifier_kwargs(config))
+  return temporal.temporal_params_to_torch(
+      params, model_type=config.model_type, num_layers=config.lstm_num_layers,
+      bidirectional=config.bidirectional)
 
 
 def params_from_torch(checkpoint: str | os.PathLike | Mapping[str, Any], config: ModelConfig, *,

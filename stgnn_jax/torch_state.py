@@ -50,7 +50,7 @@ class StateReader:
       raise CheckpointMismatchError(
           f"{self.what}: key '{key}' has shape {tuple(array.shape)}, expected {tuple(shape)}; "
           "check the dimensions in the ModelConfig (input_dim, gnn_hidden_dim, output_dim, "
-          "lstm_hidden_dim, num_classes).")
+          "lstm_hidden_dim, lstm_bidirectional, num_classes).")
     self._used.add(key)
     return array.astype(np.float32)
 
