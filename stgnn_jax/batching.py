@@ -117,3 +117,43 @@ def pack_subjects(
       graphs=DenseGraphs(nodes=nodes, adjacency=adjacency_slots, node_mask=node_mask),
       visit_slot=visit_slot, lengths=padded_lengths, time=time_of_graph,
       labels=padded_labels, subject_mask=subject_mask, max_visits=max_visits)
+
+
+def graph_budget(num_visits: int, *, multiple: int, cap: int) -> int:
+  """Graph slots for a batch with `num_visits` real graphs: the next multiple, at most `cap`.
+
+  Rounding to a multiple bounds the number of distinct shapes (and so of compilations) while
+  wasting on average `multiple / 2` empty graph slots per batch.
+  """
+  return min(-(-num_visits // multiple) * multiple, max(cap, num_visits))
+
+
+def iterate_batches(
+    adjacency: Sequence[np.ndarray],
+    labels: Sequence[int],
+    time: Sequence[float] | None,
+    *,
+    batch_size: int,
+    max_visits: int,
+    graph_multiple: int = 32,
+    order: Sequence[int] | None = None,
+):
+  """Yields `SubjectBatch`es of exactly `batch_size` subject slots and `max_visits` visit slots.
+
+  Args:
+    adjacency, labels, time: per subject, as for `pack_subjects`.
+    batch_size: subject slots per batch; the last batch is padded with masked subjects.
+    max_visits: visit slots (every subject must have at most this many visits).
+    graph_multiple: graph slots are the batch's real visits rounded up to this multiple.
+    order: the subjects' order (a permutation for shuffling); default as given.
+  """
+  order = np.arange(len(adjacency)) if order is None else np.asarray(order)
+  for start in range(0, len(order), batch_size):
+    chosen = order[start:start + batch_size]
+    visits = sum(len(adjacency[i]) for i in chosen)
+    yield pack_subjects(
+        [adjacency[i] for i in chosen],
+        labels=[labels[i] for i in chosen],
+        time=None if time is None else [time[i] for i in chosen],
+        num_subjects=batch_size, max_visits=max_visits,
+        num_graphs=graph_budget(visits, multiple=graph_multiple, cap=batch_size * max_visits))

@@ -1,0 +1,103 @@
+"""Atomic files and Flax-serialised checkpoints.
+
+Every file of a run is written to a temporary file in the same folder, flushed to disk and moved
+over the old one with `os.replace`, so a run killed at any moment (SIGKILL included) leaves either
+the old or the new complete file, never a torn one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+import flax.serialization
+import jax
+import numpy as np
+
+from stgnn_jax.config import ModelConfig
+
+CHECKPOINT_FORMAT = "stgnn-jax/1"
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+  """Writes `data` to `path` atomically (temporary file + fsync + rename)."""
+  path = os.fspath(path)
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-" + os.path.basename(path))
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+  atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, value: Any) -> None:
+  atomic_write_text(path, json.dumps(value, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(value: Any) -> Any:
+  if isinstance(value, (np.generic, jax.Array)):
+    return np.asarray(value).item()
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def save_checkpoint(path: str | os.PathLike, params: Any, config: ModelConfig,
+                    **metadata: Any) -> None:
+  """Saves model params with their `ModelConfig` (and JSON-able metadata) in one msgpack file."""
+  payload = {
+      "format": CHECKPOINT_FORMAT,
+      "model_config": json.dumps(config.to_dict()),
+      "metadata": json.dumps(metadata, default=_json_default),
+      "params": jax.tree.map(np.asarray, flax.serialization.to_state_dict(params)),
+  }
+  atomic_write_bytes(path, flax.serialization.msgpack_serialize(payload))
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], ModelConfig, dict[str, Any]]:
+  """Reads a checkpoint written by `save_checkpoint` (e.g. a fold's `best.msgpack`).
+
+  Returns:
+    `(params, model_config, metadata)`: params for `STGNN(model_config).apply({"params": ...})`
+    (or `{"encoder": ...}` for a pretrained encoder).
+  """
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"checkpoint {path!r} does not exist.")
+  with open(path, "rb") as f:
+    try:
+      payload = flax.serialization.msgpack_restore(f.read())
+    except Exception as error:
+      raise ValueError(f"{path!r} is not a stgnn-jax checkpoint ({error}).") from error
+  if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+    raise ValueError(
+        f"{path!r} is not a stgnn-jax checkpoint (format {CHECKPOINT_FORMAT!r}); for a PyTorch "
+        "reference checkpoint (.pth) use stgnn_jax.params_from_torch.")
+  config = ModelConfig.from_dict(json.loads(payload["model_config"]))
+  return payload["params"], config, json.loads(payload["metadata"])
+
+
+def save_state(path: str | os.PathLike, tree: Any) -> None:
+  """Saves any pytree of arrays/scalars (e.g. a training run's progress) atomically."""
+  atomic_write_bytes(path, flax.serialization.msgpack_serialize(
+      flax.serialization.to_state_dict(tree)))
+
+
+def restore_state(path: str | os.PathLike, template: Any) -> Any:
+  """Restores a pytree saved by `save_state` into the structure of `template`."""
+  with open(path, "rb") as f:
+    raw = flax.serialization.msgpack_restore(f.read())
+  return flax.serialization.from_state_dict(template, raw)

@@ -1,0 +1,112 @@
+"""Classification metrics of the reference's reports, computed with scikit-learn."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn import metrics as skm
+
+
+def softmax_p1(logits: np.ndarray) -> np.ndarray:
+  """p(class 1) from logits `[subjects, classes]` (the score the reference's AUC uses)."""
+  logits = np.asarray(logits, np.float64)
+  shifted = logits - logits.max(axis=-1, keepdims=True)
+  probs = np.exp(shifted)
+  return probs[:, 1] / probs.sum(axis=-1)
+
+
+def auc_or_none(labels: np.ndarray, scores: np.ndarray) -> float | None:
+  """ROC AUC, or None when the split holds one class only (AUC is undefined there)."""
+  if len(np.unique(labels)) < 2:
+    return None
+  return float(skm.roc_auc_score(labels, scores))
+
+
+def classification_metrics(
+    labels: Sequence[int],
+    logits: np.ndarray,
+    *,
+    losses: Sequence[float] | None = None,
+    groups: Sequence[str | None] | None = None,
+    horizons: Sequence[str] | None = None,
+) -> dict[str, Any]:
+  """The reference's evaluation of one split.
+
+  Args:
+    labels: `[subjects]` true classes (1 = converter, the minority class).
+    logits: `[subjects, classes]`.
+    losses: optional per-subject losses; their mean is reported as `loss`.
+    groups: optional conversion type per subject (e.g. "MCI→AD"): adds `per_conversion_type`.
+    horizons: optional horizon bucket per subject (e.g. "6-12m"): adds `per_horizon`.
+
+  Returns:
+    A JSON-ready dict: `accuracy`, `balanced_accuracy` (mean of the class recalls),
+    `minority_precision`/`_recall`/`_f1` (class 1), `auc` (None when undefined),
+    `prediction_counts`, `classification_report` (text), and the optional breakdowns.
+  """
+  labels = np.asarray(labels, np.int64)
+  logits = np.asarray(logits)
+  predictions = logits.argmax(axis=-1)
+  scores = softmax_p1(logits)
+  precision, recall, f1, _ = skm.precision_recall_fscore_support(
+      labels, predictions, labels=[1], zero_division=0)
+  result: dict[str, Any] = {
+      "n": int(len(labels)),
+      "accuracy": float(skm.accuracy_score(labels, predictions)),
+      "balanced_accuracy": float(_balanced_accuracy(labels, predictions)),
+      "minority_precision": float(precision[0]),
+      "minority_recall": float(recall[0]),
+      "minority_f1": float(f1[0]),
+      "auc": auc_or_none(labels, scores),
+      "prediction_counts": {str(c): int((predictions == c).sum()) for c in range(logits.shape[1])},
+      "classification_report": skm.classification_report(
+          labels, predictions, labels=list(range(logits.shape[1])),
+          target_names=["stable", "converter"][:logits.shape[1]] + [
+              f"class {c}" for c in range(2, logits.shape[1])], zero_division=0),
+  }
+  if losses is not None:
+    result["loss"] = float(np.mean(losses))
+  if groups is not None:
+    result["per_conversion_type"] = _breakdown(labels, predictions, scores, groups)
+  if horizons is not None:
+    result["per_horizon"] = _breakdown(labels, predictions, scores, horizons)
+  return result
+
+
+def _balanced_accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:
+  # sklearn warns and averages over the classes present; that is the reference's definition.
+  if len(np.unique(labels)) < 2:
+    return float(np.mean(predictions == labels))
+  return skm.balanced_accuracy_score(labels, predictions)
+
+
+def _breakdown(labels, predictions, scores, keys) -> dict[str, dict[str, Any]]:
+  keys = np.asarray([str(k) for k in keys])
+  out = {}
+  for key in sorted(set(keys)):
+    sel = keys == key
+    out[key] = {
+        "n": int(sel.sum()),
+        "accuracy": float(np.mean(predictions[sel] == labels[sel])),
+        "auc": auc_or_none(labels[sel], scores[sel]),
+    }
+  return out
+
+
+def summarize(folds: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+  """Mean ± std (population, like NumPy's default) over folds of each metric in `keys`.
+
+  Undefined values (None) are left out and counted in `n`.
+  """
+  summary = {}
+  for key in keys:
+    values = [f[key] for f in folds if f.get(key) is not None and not math.isnan(f[key])]
+    summary[key] = {
+        "mean": float(np.mean(values)) if values else None,
+        "std": float(np.std(values)) if values else None,
+        "n": len(values),
+    }
+  return summary

@@ -1,0 +1,84 @@
+"""PNG plots of a run: training curves per fold and the test folds' ROC curves."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from stgnn_jax.checkpoints import atomic_write_bytes
+
+
+def _figure_bytes(fig) -> bytes:
+  import matplotlib.pyplot as plt
+
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+  plt.close(fig)
+  return buffer.getvalue()
+
+
+def _pyplot():
+  import matplotlib
+
+  matplotlib.use("Agg")  # files only; never needs a display
+  import matplotlib.pyplot as plt
+
+  return plt
+
+
+def plot_training_curves(out_dir: str, histories: Sequence[Sequence[dict[str, Any]]]) -> list[str]:
+  """`curves_fold{k}.png`: training loss, validation AUC and balanced accuracy, learning rate."""
+  plt = _pyplot()
+  paths = []
+  for k, history in enumerate(histories):
+    if not history:
+      continue
+    epochs = [row["epoch"] for row in history]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].plot(epochs, [row["train_loss"] for row in history], label="train")
+    axes[0].plot(epochs, [row["val_loss"] for row in history], label="validation")
+    axes[0].set_title("focal loss")
+    axes[0].legend()
+    auc = [np.nan if row["val_auc"] is None else row["val_auc"] for row in history]
+    axes[1].plot(epochs, auc, label="AUC")
+    axes[1].plot(epochs, [row["val_balanced_acc"] for row in history], label="balanced acc")
+    axes[1].set_title("validation")
+    axes[1].set_ylim(0, 1.02)
+    axes[1].legend()
+    axes[2].plot(epochs, [row["lr"] for row in history])
+    axes[2].set_yscale("log")
+    axes[2].set_title("learning rate")
+    for ax in axes:
+      ax.set_xlabel("epoch")
+      ax.grid(alpha=0.3)
+    fig.suptitle(f"fold {k}")
+    path = os.path.join(out_dir, f"curves_fold{k}.png")
+    atomic_write_bytes(path, _figure_bytes(fig))
+    paths.append(path)
+  return paths
+
+
+def plot_roc_curves(out_dir: str, folds: Sequence[dict[str, Any]], labels: np.ndarray) -> str:
+  """`roc.png`: each test fold's ROC curve (scikit-learn's `roc_curve`) with its AUC."""
+  from sklearn.metrics import roc_curve
+
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(5, 5))
+  for fold in folds:
+    y = labels[np.asarray(fold["test_subjects"], int)]
+    if len(np.unique(y)) < 2:
+      continue  # ROC undefined with one class
+    fpr, tpr, _ = roc_curve(y, fold["test_p1"])
+    ax.plot(fpr, tpr, label=f"fold {fold['fold']} (AUC {fold['test_auc']:.3f})")
+  ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+  ax.set_xlabel("false positive rate")
+  ax.set_ylabel("true positive rate")
+  ax.set_title("test ROC per fold")
+  ax.legend(loc="lower right", fontsize=8)
+  path = os.path.join(out_dir, "roc.png")
+  atomic_write_bytes(path, _figure_bytes(fig))
+  return path

@@ -1,0 +1,206 @@
+"""The optimiser step, the plateau scheduler and the train step against PyTorch's definitions."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+
+from stgnn_jax import ModelConfig, pack_subjects
+from stgnn_jax.batching import graph_budget, iterate_batches
+from stgnn_jax.training import (
+    OptimConfig,
+    TrainState,
+    create_optimizer,
+    loss_terms,
+    minority_weight,
+    plateau_scheduler,
+    set_learning_rate,
+    train_step,
+)
+
+
+@contextlib.contextmanager
+def count_compilations(function_name: str):
+  """Counts XLA compilations of `jit(function_name)` from JAX's compile log."""
+  records = []
+
+  class Collect(logging.Handler):
+    def emit(self, record):
+      if f"Compiling jit({function_name})" in record.getMessage():
+        records.append(record)
+
+  handler = Collect(level=logging.DEBUG)
+  logger = logging.getLogger("jax")
+  logger.addHandler(handler)
+  try:
+    with jax.log_compiles(True):
+      yield lambda: len(records)
+  finally:
+    logger.removeHandler(handler)
+
+
+def test_optimizer_steps_match_torch_adam_with_l2_and_clipping():
+  rng = np.random.default_rng(0)
+  shapes = {"w": (5, 3), "b": (3,), "v": (7,)}
+  params = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
+  grads_per_step = [{k: (rng.normal(size=s) * scale).astype(np.float32)
+                     for k, s in shapes.items()} for scale in (3.0, 0.1, 2.0)]
+  cfg = OptimConfig(lr=1e-2)
+
+  torch_params = {k: torch.nn.Parameter(torch.from_numpy(v.copy())) for k, v in params.items()}
+  opt = torch.optim.Adam(torch_params.values(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8,
+                         weight_decay=1e-4)
+  tx = create_optimizer(cfg)
+  state = tx.init(params)
+  ours = {k: jnp.asarray(v) for k, v in params.items()}
+  for step, grads in enumerate(grads_per_step):
+    opt.zero_grad()
+    for k, p in torch_params.items():
+      p.grad = torch.from_numpy(grads[k].copy())
+    torch.nn.utils.clip_grad_norm_(torch_params.values(), 1.0)
+    opt.step()
+    updates, state = tx.update({k: jnp.asarray(v) for k, v in grads.items()}, state, ours)
+    ours = optax.apply_updates(ours, updates)
+    for k in shapes:
+      np.testing.assert_allclose(np.asarray(ours[k]), torch_params[k].detach().numpy(),
+                                 rtol=1e-5, atol=1e-6, err_msg=f"{k} after step {step}")
+
+
+def test_learning_rate_change_matches_torch_param_group_change():
+  params = {"w": np.linspace(-1, 1, 6).astype(np.float32)}
+  grad = {"w": np.linspace(0.3, -0.2, 6).astype(np.float32)}
+  p = torch.nn.Parameter(torch.from_numpy(params["w"].copy()))
+  opt = torch.optim.Adam([p], lr=1e-3, weight_decay=1e-4)
+  tx = create_optimizer(OptimConfig())
+  state, ours = tx.init(params), {"w": jnp.asarray(params["w"])}
+  for lr in (1e-3, 5e-4, 2.5e-4):
+    for group in opt.param_groups:
+      group["lr"] = lr
+    state = set_learning_rate(state, lr)
+    p.grad = torch.from_numpy(grad["w"].copy())
+    torch.nn.utils.clip_grad_norm_([p], 1.0)
+    opt.step()
+    updates, state = tx.update(grad, state, ours)
+    ours = optax.apply_updates(ours, updates)
+  np.testing.assert_allclose(np.asarray(ours["w"]), p.detach().numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_plateau_scheduler_matches_torch_reduce_lr_on_plateau():
+  cfg = OptimConfig(lr=1e-3, plateau_patience=3, min_lr=2e-4)
+  balanced_acc = [0.5, 0.6, 0.6, 0.55, 0.6, 0.59, 0.7, 0.7, 0.7, 0.7, 0.7, 0.65, 0.6, 0.6, 0.6,
+                  0.6, 0.6, 0.6, 0.6, 0.6, 0.6]
+  p = torch.nn.Parameter(torch.zeros(1))
+  opt = torch.optim.Adam([p], lr=cfg.lr)
+  sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+      opt, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience,
+      min_lr=cfg.min_lr)
+  plateau = plateau_scheduler(cfg)
+  state = plateau.init(jnp.zeros(()))
+  for value in balanced_acc:
+    sched.step(value)
+    _, state = plateau.update(updates=jnp.zeros(()), state=state, value=jnp.asarray(-value))
+    np.testing.assert_allclose(cfg.lr * float(state.scale), opt.param_groups[0]["lr"],
+                               rtol=1e-6)
+  assert opt.param_groups[0]["lr"] < cfg.lr  # the sequence did trigger reductions
+
+
+def test_minority_forcing_weight_and_loss_terms():
+  assert float(minority_weight(jnp.asarray(0), 20)) == pytest.approx(0.1)
+  assert float(minority_weight(jnp.asarray(10), 20)) == pytest.approx(0.05)
+  assert float(minority_weight(jnp.asarray(20), 20)) == 0.0
+  assert float(minority_weight(jnp.asarray(35), 20)) == 0.0
+  assert float(minority_weight(jnp.asarray(0), 0)) == 0.0
+
+  logits = np.array([[2.0, -1.0], [0.3, 0.1], [-1.0, 0.5], [0.0, 4.0], [9.0, 9.0]], np.float32)
+  labels = np.array([0, 1, 1, 0, 1], np.int32)
+  mask = np.array([True, True, True, True, False])  # the last row is padding
+
+  class Batch:  # loss_terms reads only these fields
+    pass
+
+  batch = Batch()
+  batch.labels, batch.subject_mask = jnp.asarray(labels), jnp.asarray(mask)
+  cfg = OptimConfig()
+  terms = loss_terms(jnp.asarray(logits), batch, jnp.asarray(5), cfg)
+  t_logits, t_labels = torch.from_numpy(logits[:4]), torch.from_numpy(labels[:4]).long()
+  # The seed's focal loss (smoothing branch), written out for the 4 real rows.
+  q = torch.nn.functional.one_hot(t_labels, 2).float() * (1 - 0.05) + 0.05 / 2
+  ce = -(q * torch.log_softmax(t_logits, 1)).sum(1)
+  alpha_t = torch.where(t_labels == 1, 0.9, 0.1)
+  focal = (alpha_t * (1 - torch.exp(-ce)) ** 3.0 * ce).mean()
+  converters = t_labels == 1
+  forcing = torch.nn.functional.cross_entropy(t_logits[converters], t_labels[converters])
+  expected = focal + 0.1 * (20 - 5) / 20 * forcing
+  np.testing.assert_allclose(float(terms["focal"]), float(focal), rtol=1e-5)
+  np.testing.assert_allclose(float(terms["forcing_ce"]), float(forcing), rtol=1e-5)
+  np.testing.assert_allclose(float(terms["loss"]), float(expected), rtol=1e-5)
+
+
+def test_batches_have_static_shapes_and_masks():
+  rng = np.random.default_rng(1)
+  lengths = rng.integers(1, 6, size=37)
+  adjacency = [rng.random((n, 8, 8)) < 0.3 for n in lengths]
+  labels = rng.integers(0, 2, size=37)
+  batches = list(iterate_batches(adjacency, labels, None, batch_size=16, max_visits=5,
+                                 graph_multiple=8, order=rng.permutation(37)))
+  assert len(batches) == 3
+  for batch in batches:
+    assert batch.lengths.shape == (16,) and batch.max_visits == 5
+    assert batch.graphs.nodes.shape[0] % 8 == 0
+  last = batches[-1]
+  assert last.subject_mask.sum() == 37 - 32 and not last.subject_mask[5:].any()
+  assert (last.lengths[5:] == 0).all()
+  assert graph_budget(33, multiple=32, cap=80) == 64
+  assert graph_budget(79, multiple=32, cap=80) == 80
+
+
+def test_train_step_compiles_once_per_bucket_across_epochs():
+  config = ModelConfig(input_dim=12, gnn_hidden_dim=8, output_dim=8, lstm_hidden_dim=4)
+  rng = np.random.default_rng(2)
+  lengths = rng.integers(1, 4, size=40)
+  adjacency = [rng.random((n, 12, 12)) < 0.4 for n in lengths]
+  labels = rng.integers(0, 2, size=40)
+
+  def epoch_batches(epoch):
+    order = np.random.default_rng([0, epoch]).permutation(40)
+    return list(iterate_batches(adjacency, labels, None, batch_size=8, max_visits=3,
+                                graph_multiple=8, order=order))
+
+  from tests.test_model import params_for
+
+  state = TrainState.create(params_for(config), config, OptimConfig())
+  train_step.clear_cache()
+  shapes = set()
+  with count_compilations("train_step") as compiled:
+    for epoch in range(2):
+      for b, batch in enumerate(epoch_batches(epoch)):
+        shapes.add(batch.graphs.nodes.shape)
+        state, metrics = train_step(state.replace(epoch=jnp.asarray(epoch, jnp.int32)), batch,
+                                    jax.random.key(b))
+        assert np.isfinite(float(metrics["loss"]))
+  assert len(shapes) == 2  # the data does hit two graph buckets
+  assert compiled() == len(shapes)
+  assert int(state.step) == 10
+
+
+def test_train_step_reduces_the_loss_on_a_fixed_batch():
+  config = ModelConfig(input_dim=12, gnn_hidden_dim=8, output_dim=8, lstm_hidden_dim=4,
+                       gnn_dropout=0.0, lstm_dropout=0.0, classifier_dropout=0.0)
+  rng = np.random.default_rng(3)
+  adjacency = [rng.random((n, 12, 12)) < 0.4 for n in (1, 2, 3, 2)]
+  batch = pack_subjects(adjacency, labels=[0, 1, 0, 1])
+  from tests.test_model import params_for
+
+  state = TrainState.create(params_for(config), config, OptimConfig(lr=1e-2))
+  losses = []
+  for i in range(30):
+    state, metrics = train_step(state, batch, jax.random.key(i))
+    losses.append(float(metrics["loss"]))
+  assert losses[-1] < 0.5 * losses[0]
