@@ -14,14 +14,20 @@ Generative model (Fisher-z space, z -> r = tanh(z), float32, symmetric, unit dia
     in everyone (z ~ 0.55 + a subject-level offset, so module edges are almost all present).
   - Subject-level noise (per pair, shared by all visits of the subject) and visit-level noise.
   - Converters: the module's z values shrink towards 0 by a fraction that grows with follow-up,
-    `effect_size * rate * progress`, progress = 0.2 at the first visit rising linearly in months to
-    1 at the last (conversion) visit, 0.6 for a single visit; rate ~ U(0.75, 1.25) per subject. So
-    module edges drop below the threshold visit by visit. Stable subjects keep the module.
-  - Density is matched exactly: every module edge a converter loses at a visit is replaced by one
-    new edge between regions outside the module (taken in a per-subject random order, so the same
-    replacement edges persist across visits). Each converter scan has exactly the edge count its
-    no-effect counterfactual would have, so edge counts (and density) carry no label information:
-    the signal is which edges exist, not how many.
+    `effect_size * rate * progress`, progress = 0 at the first visit (converters look like stable
+    subjects at baseline) rising linearly in months to 1 at the last (conversion) visit, 0.6 for a
+    single visit; rate ~ U(0.75, 1.25) per subject. So module edges drop below the threshold visit
+    by visit. Stable subjects keep the module.
+  - Edge count and every node degree are matched exactly: each module edge (i, j) a converter loses
+    is given back by a double edge swap with an edge (x, y) between non-module regions (remove
+    (x, y), add (i, x) and (j, y); `_rewire`), taking (x, y) in a per-subject order so the same
+    swaps recur across visits. Each converter scan has exactly the edge count and degree sequence
+    of its no-effect counterfactual, so density and degrees carry no label information: the signal
+    is which regions the module regions connect to, not how many edges there are.
+
+Measured on the default cohort (seed 0: 300 subjects, 90 converters, 971 scans, density 0.300),
+5-fold logistic regression AUCs: first->last adjacency change 0.96, last scan alone 0.98, first scan
+alone 0.52, edge count 0.48 (its change 0.49), summed module-region degree 0.48, all degrees 0.43.
 Visits: 1-6 per subject (mean ~3.4, like the reference's 300-subject / 976-scan cohort), at ADNI-like
 6/12-month gaps with jitter and some missed visits. Converters are CN->MCI or MCI->AD; stable subjects
 are CN, MCI or AD at baseline. Visit count, spacing and group are drawn independently of the
