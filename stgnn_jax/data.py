@@ -8,15 +8,15 @@ rules (`/work/shared/reference/original-stgnn.md`):
                                  Months_To_Next_Original    (one row per visit)
     ROOT/TADPOLE_Simplified.csv  Subject, Visit_idx, Group[, Label_CS_Num]   (optional)
 
-Graphs: `fc_to_adjacency` symmetrises, thresholds `|A| < threshold` away and keeps every other nonzero
-entry as an edge, self loops included. Node features are the identity (`node_features`); they are the
-same for every scan, so a `Subject` stores only its boolean adjacencies.
+Graphs: `fc_to_adjacency` symmetrises, thresholds `|A| < threshold` away and keeps every other
+nonzero entry as an edge, self loops included. Node features are the identity (`node_features`);
+they are the same for every scan, so a `Subject` stores only its boolean adjacencies.
 
 Differences from the reference, all deliberate (it silently mislabels or mis-reads in these cases):
   - A scan whose subject has no row in TADPOLE_TEMPORAL.csv is skipped with a warning and counted
     (the reference labels it 0).
-  - Non-finite matrix entries raise `CohortError` naming the file (the reference's threshold keeps NaN
-    and inf as edges).
+  - Non-finite matrix entries raise `CohortError` naming the file (the reference's threshold keeps
+    NaN and inf as edges).
   - Every malformed input (missing file or column, bad value, missing npz key, wrong matrix shape)
     raises `CohortError` naming the file and the problem; skips are `CohortWarning`s and counted.
 
@@ -381,8 +381,8 @@ def build_cohort(
     exclude_target_visit: see above.
     single_visit_horizon: months used when one visit gives no gap.
     require_both_classes: raise if the cohort has a single class (it cannot be trained on).
-    n_scans_skipped, n_subjects_skipped, n_files_ignored, warning_messages: the loader's bookkeeping,
-      copied into the `Cohort`.
+    n_scans_skipped, n_subjects_skipped, n_files_ignored, warning_messages: the loader's
+      bookkeeping, copied into the `Cohort`.
 
   Returns:
     The `Cohort`.
@@ -442,8 +442,8 @@ def build_cohort(
     only = int(labels[0])
     raise CohortError(
         f"all {len(labels)} subjects have label {only} ({'converter' if only else 'stable'}): a "
-        "cohort needs both classes (check Label_CS_Num in the visit table: a subject's label is its "
-        "last row's)")
+        "cohort needs both classes (check Label_CS_Num in the visit table: a subject's label is "
+        "its last row's)")
   return cohort
 
 
@@ -775,7 +775,8 @@ def load_cohort(
   Old cache files are not deleted.
 
   Args:
-    data_root: ROOT, holding FC_Matrices/ and TADPOLE_TEMPORAL.csv (+ optional TADPOLE_Simplified.csv).
+    data_root: ROOT, holding FC_Matrices/ and TADPOLE_TEMPORAL.csv (+ optional
+      TADPOLE_Simplified.csv).
     var_name: the key of the matrix inside each npz.
     threshold: edge threshold on |FC|.
     max_visits: most recent input visits kept per subject.

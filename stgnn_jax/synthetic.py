@@ -1,8 +1,8 @@
 """A synthetic longitudinal FC cohort with a known, local, progressive conversion signal.
 
 ADNI/TADPOLE data needs an access agreement, so the project trains and tests on this cohort. It is
-written in the reference's on-disk format (`write_synthetic`) and `load_cohort` of that folder equals
-the in-memory `synthetic_cohort` with the same arguments.
+written in the reference's on-disk format (`write_synthetic`), and `load_cohort` of that folder
+equals the in-memory `synthetic_cohort` with the same arguments.
 
 Generative model (Fisher-z space, z -> r = tanh(z), float32, symmetric, unit diagonal):
   - Regions are split into ~N/14 contiguous "networks" (an atlas such as Schaefer-100 orders its
@@ -24,14 +24,14 @@ Generative model (Fisher-z space, z -> r = tanh(z), float32, symmetric, unit dia
     swaps recur across visits. Each converter scan has exactly the edge count and degree sequence
     of its no-effect counterfactual, so density and degrees carry no label information: the signal
     is which regions the module regions connect to, not how many edges there are.
+Visits: 1-6 per subject (mean ~3.3, like the reference's 300-subject / 976-scan cohort), at
+ADNI-like 6/12-month gaps with jitter and some missed visits. Converters are CN->MCI or MCI->AD;
+stable subjects are CN, MCI or AD at baseline. Visit count, spacing and group are drawn
+independently of the module signal.
 
 Measured on the default cohort (seed 0: 300 subjects, 90 converters, 971 scans, density 0.300),
 5-fold logistic regression AUCs: first->last adjacency change 0.96, last scan alone 0.98, first scan
 alone 0.52, edge count 0.48 (its change 0.49), summed module-region degree 0.48, all degrees 0.43.
-Visits: 1-6 per subject (mean ~3.4, like the reference's 300-subject / 976-scan cohort), at ADNI-like
-6/12-month gaps with jitter and some missed visits. Converters are CN->MCI or MCI->AD; stable subjects
-are CN, MCI or AD at baseline. Visit count, spacing and group are drawn independently of the
-module signal.
 """
 
 from __future__ import annotations
@@ -277,6 +277,8 @@ def _rewire(r: np.ndarray, lost: np.ndarray, swap_order: np.ndarray, pair_index:
   subject's `swap_order` such that (i, x) and (j, y) are not edges, remove it and add (i, x) and
   (j, y) (a double edge swap). Every region keeps its counterfactual degree and the scan its edge
   count, so neither carries the label: module regions are rewired to outside regions instead.
+  (Exact unless `swap_order` runs out of usable edges; on the default cohort all 6198 lost edges
+  of its 310 converter scans are given back.)
 
   Args:
     r: `[pairs]` float32 upper-triangle correlations of one scan, edited in place.
