@@ -38,9 +38,9 @@ def _uniform(bound: float) -> nn.initializers.Initializer:
   return init
 
 
-# PyG's `Linear` default (`kaiming_uniform(fan_in, a=sqrt(5))`, as torch.nn.Linear): U(±1/sqrt(in)).
+# PyG's `Linear` default, `kaiming_uniform(fan_in, a=sqrt(5))` like torch.nn.Linear: U(±1/sqrt(in)).
 _torch_linear_kernel = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
-# PyG's `glorot` on a `[out, in]` weight: U(±sqrt(6 / (in + out))), the same as Flax's on `[in, out]`.
+# PyG's `glorot` on a `[out, in]` weight: U(±sqrt(6 / (in + out))), as Flax's on `[in, out]`.
 _glorot = nn.initializers.xavier_uniform()
 
 
@@ -344,14 +344,15 @@ def conv_params_from_torch(
   """
   _check_layer_type(layer_type)
   p = prefix
+  kernel = lambda key: np.ascontiguousarray(reader.take(p + key, (out_dim, in_dim)).T)
   if layer_type == "GraphSAGE":
     return {
-        "lin_l": {"kernel": reader.take(p + "lin_l.weight", (out_dim, in_dim)).T,
+        "lin_l": {"kernel": kernel("lin_l.weight"),
                   "bias": reader.take(p + "lin_l.bias", (out_dim,))},
-        "lin_r": {"kernel": reader.take(p + "lin_r.weight", (out_dim, in_dim)).T},
+        "lin_r": {"kernel": kernel("lin_r.weight")},
     }
   params = {
-      "lin": {"kernel": reader.take(p + "lin.weight", (out_dim, in_dim)).T},
+      "lin": {"kernel": kernel("lin.weight")},
       "bias": reader.take(p + "bias", (out_dim,)),
   }
   if layer_type == "GAT":

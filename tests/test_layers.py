@@ -173,6 +173,37 @@ def test_conv_params_round_trip(layer_type):
     np.testing.assert_array_equal(state[key], value, err_msg=key)
 
 
+def test_init_mirrors_pyg_bounds():
+  in_dim, out_dim = 100, 256
+  dense = DenseGraphs(nodes=jnp.zeros((1, 2, in_dim)), adjacency=jnp.zeros((1, 2, 2)),
+                      node_mask=jnp.ones((1, 2), bool))
+  modules = {name: layers.CONV_TYPES[name](out_dim) for name in LAYER_TYPES}
+  modules["TopK"] = layers.TopKPool(0.5)
+
+  @jax.jit
+  def init_all(key):
+    return {name: m.init(key, dense)["params"] for name, m in modules.items()}
+
+  params = jax.tree.map(np.asarray, init_all(jax.random.PRNGKey(0)))
+  torch_linear = 1 / np.sqrt(in_dim)  # kaiming_uniform(a=sqrt(5)) and torch's bias bound
+  glorot = np.sqrt(6 / (in_dim + out_dim))
+  att = np.sqrt(6 / (1 + out_dim))  # glorot of PyG's [1, 1, out]
+  expected = {
+      ("GraphSAGE", "lin_l", "kernel"): torch_linear, ("GraphSAGE", "lin_l", "bias"): torch_linear,
+      ("GraphSAGE", "lin_r", "kernel"): torch_linear,
+      ("GCN", "lin", "kernel"): glorot, ("GCN", "bias"): 0.0,
+      ("GAT", "lin", "kernel"): glorot, ("GAT", "att_src"): att, ("GAT", "att_dst"): att,
+      ("GAT", "bias"): 0.0, ("TopK", "weight"): 1 / np.sqrt(in_dim),
+  }
+  for path, value in jax.tree_util.tree_leaves_with_path(params):
+    key = tuple(k.key for k in path)
+    bound = expected.pop(key)
+    # Uniform samples: none beyond the bound, the largest close to it (seeded, so stable).
+    assert np.abs(value).max() <= bound, key
+    np.testing.assert_allclose(np.abs(value).max(), bound, rtol=0.05, atol=0, err_msg=str(key))
+  assert not expected, f"params not created: {sorted(expected)}"
+
+
 # --- GraphNorm ------------------------------------------------------------------------------
 
 def test_graph_norm_matches_pyg():
@@ -326,7 +357,8 @@ def test_atlas_stack_matches_pyg(layer_type):
       "pools": [{"params": layers.topk_params_from_torch(StateReader(p.state_dict()), "select.",
                                                          hidden)} for p in pools],
   }
-  conv, norm, pool = layers.CONV_TYPES[layer_type](hidden), layers.GraphNorm(), layers.TopKPool(ratio)
+  conv = layers.CONV_TYPES[layer_type](hidden)
+  norm, pool = layers.GraphNorm(), layers.TopKPool(ratio)
 
   @jax.jit
   def encoder(variables, dense):
