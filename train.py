@@ -90,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="encoder to start from: a stgnn-jax checkpoint or a reference .pth")
   train.add_argument("--num_devices", type=int, default=None,
                      help="JAX devices for data parallelism (default: all)")
+  train.add_argument("--graph_multiple", type=int, default=32,
+                     help="graph slots per batch are rounded up to this multiple (fewer "
+                     "distinct shapes = fewer compilations, more padding)")
+  train.add_argument("--eval_batch_size", type=int, default=64,
+                     help="subjects per evaluation batch")
 
   out = p.add_argument_group("output")
   out.add_argument("--out_dir", default=None, help="default: ./runs/<timestamp>")
@@ -98,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
   out.add_argument("--resume", metavar="DIR", default=None,
                    help="continue the run in DIR with its saved settings")
   out.add_argument("--no_progress", action="store_true", help="no progress bar")
+  out.add_argument("--compile_cache", default=os.path.join("~", ".cache", "stgnn-jax", "xla"),
+                   help="JAX's persistent compilation cache, reused by later runs ('none': off)")
   return p
 
 
@@ -126,7 +133,8 @@ def configs_from_args(args: argparse.Namespace):
       synthetic_subjects=args.synthetic_subjects, synthetic_regions=args.synthetic_regions,
       pretrain_encoder=args.pretrain_encoder,
       pretrain_epochs=args.pretrain_epochs, pretrained=args.pretrained,
-      num_devices=args.num_devices)
+      num_devices=args.num_devices, graph_multiple=args.graph_multiple,
+      eval_batch_size=args.eval_batch_size)
   return model, optim, run
 
 
@@ -170,6 +178,14 @@ def main(argv: list[str] | None = None) -> int:
   if not run.pretrained and os.path.exists(reference_encoder):
     warnings.warn(f"{reference_encoder} exists but is not loaded (the reference loads it "
                   "silently); pass --pretrained to start from it.")
+
+  if args.compile_cache.lower() != "none":
+    import jax
+
+    # Compiling the train step takes seconds on a CPU; a second run with the same shapes
+    # reads the executables back from disk instead.
+    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(args.compile_cache))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
   from stgnn_jax.checkpoints import atomic_write_bytes
   from stgnn_jax.experiment import run_cross_validation

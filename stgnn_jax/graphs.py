@@ -5,7 +5,8 @@ regions, 20-50% of all pairs connected). For them a batched adjacency `[graphs, 
 neighbourhood aggregation into one batched matmul, which is far faster on CPU, GPU and TPU than
 gather/scatter over hundreds of thousands of edges, and it gives TopK pooling static shapes: after
 pooling, the kept nodes form a smaller dense batch `[graphs, K, K]`, so later layers really run on
-the kept subgraph only (100 -> 30 -> 9 nodes with the reference's defaults).
+the kept subgraph only (100 -> 31 -> 10 nodes with the reference's defaults: PyTorch Geometric
+computes ceil(0.3 * n) in float32).
 
 Users hand the model a `jraph.GraphsTuple` (padded with `jraph.pad_with_graphs` or not);
 `dense_graphs_from_jraph` converts it once, inside the jitted call. Data pipelines that start from
