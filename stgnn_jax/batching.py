@@ -23,8 +23,8 @@ class SubjectBatch:
   """A padded batch of subjects.
 
   Attributes:
-    graphs: `DenseGraphs` with `nodes [graphs, N, N]` (one-hot region features) and the visits'
-      adjacency.
+    graphs: `DenseGraphs` of the visits' adjacency, with one-hot region features
+      (`nodes=None`).
     visit_slot: `[graphs]` int32, `subject * max_visits + visit`; `subjects * max_visits` for
       padding graphs.
     lengths: `[subjects]` int32 real visits per subject (0 for padding subjects).
@@ -96,8 +96,6 @@ def pack_subjects(
   adjacency_slots[:total] = np.concatenate([np.asarray(a, np.float32) for a in adjacency])
   node_mask = np.zeros((num_graphs, num_nodes), bool)
   node_mask[:total] = True
-  nodes = np.zeros((num_graphs, num_nodes, num_nodes), np.float32)
-  nodes[:total] = np.eye(num_nodes, dtype=np.float32)
 
   subject_of_graph = np.repeat(np.arange(num_real), lengths)
   visit_of_graph = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
@@ -114,7 +112,7 @@ def pack_subjects(
     padded_labels[:num_real] = np.asarray(labels, np.int32)
   subject_mask = np.arange(num_subjects) < num_real
   return SubjectBatch(
-      graphs=DenseGraphs(nodes=nodes, adjacency=adjacency_slots, node_mask=node_mask),
+      graphs=DenseGraphs(nodes=None, adjacency=adjacency_slots, node_mask=node_mask),
       visit_slot=visit_slot, lengths=padded_lengths, time=time_of_graph,
       labels=padded_labels, subject_mask=subject_mask, max_visits=max_visits)
 

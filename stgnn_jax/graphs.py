@@ -27,24 +27,26 @@ class DenseGraphs:
   """A batch of graphs, each padded to `N` node slots.
 
   Attributes:
-    nodes: `[graphs, N, features]` node features; rows of padding slots are zero.
+    nodes: `[graphs, N, features]` node features, rows of padding slots zero; or None for one-hot
+      region features (`x_i = e_i`, the reference's FC-graph features), which the first layer
+      handles without materialising the `[graphs, N, N]` identity.
     adjacency: `[graphs, N, N]` edge counts, `adjacency[g, i, j]` = number of edges `j -> i`
       (sender `j`, receiver `i`), so `adjacency @ x` sums each node's incoming messages.
       Multi-edges count with their multiplicity, as in PyTorch Geometric's edge lists.
     node_mask: `[graphs, N]` True for real nodes. A graph with no real node is a padding graph.
   """
 
-  nodes: jax.Array
+  nodes: jax.Array | None
   adjacency: jax.Array
   node_mask: jax.Array
 
   @property
   def num_graphs(self) -> int:
-    return self.nodes.shape[0]
+    return self.node_mask.shape[0]
 
   @property
   def max_nodes(self) -> int:
-    return self.nodes.shape[1]
+    return self.node_mask.shape[1]
 
   @property
   def n_node(self) -> jax.Array:

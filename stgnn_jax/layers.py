@@ -67,9 +67,9 @@ class SAGEConv(nn.Module):
 
   @nn.compact
   def __call__(self, graphs: DenseGraphs) -> Array:
-    """`graphs.nodes [G, N, in]` -> `[G, N, features]`, padding slots 0."""
+    """`graphs.nodes [G, N, in]` (or one-hot, `None`) -> `[G, N, features]`, padding slots 0."""
     x = graphs.nodes
-    in_dim = x.shape[-1]
+    in_dim = graphs.max_nodes if x is None else x.shape[-1]
     bound = 1 / math.sqrt(in_dim)
     lin_l = nn.Dense(self.features, kernel_init=_torch_linear_kernel, bias_init=_uniform(bound),
                      name="lin_l")
@@ -78,6 +78,9 @@ class SAGEConv(nn.Module):
     adjacency = graphs.adjacency
     in_degree = adjacency.sum(axis=-1, keepdims=True)  # [G, N, 1]
     mean_weights = adjacency / jnp.maximum(in_degree, 1)  # rows sum to 1, or 0 without edges
+    if x is None:  # one-hot features: the mean of neighbours' e_j is the row of mean_weights
+      root = lin_r(jnp.eye(in_dim, dtype=adjacency.dtype))  # [N, features], shared by all graphs
+      return _masked_nodes(lin_l(mean_weights) + root, graphs.node_mask)
     # lin_l is affine, so aggregating before or after it is the same; aggregate in the smaller dim.
     if in_dim <= self.features:
       neighbours = lin_l(mean_weights @ x)
@@ -104,7 +107,7 @@ class GCNConv(nn.Module):
 
   @nn.compact
   def __call__(self, graphs: DenseGraphs) -> Array:
-    """`graphs.nodes [G, N, in]` -> `[G, N, features]`, padding slots 0."""
+    """`graphs.nodes [G, N, in]` (or one-hot, `None`) -> `[G, N, features]`, padding slots 0."""
     x = graphs.nodes
     lin = nn.Dense(self.features, use_bias=False, kernel_init=_glorot, name="lin")
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
@@ -113,11 +116,13 @@ class GCNConv(nn.Module):
     eye = jnp.eye(n, dtype=bool)
     # Only real nodes get a self loop, so padding slots keep degree 0 and stay isolated.
     self_loops = eye & graphs.node_mask[:, :, None]
-    a_hat = jnp.where(eye, self_loops.astype(x.dtype), graphs.adjacency)
+    a_hat = jnp.where(eye, self_loops.astype(graphs.adjacency.dtype), graphs.adjacency)
     degree = a_hat.sum(axis=-1)
     inv_sqrt = jnp.where(degree > 0, jax.lax.rsqrt(jnp.maximum(degree, 1e-30)), 0)
     norm_adjacency = inv_sqrt[:, :, None] * a_hat * inv_sqrt[:, None, :]
-    if x.shape[-1] <= self.features:
+    if x is None:  # one-hot features: norm_adjacency @ I W = norm_adjacency @ W
+      out = lin(norm_adjacency)
+    elif x.shape[-1] <= self.features:
       out = lin(norm_adjacency @ x)
     else:
       out = norm_adjacency @ lin(x)
@@ -143,20 +148,22 @@ class GATConv(nn.Module):
 
   @nn.compact
   def __call__(self, graphs: DenseGraphs) -> Array:
-    """`graphs.nodes [G, N, in]` -> `[G, N, features]`, padding slots 0."""
+    """`graphs.nodes [G, N, in]` (or one-hot, `None`) -> `[G, N, features]`, padding slots 0."""
     att_bound = math.sqrt(6 / (1 + self.features))
-    h = nn.Dense(self.features, use_bias=False, kernel_init=_glorot, name="lin")(graphs.nodes)
+    n = graphs.max_nodes
+    # One-hot features: h = I W = W, the same [N, features] for every graph.
+    x = jnp.eye(n, dtype=graphs.adjacency.dtype) if graphs.nodes is None else graphs.nodes
+    h = nn.Dense(self.features, use_bias=False, kernel_init=_glorot, name="lin")(x)
     att_src = self.param("att_src", _uniform(att_bound), (self.features,))
     att_dst = self.param("att_dst", _uniform(att_bound), (self.features,))
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
 
-    n = graphs.max_nodes
     eye = jnp.eye(n, dtype=bool)
     self_loops = eye & graphs.node_mask[:, :, None]
     edge_count = jnp.where(eye, self_loops.astype(h.dtype), graphs.adjacency)  # [G, N, N]
     has_edge = edge_count > 0
 
-    logits = (h @ att_dst)[:, :, None] + (h @ att_src)[:, None, :]  # [G, N(dst), N(src)]
+    logits = (h @ att_dst)[..., :, None] + (h @ att_src)[..., None, :]  # [G, N(dst), N(src)]
     logits = jax.nn.leaky_relu(logits, self.negative_slope)
     # Stable masked softmax: subtract each row's max over its existing edges; rows without any
     # edge (padding slots) get max 0 and weight 0 everywhere instead of NaN. Non-edges are masked

@@ -32,7 +32,13 @@ class GraphEncoder(nn.Module):
   @nn.compact
   def __call__(self, graphs: DenseGraphs, time: jax.Array | None = None, *,
                deterministic: bool = True) -> jax.Array:
+    """`graphs` (nodes `[G, N, input_dim]`, or None for one-hot) -> `[G, 2 * output_dim]`."""
     cfg = self.config
+    width = graphs.max_nodes if graphs.nodes is None else graphs.nodes.shape[-1]
+    if width != cfg.input_dim:
+      raise ValueError(
+          f"the graphs carry {width}-dimensional node features (one-hot features have one per "
+          f"node slot) but ModelConfig.input_dim is {cfg.input_dim}.")
     act = layers.activation(cfg.gnn_activation)
     conv_type = layers.CONV_TYPES[cfg.layer_type]
     for i, (_, out_dim) in enumerate(cfg.layer_dims()):

@@ -21,6 +21,7 @@ from stgnn_jax import (
     params_to_torch,
     predict,
 )
+from stgnn_jax.model import GraphEncoder
 from stgnn_jax.torch_state import CheckpointMismatchError
 from tests.torch_reference import TorchSTGNN, pyg_batch
 
@@ -187,7 +188,9 @@ def test_gradients_match_torch_autograd():
                                  batch.time, max_visits=batch.max_visits)
     return jnp.sum(logits * weights)
 
-  param_grads, node_grads = jax.grad(scalar, argnums=(0, 1))(params, batch.graphs.nodes)
+  one_hot = np.broadcast_to(np.eye(config.input_dim, dtype=np.float32),
+                            batch.graphs.adjacency.shape)  # explicit features, to differentiate
+  param_grads, node_grads = jax.grad(scalar, argnums=(0, 1))(params, one_hot)
   ours = params_to_torch(jax.tree.map(np.asarray, param_grads), config)
   for part in ("encoder", "classifier"):
     assert set(ours[part]) == set(torch_grads[part])
@@ -303,3 +306,31 @@ def test_frozen_encoder_gets_no_gradient():
   assert enc_norm(grads[False]) > 0
   assert enc_norm(grads[True]) == 0
   assert sum(float(jnp.abs(x).sum()) for x in jax.tree.leaves(grads[True]["classifier"])) > 0
+
+
+@pytest.mark.parametrize("layer_type", ["GraphSAGE", "GCN", "GAT"])
+def test_one_hot_fast_path_equals_explicit_identity_features(layer_type):
+  config = ModelConfig(**SMALL, layer_type=layer_type)
+  rng = np.random.default_rng(12)
+  batch = pack_subjects([random_adjacency(rng, config.input_dim, n) for n in LENGTHS],
+                        num_graphs=14)  # two padding graphs
+  assert batch.graphs.nodes is None
+  explicit = batch.graphs.replace(nodes=np.broadcast_to(
+      np.eye(config.input_dim, dtype=np.float32), batch.graphs.adjacency.shape)
+      * batch.graphs.node_mask[..., None])
+  params = params_for(config, 12)["encoder"]
+
+  @jax.jit
+  def both(params):
+    def embed(params, graphs):
+      out = GraphEncoder(config).apply({"params": params}, graphs)
+      return jnp.sum(out * jnp.arange(out.size).reshape(out.shape) % 7), out
+    return (jax.value_and_grad(embed, has_aux=True)(params, batch.graphs),
+            jax.value_and_grad(embed, has_aux=True)(params, explicit))
+
+  ((_, fast), fast_grads), ((_, slow), slow_grads) = both(params)
+  np.testing.assert_allclose(fast, slow, atol=1e-5)
+  # float32 sums of terms up to ~1e3: compare at the scale of each gradient leaf.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
+                                                       atol=1e-5 * np.abs(b).max()),
+               fast_grads, slow_grads)
