@@ -129,10 +129,31 @@ def focal_loss(
     raise ValueError(
         f"focal_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}"
     )
-  num_classes = logits.shape[-1]
   if check_labels:
-    _check_label_range(labels, num_classes, where)
+    _check_label_range(labels, logits.shape[-1], where)
+  # Python-number hyper-parameters with special values select cheaper exact
+  # code at trace time; everything else is traced, so that a sweep over values
+  # compiles once.
+  static_gamma = _static_integer(gamma)
+  return _focal_loss(
+      logits, labels, alpha, None if static_gamma is not None else gamma,
+      None if _is_static_zero(smoothing) else smoothing, where,
+      static_gamma=static_gamma, reduction=reduction)
 
+
+def _focal_loss(
+    logits: jax.Array,
+    labels: jax.Array,
+    alpha: ArrayLike,
+    gamma: Optional[ArrayLike],
+    smoothing: Optional[ArrayLike],
+    where: Optional[jax.Array],
+    *,
+    static_gamma: Optional[int],
+    reduction: Reduction,
+) -> jax.Array:
+  """focal_loss after its checks; gamma=None uses static_gamma, smoothing=None 0."""
+  num_classes = logits.shape[-1]
   dtype = jnp.promote_types(logits.dtype, jnp.float32)
   z = logits.astype(dtype)
   if where is not None:
@@ -140,7 +161,8 @@ def focal_loss(
     # rows' gradient an exact 0 instead of 0 * NaN.
     z = jnp.where(where[..., None], z, 0)
 
-  per_sample = _per_sample_loss(z, labels, alpha, gamma, smoothing)
+  per_sample = _per_sample_loss(z, labels, alpha, gamma, smoothing,
+                                static_gamma)
   valid = (labels >= 0) & (labels < num_classes)
   per_sample = jnp.where(valid, per_sample, jnp.nan)
   if where is not None:
@@ -219,43 +241,44 @@ def _per_sample_loss(
     z: jax.Array,
     labels: jax.Array,
     alpha: ArrayLike,
-    gamma: ArrayLike,
-    smoothing: ArrayLike,
+    gamma: Optional[ArrayLike],
+    smoothing: Optional[ArrayLike],
+    static_gamma: Optional[int],
 ) -> jax.Array:
-  """alpha_t * (1 - pt)^gamma * ce, shape ``[...]``, for logits ``[..., C]``."""
+  """alpha_t * (1 - pt)^gamma * ce, shape ``[...]``, for logits ``[..., C]``.
+
+  gamma is None when static_gamma (an int) replaces it; smoothing is None
+  when it is 0.
+  """
   dtype = z.dtype
   num_classes = z.shape[-1]
-  static_gamma = _static_integer(gamma)
-  no_smoothing = isinstance(smoothing, numbers.Real) and smoothing == 0
+  no_smoothing = smoothing is None
   alpha = jnp.asarray(alpha, dtype)
-  gamma = jnp.asarray(gamma, dtype)
-  smoothing = jnp.asarray(smoothing, dtype)
+  if gamma is not None:
+    gamma = jnp.asarray(gamma, dtype)
+  if smoothing is not None:
+    smoothing = jnp.asarray(smoothing, dtype)
 
   if num_classes == 2:
     # Everything is a function of the margin d = z_other - z_label:
-    # ce|_{eps=0} = softplus(d), 1 - pt = sigmoid(d), and one exp(-|d|) plus
-    # one log1p give all three without cancellation.
+    # ce|_{eps=0} = softplus(d) and 1 - pt = sigmoid(d), which one exp and one
+    # log1p give without cancellation.
     positive = labels == 1
     z0, z1 = z[..., 0], z[..., 1]
     d = jnp.where(positive, z0 - z1, z1 - z0)
-    e = jnp.exp(-jnp.abs(d))
-    log1p_e = jnp.log1p(e)
-    softplus_d = jnp.maximum(d, 0) + log1p_e
+    softplus_d, log_sigmoid_d, sigmoid_d = _softplus_terms(d)
     if alpha.ndim == 0:
       alpha_t = jnp.where(positive, alpha, 1 - alpha)
     else:
       alpha_t = jnp.where(positive, alpha[1], alpha[0])
     if no_smoothing:
       if static_gamma is not None:
-        sigmoid_d = jnp.where(d >= 0, 1, e) / (1 + e)
         modulation = jax.lax.integer_pow(sigmoid_d, static_gamma)
       else:
-        log_sigmoid_d = jnp.minimum(d, 0) - log1p_e
         modulation = jnp.exp(gamma * log_sigmoid_d)
       return alpha_t * modulation * softplus_d
-    # logsumexp(z) - mean(z) = |d|/2 + log1p(e); both parts of ce stay >= 0.
-    ce = (1 - smoothing) * softplus_d + smoothing * (
-        0.5 * jnp.abs(d) + log1p_e)
+    # logsumexp(z) - mean(z) = softplus(d) - d / 2.
+    ce = softplus_d - 0.5 * smoothing * d
   else:
     is_label = labels[..., None] == jnp.arange(num_classes)
     # Shifted logits s = z - max(z) <= 0, so lse(s) >= 0 >= s_y and
@@ -276,6 +299,32 @@ def _per_sample_loss(
     one_minus_pt = -jnp.expm1(-ce)
     return alpha_t * jax.lax.integer_pow(one_minus_pt, static_gamma) * ce
   return alpha_t * _modulated_ce(ce, gamma)
+
+
+@jax.custom_jvp
+def _softplus_terms(d: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """softplus(d), log_sigmoid(d) and sigmoid(d) from one exp and one log1p."""
+  return _softplus_parts(d)[:3]
+
+
+def _softplus_parts(d):
+  e = jnp.exp(-jnp.abs(d))
+  log1p_e = jnp.log1p(e)
+  sigmoid_d = jnp.where(d >= 0, 1, e) / (1 + e)
+  sigmoid_minus_d = jnp.where(d >= 0, e, 1) / (1 + e)
+  return (jnp.maximum(d, 0) + log1p_e, jnp.minimum(d, 0) - log1p_e,
+          sigmoid_d, sigmoid_minus_d)
+
+
+@_softplus_terms.defjvp
+def _softplus_terms_jvp(primals, tangents):
+  # Written out because AD of |d| and max(d, 0) is wrong at the tie d = 0
+  # (which the seed's worked example hits with logits [0.5, 0.5]).
+  (d,), (d_dot,) = primals, tangents
+  softplus_d, log_sigmoid_d, sigmoid_d, sigmoid_minus_d = _softplus_parts(d)
+  return ((softplus_d, log_sigmoid_d, sigmoid_d),
+          (sigmoid_d * d_dot, sigmoid_minus_d * d_dot,
+           sigmoid_d * sigmoid_minus_d * d_dot))
 
 
 @jax.custom_jvp
@@ -318,6 +367,10 @@ def _static_integer(gamma: ArrayLike) -> Optional[int]:
     if float(gamma).is_integer() and gamma >= 0:
       return int(gamma)
   return None
+
+
+def _is_static_zero(x: ArrayLike) -> bool:
+  return isinstance(x, numbers.Real) and x == 0
 
 
 def _concrete(x: ArrayLike) -> Optional[np.ndarray]:
