@@ -343,8 +343,8 @@ def main(argv: list[str] | None = None) -> None:
         construction_repeats)
     pyg = time_construction(lambda: pyg_batch(work.adjacency), construction_repeats)
     edges = work.torch_inputs["edge_index"].shape[1]
-    print(f"density {work.edge_fraction:.2f} ({edges} edges): JAX pack_subjects {pack:.2f} ms "
-          f"(+ device_put {pack_put:.2f} ms), PyG pyg_batch {pyg:.2f} ms")
+    print(f"density {work.edge_fraction:.2f} ({edges} edges): JAX pack_subjects {pack:.2f} ms, "
+          f"pack_subjects + device_put {pack_put:.2f} ms; PyG pyg_batch {pyg:.2f} ms")
 
   print("\n## Model timings")
   rows: list[Row] = []
