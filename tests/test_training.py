@@ -204,3 +204,37 @@ def test_train_step_reduces_the_loss_on_a_fixed_batch():
     state, metrics = train_step(state, batch, jax.random.key(i))
     losses.append(float(metrics["loss"]))
   assert losses[-1] < 0.5 * losses[0]
+
+
+def test_encoder_pretraining_uses_only_the_given_subjects_and_returns_encoder_params():
+  from stgnn_jax import pretrain
+  from tests.test_model import params_for
+
+  config = ModelConfig(input_dim=12, gnn_hidden_dim=8, output_dim=8, lstm_hidden_dim=4)
+  rng = np.random.default_rng(5)
+  adjacency = [rng.random((n, 12, 12)) < 0.4 for n in rng.integers(1, 4, size=30)]
+  labels = np.array([i % 2 for i in range(30)])
+  logs = []
+  training_subjects = np.arange(20)  # subjects 20..29 play the test fold: never seen
+  encoder = pretrain.pretrain_encoder(
+      config, adjacency, labels, None, training_subjects, epochs=2, seed=0,
+      key=jax.random.key(0), log=logs.append)
+  expected = jax.tree.map(np.shape, params_for(config)["encoder"])
+  assert jax.tree.map(np.shape, encoder) == expected
+  scans = sum(len(adjacency[i]) for i in training_subjects)
+  held_out = int(np.ceil(0.2 * scans))  # scikit-learn rounds the test share up
+  assert f"{scans - held_out} training / {held_out} validation scans" in logs[0]
+
+
+def test_pretrained_encoder_from_a_reference_pth_file(tmp_path):
+  from stgnn_jax.experiment import read_pretrained_encoder
+  from tests.test_model import SMALL, torch_model
+
+  config = ModelConfig(**SMALL)
+  model = torch_model(config, seed=1)
+  path = tmp_path / "pretrained_gnn_encoder.pth"
+  torch.save(model.encoder.state_dict(), path)
+  encoder = read_pretrained_encoder(str(path), config)
+  np.testing.assert_array_equal(
+      encoder["convs_0"]["lin_l"]["kernel"],
+      model.encoder.state_dict()["convs.0.lin_l.weight"].numpy().T)
