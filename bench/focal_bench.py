@@ -123,6 +123,9 @@ def main():
                       help="batch 2^10 and 2^14 only, fewer repeats")
   parser.add_argument("--no-compile", action="store_true",
                       help="skip torch.compile")
+  parser.add_argument("--log2-batches", type=int, nargs="+",
+                      help="override the batch sizes, as powers of 2")
+  parser.add_argument("--classes", type=int, nargs="+", default=[2, 10])
   parser.add_argument("--alpha", type=float, default=0.25)
   parser.add_argument("--gamma", type=float, default=2.0)
   parser.add_argument("--smoothing", type=float, default=0.0)
@@ -131,7 +134,9 @@ def main():
   cores = os.cpu_count() or 1
   torch.set_num_threads(cores)
   batches = [2**10, 2**14] if args.quick else [2**10, 2**14, 2**17, 2**20]
-  classes = [2, 10]
+  if args.log2_batches:
+    batches = [2**b for b in args.log2_batches]
+  classes = args.classes
   min_reps, budget_s = (5, 0.2) if args.quick else (10, 0.6)
   hyper = dict(alpha=args.alpha, gamma=args.gamma, smoothing=args.smoothing)
 

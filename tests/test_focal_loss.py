@@ -598,16 +598,14 @@ class TransformationTest(chex.TestCase):
       labels = rng.integers(0, num_classes, (3, 5))
       mapped = self.variant(jax.vmap(all_reductions))(logits, labels)
       direct = jax.jit(all_reductions)(logits, labels)
-      np.testing.assert_allclose(mapped["none"][0], direct["none"][0],
-                                 rtol=1e-6)
-      np.testing.assert_allclose(mapped["sum"][0].sum(), direct["sum"][0],
-                                 rtol=1e-6)
-      np.testing.assert_allclose(mapped["mean"][0].mean(), direct["mean"][0],
-                                 rtol=1e-6)
-      np.testing.assert_allclose(mapped["sum"][1], direct["sum"][1], rtol=1e-6)
+      tolerance = TOLERANCES["float32"]
+      assert_close(mapped["none"][0], direct["none"][0], *tolerance)
+      assert_close(mapped["sum"][0].sum(), direct["sum"][0], *tolerance)
+      assert_close(mapped["mean"][0].mean(), direct["mean"][0], *tolerance)
+      assert_close(mapped["sum"][1], direct["sum"][1], *tolerance)
       flat = focal_jax.focal_loss(logits.reshape(-1, num_classes),
                                   labels.reshape(-1), reduction="none")
-      np.testing.assert_allclose(direct["none"][0].ravel(), flat, rtol=1e-6)
+      assert_close(direct["none"][0].ravel(), flat, *tolerance)
 
   def test_hyperparameters_as_jit_arguments(self):
     logits, labels = make_batch(17, 3)
