@@ -8,14 +8,12 @@ one-hot tensor is built, ``1 - pt`` never cancels, and the binary case costs one
 """
 
 import dataclasses
-import functools
 import numbers
 from typing import Literal, Optional, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.custom_derivatives import SymbolicZero
 
 ArrayLike = jax.typing.ArrayLike
 Reduction = Literal["mean", "sum", "none"]
@@ -268,14 +266,19 @@ def _per_sample_loss(
     positive = labels == 1
     z0, z1 = z[..., 0], z[..., 1]
     d = jnp.where(positive, z0 - z1, z1 - z0)
+    softplus_d, log_sigmoid_d, sigmoid_d = _softplus_terms(d)
     if alpha.ndim == 0:
       alpha_t = jnp.where(positive, alpha, 1 - alpha)
     else:
       alpha_t = jnp.where(positive, alpha[1], alpha[0])
     if no_smoothing:
-      return alpha_t * _binary_modulated_ce(d, gamma, static_gamma)
+      if static_gamma is not None:
+        modulation = jax.lax.integer_pow(sigmoid_d, static_gamma)
+      else:
+        modulation = jnp.exp(gamma * log_sigmoid_d)
+      return alpha_t * modulation * softplus_d
     # logsumexp(z) - mean(z) = softplus(d) - d / 2.
-    ce = jax.nn.softplus(d) - 0.5 * smoothing * d
+    ce = softplus_d - 0.5 * smoothing * d
   else:
     is_label = labels[..., None] == jnp.arange(num_classes)
     # Shifted logits s = z - max(z) <= 0, so lse(s) >= 0 >= s_y and
@@ -298,52 +301,30 @@ def _per_sample_loss(
   return alpha_t * _modulated_ce(ce, gamma)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
-def _binary_modulated_ce(
-    d: jax.Array, gamma: Optional[jax.Array], static_gamma: Optional[int]
-) -> jax.Array:
-  """(1 - pt)^gamma * ce for two classes and no smoothing, from the margin d.
+@jax.custom_jvp
+def _softplus_terms(d: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """softplus(d), log_sigmoid(d) and sigmoid(d) from one exp and one log1p."""
+  return _softplus_parts(d)[:3]
 
-  ce = softplus(d) and 1 - pt = sigmoid(d): one exp and one log1p per sample,
-  without cancellation. static_gamma, an int, replaces gamma when given.
-  """
+
+def _softplus_parts(d):
   e = jnp.exp(-jnp.abs(d))
-  u = 1 + e
-  # log1p(e) as log(u) plus the rounding error of u: as exact as log1p, and
-  # vectorised by XLA:CPU, which log1p is not.
-  log1p_e = jnp.log(u) + (e - (u - 1)) / u
-  softplus_d = jnp.maximum(d, 0) + log1p_e
-  if static_gamma is not None:
-    return (jax.lax.integer_pow(jnp.where(d >= 0, 1, e), static_gamma)
-            * softplus_d / jax.lax.integer_pow(u, static_gamma))
-  return softplus_d / jnp.exp(-gamma * (jnp.minimum(d, 0) - log1p_e))
+  log1p_e = jnp.log1p(e)
+  sigmoid_d = jnp.where(d >= 0, 1, e) / (1 + e)
+  sigmoid_minus_d = jnp.where(d >= 0, e, 1) / (1 + e)
+  return (jnp.maximum(d, 0) + log1p_e, jnp.minimum(d, 0) - log1p_e,
+          sigmoid_d, sigmoid_minus_d)
 
 
-def _binary_modulated_ce_jvp(static_gamma, primals, tangents):
-  d, gamma = primals
-  d_dot, gamma_dot = tangents
-  out = _binary_modulated_ce(d, gamma, static_gamma)
-  g = static_gamma if static_gamma is not None else gamma
-  # d out / dd = g (1 - sigmoid(d)) out + sigmoid(d)^(g + 1), finite for every
-  # g >= 0. The sigmoid is computed afresh on purpose: were the forward's exp
-  # shared, XLA:CPU would write it and its descendants to memory, and
-  # value-and-grad would take twice as long.
-  sigmoid_d = jax.nn.sigmoid(d)
-  if static_gamma is not None:
-    power = jax.lax.integer_pow(sigmoid_d, static_gamma + 1)
-  else:
-    power = jnp.exp((gamma + 1) * jnp.log(sigmoid_d))  # log(0) = -inf is fine.
-  tangent = jnp.zeros_like(out)
-  if not isinstance(d_dot, SymbolicZero):
-    tangent += (g * (1 - sigmoid_d) * out + power) * d_dot
-  if not isinstance(gamma_dot, SymbolicZero) and static_gamma is None:
-    # d out / d gamma = out * log(sigmoid(d)), stably.
-    log_sigmoid_d = jnp.minimum(d, 0) - jnp.log1p(jnp.exp(-jnp.abs(d)))
-    tangent += out * log_sigmoid_d * gamma_dot
-  return out, tangent
-
-
-_binary_modulated_ce.defjvp(_binary_modulated_ce_jvp, symbolic_zeros=True)
+@_softplus_terms.defjvp
+def _softplus_terms_jvp(primals, tangents):
+  # Written out because AD of |d| and max(d, 0) is wrong at the tie d = 0
+  # (which the seed's worked example hits with logits [0.5, 0.5]).
+  (d,), (d_dot,) = primals, tangents
+  softplus_d, log_sigmoid_d, sigmoid_d, sigmoid_minus_d = _softplus_parts(d)
+  return ((softplus_d, log_sigmoid_d, sigmoid_d),
+          (sigmoid_d * d_dot, sigmoid_minus_d * d_dot,
+           sigmoid_d * sigmoid_minus_d * d_dot))
 
 
 @jax.custom_jvp
