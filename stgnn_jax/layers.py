@@ -319,6 +319,45 @@ def readout(graphs: DenseGraphs) -> Array:
   return jnp.concatenate([mean, maximum], axis=-1)
 
 
+# --- Dropout --------------------------------------------------------------------------------
+
+def _lowbias32(x: Array) -> Array:
+  """A 32-bit integer mixing hash (Chris Wellons' "lowbias32"), elementwise on uint32."""
+  x = x ^ (x >> 16)
+  x = x * jnp.uint32(0x7FEB352D)
+  x = x ^ (x >> 15)
+  x = x * jnp.uint32(0x846CA68B)
+  return x ^ (x >> 16)
+
+
+class HashDropout(nn.Module):
+  """Inverted dropout whose mask is a counter hash, seeded from the "dropout" rng stream.
+
+  Same contract as `flax.linen.Dropout` (keep with probability `1 - rate`, scale kept values by
+  `1 / (1 - rate)`, identity when `deterministic`), but the per-element bits come from two rounds
+  of an integer hash over the element index, keyed by 64 bits drawn once per call with
+  `jax.random.bits`. On a CPU, drawing a threefry word per element cost more than the rest of the
+  encoder's forward pass (≈90 ms for the 2M activations of a 64-graph batch); the hash costs a few
+  ms. Masks of different calls are independent through their keys; the keep probability is exact
+  to 2^-32.
+  """
+
+  rate: float
+
+  @nn.compact
+  def __call__(self, x: Array, *, deterministic: bool) -> Array:
+    if deterministic or self.rate == 0:
+      return x
+    if not 0 <= self.rate < 1:
+      raise ValueError(f"dropout rate must lie in [0, 1), got {self.rate}.")
+    seed = jax.random.bits(self.make_rng("dropout"), (2,), jnp.uint32)
+    index = jnp.arange(x.size, dtype=jnp.uint32).reshape(x.shape)
+    bits = _lowbias32(_lowbias32(index * jnp.uint32(0x9E3779B9) + seed[0]) ^ seed[1])
+    keep_prob = 1.0 - self.rate
+    threshold = jnp.uint32(min(int(round(keep_prob * 2.0**32)), 2**32 - 1))
+    return jnp.where(bits < threshold, x / keep_prob, 0).astype(x.dtype)
+
+
 # --- Activations ----------------------------------------------------------------------------
 
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {

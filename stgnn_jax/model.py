@@ -45,7 +45,7 @@ class GraphEncoder(nn.Module):
       x = conv_type(out_dim, name=f"convs_{i}")(graphs)
       x = layers.GraphNorm(name=f"gns_{i}")(x, graphs.node_mask)
       x = act(x)
-      x = nn.Dropout(cfg.gnn_dropout)(x, deterministic=deterministic)
+      x = layers.HashDropout(cfg.gnn_dropout)(x, deterministic=deterministic)
       # Dropout and the activation may move padding slots off zero (elu(0) = 0, but keep the
       # invariant explicit): the next layer must see exact zeros there.
       x = jnp.where(graphs.node_mask[..., None], x, 0.0)
@@ -60,11 +60,11 @@ class GraphEncoder(nn.Module):
             "use_time_features=True but no time feature was given; pass `time` with one value "
             "per graph.")
       t = nn.Dense(TIME_HIDDEN_DIM, name="time_projection_0")(time[:, None].astype(embedding.dtype))
-      t = nn.Dropout(cfg.gnn_dropout)(nn.relu(t), deterministic=deterministic)
+      t = layers.HashDropout(cfg.gnn_dropout)(nn.relu(t), deterministic=deterministic)
       t = nn.Dense(TIME_EMBEDDING_DIM, name="time_projection_3")(t)
       fused = nn.Dense(cfg.embedding_dim, name="fusion_layer_0")(
           jnp.concatenate([embedding, t], axis=-1))
-      embedding = nn.Dropout(cfg.gnn_dropout)(nn.relu(fused), deterministic=deterministic)
+      embedding = layers.HashDropout(cfg.gnn_dropout)(nn.relu(fused), deterministic=deterministic)
     return embedding
 
 

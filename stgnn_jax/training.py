@@ -66,21 +66,34 @@ class OptimConfig:
         raise ValueError(f"{name}={getattr(self, name)!r} {problem}.")
 
 
-def _adam_with_l2(learning_rate, *, weight_decay, clip_norm, b1, b2, eps):
-  return optax.chain(
+def _not_encoder(params: Mapping[str, Any]) -> dict[str, Any]:
+  return {name: jax.tree.map(lambda _: name != "encoder", tree) for name, tree in params.items()}
+
+
+def _adam_with_l2(learning_rate, *, weight_decay, clip_norm, b1, b2, eps, freeze_encoder):
+  chain = optax.chain(
       optax.clip_by_global_norm(clip_norm),
       optax.add_decayed_weights(weight_decay),
       optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
       optax.scale_by_learning_rate(learning_rate),
   )
+  if freeze_encoder:
+    # The reference's frozen encoder gets no gradient at all (grad None), so torch's Adam skips
+    # it, weight decay included. Masking keeps its (exactly zero) gradients as the update.
+    return optax.masked(chain, _not_encoder)
+  return chain
 
 
-def create_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
-  """clip_by_global_norm -> add_decayed_weights -> scale_by_adam -> -learning_rate."""
+def create_optimizer(cfg: OptimConfig, *, freeze_encoder: bool = False
+                     ) -> optax.GradientTransformation:
+  """clip_by_global_norm -> add_decayed_weights -> scale_by_adam -> -learning_rate.
+
+  With `freeze_encoder`, parameters under "encoder" are left out of the chain: they never move.
+  """
   return optax.inject_hyperparams(_adam_with_l2, static_args=(
-      "weight_decay", "clip_norm", "b1", "b2", "eps"))(
+      "weight_decay", "clip_norm", "b1", "b2", "eps", "freeze_encoder"))(
           learning_rate=cfg.lr, weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm,
-          b1=cfg.adam_b1, b2=cfg.adam_b2, eps=cfg.adam_eps)
+          b1=cfg.adam_b1, b2=cfg.adam_b2, eps=cfg.adam_eps, freeze_encoder=freeze_encoder)
 
 
 def plateau_scheduler(cfg: OptimConfig) -> optax.GradientTransformationExtraArgs:
@@ -112,7 +125,7 @@ class TrainState(flax.struct.PyTreeNode):
 
   @classmethod
   def create(cls, params: Any, model_config: ModelConfig, optim_config: OptimConfig) -> "TrainState":
-    tx = create_optimizer(optim_config)
+    tx = create_optimizer(optim_config, freeze_encoder=model_config.freeze_encoder)
     return cls(step=jnp.zeros((), jnp.int32), epoch=jnp.zeros((), jnp.int32), params=params,
                opt_state=tx.init(params), model_config=model_config, optim_config=optim_config)
 
@@ -179,7 +192,7 @@ def train_step(state: TrainState, batch: SubjectBatch,
     return terms["loss"], (terms, logits)
 
   grads, (terms, logits) = jax.grad(objective, has_aux=True)(state.params)
-  tx = create_optimizer(state.optim_config)
+  tx = create_optimizer(state.optim_config, freeze_encoder=state.model_config.freeze_encoder)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   correct = jnp.sum((jnp.argmax(logits, -1) == batch.labels) & batch.subject_mask)

@@ -441,3 +441,24 @@ def test_converter_errors_name_the_key():
   with pytest.raises(CheckpointMismatchError, match=r"'select\.weight' has shape \(1, 6\)"):
     layers.topk_params_from_torch(
         StateReader(pyg_nn.TopKPooling(6).state_dict()), "select.", 5)
+
+
+def test_hash_dropout_statistics_and_determinism():
+  from stgnn_jax.layers import HashDropout
+
+  x = jnp.ones((64, 100, 32))
+  drop = HashDropout(0.2)
+  apply = jax.jit(lambda key: drop.apply({}, x, deterministic=False, rngs={"dropout": key}))
+  a, b, a_again = apply(jax.random.key(0)), apply(jax.random.key(1)), apply(jax.random.key(0))
+  np.testing.assert_array_equal(a, a_again)
+  kept_a, kept_b = np.asarray(a) > 0, np.asarray(b) > 0
+  n = kept_a.size
+  # Keep rate 0.8 within 5 standard deviations; kept values scaled by 1 / 0.8.
+  assert abs(kept_a.mean() - 0.8) < 5 * np.sqrt(0.16 / n)
+  np.testing.assert_allclose(np.asarray(a)[kept_a], 1.25, rtol=1e-6)
+  # Independent across keys and across neighbouring elements: P(both kept) = 0.64.
+  for both in (kept_a & kept_b, kept_a.ravel()[1:] & kept_a.ravel()[:-1],
+               kept_a[:, 1:] & kept_a[:, :-1]):
+    assert abs(both.mean() - 0.64) < 5 * np.sqrt(0.64 * 0.36 / both.size)
+  np.testing.assert_array_equal(drop.apply({}, x, deterministic=True), x)
+  assert float(HashDropout(0.0).apply({}, x, deterministic=False).sum()) == x.size

@@ -238,3 +238,22 @@ def test_pretrained_encoder_from_a_reference_pth_file(tmp_path):
   np.testing.assert_array_equal(
       encoder["convs_0"]["lin_l"]["kernel"],
       model.encoder.state_dict()["convs.0.lin_l.weight"].numpy().T)
+
+
+def test_frozen_encoder_parameters_never_move():
+  from tests.test_model import params_for
+
+  config = ModelConfig(input_dim=12, gnn_hidden_dim=8, output_dim=8, lstm_hidden_dim=4,
+                       freeze_encoder=True)
+  rng = np.random.default_rng(6)
+  batch = pack_subjects([rng.random((n, 12, 12)) < 0.4 for n in (1, 2, 3, 2)],
+                        labels=[0, 1, 0, 1])
+  start = TrainState.create(params_for(config), config, OptimConfig(lr=1e-2))
+  state = start
+  for i in range(3):
+    state, _ = train_step(state, batch, jax.random.key(i))
+  # Weight decay must not reach the encoder either (torch's Adam skips grad-less parameters).
+  jax.tree.map(np.testing.assert_array_equal, state.params["encoder"], start.params["encoder"])
+  moved = jax.tree.map(lambda a, b: bool(np.any(a != b)), state.params["classifier"],
+                       start.params["classifier"])
+  assert all(jax.tree.leaves(moved))
