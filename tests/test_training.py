@@ -153,7 +153,7 @@ def test_batches_have_static_shapes_and_masks():
   assert len(batches) == 3
   for batch in batches:
     assert batch.lengths.shape == (16,) and batch.max_visits == 5
-    assert batch.graphs.nodes.shape[0] % 8 == 0
+    assert batch.graphs.adjacency.shape[0] % 8 == 0
   last = batches[-1]
   assert last.subject_mask.sum() == 37 - 32 and not last.subject_mask[5:].any()
   assert (last.lengths[5:] == 0).all()
@@ -181,7 +181,7 @@ def test_train_step_compiles_once_per_bucket_across_epochs():
   with count_compilations("train_step") as compiled:
     for epoch in range(2):
       for b, batch in enumerate(epoch_batches(epoch)):
-        shapes.add(batch.graphs.nodes.shape)
+        shapes.add(batch.graphs.adjacency.shape)
         state, metrics = train_step(state.replace(epoch=jnp.asarray(epoch, jnp.int32)), batch,
                                     jax.random.key(b))
         assert np.isfinite(float(metrics["loss"]))
