@@ -8,6 +8,7 @@ one-hot tensor is built, ``1 - pt`` never cancels, and the binary case costs one
 """
 
 import dataclasses
+import functools
 import numbers
 from typing import Literal, Optional, Union
 
@@ -281,15 +282,9 @@ def _per_sample_loss(
     ce = softplus_d - 0.5 * smoothing * d
   else:
     is_label = labels[..., None] == jnp.arange(num_classes)
-    # Shifted logits s = z - max(z) <= 0, so lse(s) >= 0 >= s_y and
-    # lse(s) >= mean(s): each part of ce is a difference of ordered numbers and
-    # never rounds below 0.
-    s = z - jax.lax.stop_gradient(z.max(axis=-1, keepdims=True))
-    lse = jnp.log(jnp.exp(s).sum(axis=-1))
-    s_label = jnp.where(is_label, s, 0).sum(axis=-1)
-    ce = lse - s_label
-    if not no_smoothing:
-      ce = (1 - smoothing) * ce + smoothing * (lse - s.mean(axis=-1))
+    if no_smoothing:
+      smoothing = jnp.zeros((), dtype)
+    ce = _softmax_cross_entropy(z, is_label, smoothing, not no_smoothing)
     if alpha.ndim == 0:
       alpha_t = jnp.where(labels == 1, alpha, 1 - alpha)
     else:
@@ -299,6 +294,60 @@ def _per_sample_loss(
     one_minus_pt = -jnp.expm1(-ce)
     return alpha_t * jax.lax.integer_pow(one_minus_pt, static_gamma) * ce
   return alpha_t * _modulated_ce(ce, gamma)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
+def _softmax_cross_entropy(
+    z: jax.Array, is_label: jax.Array, smoothing: jax.Array, smoothed: bool
+) -> jax.Array:
+  """-sum_c q_c log softmax(z)_c per row of z [..., C], shape [...].
+
+  q = (1 - smoothing) one_hot + smoothing / C, with is_label the one-hot mask
+  [..., C]; smoothed=False skips the smoothing terms.
+  """
+  return _softmax_cross_entropy_parts(z, is_label, smoothing, smoothed)[0]
+
+
+def _softmax_cross_entropy_parts(z, is_label, smoothing, smoothed):
+  num_classes = z.shape[-1]
+  z_max = z.max(axis=-1)
+  # The row sums in one variadic reduction: one pass over z instead of one per
+  # sum (XLA:CPU also runs this much faster than its fused row reductions).
+  operands = [jnp.exp(z - z_max[..., None]), jnp.where(is_label, z, 0)]
+  if smoothed:
+    operands.append(z)
+  sums = jax.lax.reduce(
+      tuple(operands), tuple(jnp.zeros((), z.dtype) for _ in operands),
+      lambda a, b: tuple(x + y for x, y in zip(a, b)), (z.ndim - 1,))
+  log_sum = jnp.log(sums[0])
+  z_label = sums[1]
+  # ce = lse - (1 - eps) z_y - eps mean(z) with lse = z_max + log_sum, written
+  # as sums of non-negative terms so that it never rounds below 0.
+  ce = (z_max - z_label) + log_sum
+  z_mean = None
+  if smoothed:
+    z_mean = sums[2] / num_classes
+    ce = (1 - smoothing) * ce + smoothing * ((z_max - z_mean) + log_sum)
+  return ce, z_max, log_sum, z_label, z_mean
+
+
+@_softmax_cross_entropy.defjvp
+def _softmax_cross_entropy_jvp(smoothed, primals, tangents):
+  z, is_label, smoothing = primals
+  z_dot, _, smoothing_dot = tangents
+  ce, z_max, log_sum, z_label, z_mean = _softmax_cross_entropy_parts(
+      z, is_label, smoothing, smoothed)
+  # d ce / dz = softmax(z) - q, recomputed from z in the gradient's own pass.
+  # (z - z_max) - log_sum, not z - lse: lse = z_max + log_sum would round at
+  # the scale of z_max (1e-3 at |z| = 1e4 in float32).
+  target = is_label.astype(z.dtype)
+  if smoothed:
+    target = (1 - smoothing) * target + smoothing / z.shape[-1]
+  d_z = jnp.exp((z - z_max[..., None]) - log_sum[..., None]) - target
+  tangent = (d_z * z_dot).sum(axis=-1)
+  if smoothed:
+    tangent += (z_label - z_mean) * smoothing_dot
+  return ce, tangent
 
 
 @jax.custom_jvp
