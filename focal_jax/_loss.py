@@ -2,9 +2,9 @@
 
 The formula is the seed's ``FocalLoss.forward`` (PyTorch), taken from its
 documentation: smoothed targets, softmax cross-entropy, ``pt = exp(-ce)`` and
-the modulating factor ``(1 - pt) ** gamma``. It is rewritten here so that no
-one-hot tensor is built, ``1 - pt`` never cancels, and the binary case costs one
-``exp`` and one ``log1p`` per sample.
+the modulating factor ``(1 - pt) ** gamma``. It is rewritten so that no one-hot
+tensor is built, ``1 - pt`` never cancels, the binary case costs one ``exp``
+and one ``log1p`` per sample, and gradients are finite wherever the limit is.
 """
 
 import dataclasses
@@ -113,57 +113,47 @@ def focal_loss(
       ``where`` or ``alpha`` of the wrong shape.
 
   Examples:
+    >>> import jax
     >>> import jax.numpy as jnp
     >>> import focal_jax
     >>> logits = jnp.array([[2.5, -1.0], [0.5, 0.5], [-1.0, 2.0]])
     >>> labels = jnp.array([0, 1, 1])
     >>> print(f"{focal_jax.focal_loss(logits, labels):.4f}")
     0.0145
+    >>> # One vmapped call over hyper-parameter settings.
+    >>> def loss(alpha, gamma):
+    ...   return focal_jax.focal_loss(logits, labels, alpha, gamma)
+    >>> jax.vmap(loss)(jnp.array([0.25, 0.9]), jnp.array([2.0, 3.0])).shape
+    (2,)
 
   References:
     Lin et al., `Focal Loss for Dense Object Detection
     <https://arxiv.org/abs/1708.02002>`_, ICCV 2017.
   """
   logits, labels, where = _check_arrays(logits, labels, where)
-  _check_hyperparameters(alpha, gamma, smoothing, logits.shape[-1])
+  num_classes = logits.shape[-1]
+  _check_hyperparameters(alpha, gamma, smoothing, num_classes)
   if reduction not in _REDUCTIONS:
     raise ValueError(
         f"focal_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}"
     )
   if check_labels:
-    _check_label_range(labels, logits.shape[-1], where)
-  # Python-number hyper-parameters with special values select cheaper exact
-  # code at trace time; everything else is traced, so that a sweep over values
-  # compiles once.
-  static_gamma = _static_integer(gamma)
-  return _focal_loss(
-      logits, labels, alpha, None if static_gamma is not None else gamma,
-      None if _is_static_zero(smoothing) else smoothing, where,
-      static_gamma=static_gamma, reduction=reduction)
+    _check_label_range(labels, num_classes, where)
 
-
-def _focal_loss(
-    logits: jax.Array,
-    labels: jax.Array,
-    alpha: ArrayLike,
-    gamma: Optional[ArrayLike],
-    smoothing: Optional[ArrayLike],
-    where: Optional[jax.Array],
-    *,
-    static_gamma: Optional[int],
-    reduction: Reduction,
-) -> jax.Array:
-  """focal_loss after its checks; gamma=None uses static_gamma, smoothing=None 0."""
-  num_classes = logits.shape[-1]
   dtype = jnp.promote_types(logits.dtype, jnp.float32)
   z = logits.astype(dtype)
   if where is not None:
     # Padding may hold anything, NaN included; zeroed logits keep the padded
     # rows' gradient an exact 0 instead of 0 * NaN.
     z = jnp.where(where[..., None], z, 0)
-
-  per_sample = _per_sample_loss(z, labels, alpha, gamma, smoothing,
-                                static_gamma)
+  # Python numbers with special values select cheaper exact code at trace
+  # time; everything else is traced, so that a sweep over values compiles once.
+  static_gamma = _static_integer(gamma)
+  per_sample = _per_sample_loss(
+      z, labels, alpha,
+      gamma=None if static_gamma is not None else gamma,
+      smoothing=None if _is_static_zero(smoothing) else smoothing,
+      static_gamma=static_gamma)
   valid = (labels >= 0) & (labels < num_classes)
   per_sample = jnp.where(valid, per_sample, jnp.nan)
   if where is not None:
@@ -242,6 +232,7 @@ def _per_sample_loss(
     z: jax.Array,
     labels: jax.Array,
     alpha: ArrayLike,
+    *,
     gamma: Optional[ArrayLike],
     smoothing: Optional[ArrayLike],
     static_gamma: Optional[int],

@@ -10,7 +10,6 @@ import dataclasses
 import functools
 import itertools
 
-from absl.testing import parameterized
 import chex
 import hypothesis
 from hypothesis import strategies as st
@@ -557,38 +556,59 @@ class FocalLossTest(chex.TestCase):
 # ---------------------------------------------------------------------------
 
 
+SEED_SWEEP = tuple(x.ravel() for x in np.meshgrid(
+    [0.1, 0.25, 0.5, 0.75], [0.5, 1.0, 2.0, 3.0], [0.0, 0.05, 0.1],
+    indexing="ij"))
+
+
+@functools.cache
+def seed_sweep_loop(num_classes):
+  """The seed's tuning loop: one FocalLoss per setting, Python numbers."""
+  logits, labels = make_batch(17, num_classes)
+  return np.array([
+      focal_jax.FocalLoss(alpha=float(a), gamma=float(g),
+                          label_smoothing=float(s))(logits, labels)
+      for a, g, s in zip(*SEED_SWEEP)
+  ])
+
+
+@functools.cache
+def gradient_loop(rows):
+  """jax.grad at each grid row, hyper-parameters as Python numbers."""
+  logits, labels = make_batch(17, 3)
+  return np.array([
+      jax.grad(focal_jax.focal_loss)(logits, labels, *map(float, GRID[i]))
+      for i in rows
+  ])
+
+
 class TransformationTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_vmapped_seed_grid_equals_python_loop(self):
-    """The seed's tuning grid in one vmapped call, against FocalLoss calls."""
-    alphas, gammas, smoothings = (x.ravel() for x in np.meshgrid(
-        [0.1, 0.25, 0.5, 0.75], [0.5, 1.0, 2.0, 3.0], [0.0, 0.05, 0.1],
-        indexing="ij"))
+    """The seed's tuning grid in one vmapped call, against FocalLoss calls.
+
+    The loop's Python numbers take the static paths (integer gamma, no
+    smoothing); the vmapped call traces them.
+    """
     for num_classes in (2, 3):
       logits, labels = make_batch(17, num_classes)
       sweep = self.variant(jax.vmap(
           lambda a, g, s: focal_jax.focal_loss(logits, labels, a, g, s)))  # pylint: disable=cell-var-from-loop
-      losses = sweep(alphas, gammas, smoothings)
+      losses = sweep(*SEED_SWEEP)
       chex.assert_shape(losses, (48,))
-      # The loop's Python numbers take the static paths.
-      expected = [
-          focal_jax.FocalLoss(alpha=float(a), gamma=float(g),
-                              label_smoothing=float(s))(logits, labels)
-          for a, g, s in zip(alphas, gammas, smoothings)
-      ]
-      np.testing.assert_allclose(losses, expected, rtol=1e-5)
+      np.testing.assert_allclose(losses, seed_sweep_loop(num_classes),
+                                 rtol=1e-5)
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_vmapped_gradients_over_hyperparameters(self):
     logits, labels = make_batch(17, 3)
-    grid = GRID[::13]
+    rows = tuple(range(0, len(GRID), 13))
     grads = self.variant(jax.vmap(
-        lambda h: jax.grad(focal_jax.focal_loss)(logits, labels, *h)))(grid)
-    for h, grad in zip(grid, grads):
-      np.testing.assert_allclose(
-          grad, jax.grad(focal_jax.focal_loss)(logits, labels, *map(float, h)),
-          rtol=1e-5, atol=1e-8)
+        lambda h: jax.grad(focal_jax.focal_loss)(logits, labels, *h)))(
+            GRID[list(rows)])
+    np.testing.assert_allclose(grads, gradient_loop(rows), rtol=1e-5,
+                               atol=1e-8)
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_vmap_over_a_leading_axis(self):
