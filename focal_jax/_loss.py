@@ -183,7 +183,7 @@ class FocalLoss:
 
   Attributes:
     alpha: Weight of class 1 (others get ``1 - alpha``), or a tuple of ``C``
-      per-class weights (a list is stored as a tuple).
+      per-class weights (a list or array is stored as a tuple).
     gamma: Focusing parameter, ``>= 0``.
     reduction: ``"mean"``, ``"sum"`` or ``"none"``.
     label_smoothing: Label-smoothing factor in ``[0, 1]``.
@@ -195,7 +195,12 @@ class FocalLoss:
   label_smoothing: float = 0.0
 
   def __post_init__(self):
-    if isinstance(self.alpha, (list, tuple, np.ndarray)):
+    # Stored as Python numbers, so that the config stays hashable.
+    for name in ("alpha", "gamma", "label_smoothing"):
+      value = getattr(self, name)
+      if isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) == 0:
+        object.__setattr__(self, name, float(value))
+    if isinstance(self.alpha, (list, tuple, np.ndarray, jax.Array)):
       object.__setattr__(self, "alpha", tuple(float(a) for a in self.alpha))
     if self.reduction not in _REDUCTIONS:
       raise ValueError(

@@ -366,6 +366,11 @@ class FocalLossTest(chex.TestCase):
         criterion, focal_jax.FocalLoss(alpha=(0.2, 0.8), reduction="sum"))
     self.assertEqual(focal_jax.FocalLoss(),
                      focal_jax.FocalLoss(0.25, 2.0, "mean", 0.0))
+    from_arrays = focal_jax.FocalLoss(alpha=jnp.array([0.2, 0.8]),
+                                      gamma=jnp.float32(2.0))
+    self.assertIsInstance(hash(from_arrays), int)
+    self.assertEqual(from_arrays.alpha, tuple(np.float32([0.2, 0.8]).tolist()))
+    self.assertEqual(from_arrays.gamma, 2.0)
     self.assertIsInstance(hash(criterion), int)
     with self.assertRaises(dataclasses.FrozenInstanceError):
       criterion.gamma = 1.0
