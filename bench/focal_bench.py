@@ -24,6 +24,7 @@ machine and on what else runs on it, so the load average is printed too.
 import argparse
 import os
 import platform
+import sys
 import time
 from typing import Callable, Optional
 
@@ -31,39 +32,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-import focal_jax
-
-
-class SeedFocalLoss(torch.nn.Module):
-  """The seed's FocalLoss.forward, transcribed from its documentation."""
-
-  def __init__(self, alpha=0.25, gamma=2.0, reduction="mean",
-               label_smoothing=0.0):
-    super().__init__()
-    self.alpha = alpha
-    self.gamma = gamma
-    self.reduction = reduction
-    self.label_smoothing = label_smoothing
-
-  def forward(self, inputs, targets):
-    if self.label_smoothing > 0:
-      targets_one_hot = F.one_hot(targets, num_classes=inputs.size(1)).float()
-      targets_one_hot = (targets_one_hot * (1 - self.label_smoothing)
-                         + self.label_smoothing / inputs.size(1))
-      ce_loss = -torch.sum(targets_one_hot * F.log_softmax(inputs, dim=1),
-                           dim=1)
-    else:
-      ce_loss = F.cross_entropy(inputs, targets, reduction="none")
-    pt = torch.exp(-ce_loss)
-    alpha_t = torch.where(targets == 1, self.alpha, 1 - self.alpha)
-    focal_loss = alpha_t * (1 - pt) ** self.gamma * ce_loss
-    if self.reduction == "mean":
-      return focal_loss.mean()
-    if self.reduction == "sum":
-      return focal_loss.sum()
-    return focal_loss
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import focal_jax  # noqa: E402  (the repo root is on the path)
+from tests.torch_reference import SeedFocalLoss  # noqa: E402
 
 
 def seed_transcription_jax(logits, labels, alpha, gamma, smoothing):

@@ -22,44 +22,12 @@ import torch
 import torch.nn.functional as F
 
 import focal_jax
+from tests.torch_reference import SeedFocalLoss
 
 
 # ---------------------------------------------------------------------------
 # The reference: the seed's formula, in PyTorch.
 # ---------------------------------------------------------------------------
-
-
-class SeedFocalLoss(torch.nn.Module):
-  """FocalLoss from the seed documentation (FocalLoss.py lines 5-32)."""
-
-  def __init__(self, alpha=0.25, gamma=2.0, reduction="mean",
-               label_smoothing=0.0):
-    super().__init__()
-    self.alpha = alpha
-    self.gamma = gamma
-    self.reduction = reduction
-    self.label_smoothing = label_smoothing
-
-  def forward(self, inputs, targets):
-    if self.label_smoothing > 0:
-      # The seed has .float(); the same in float32, and it keeps the float64
-      # reference in float64.
-      targets_one_hot = F.one_hot(
-          targets, num_classes=inputs.size(1)).to(inputs.dtype)
-      targets_one_hot = (targets_one_hot * (1 - self.label_smoothing)
-                         + self.label_smoothing / inputs.size(1))
-      ce_loss = -torch.sum(targets_one_hot * F.log_softmax(inputs, dim=1),
-                           dim=1)
-    else:
-      ce_loss = F.cross_entropy(inputs, targets, reduction="none")
-    pt = torch.exp(-ce_loss)
-    alpha_t = torch.where(targets == 1, self.alpha, 1 - self.alpha)
-    focal_loss = alpha_t * (1 - pt) ** self.gamma * ce_loss
-    if self.reduction == "mean":
-      return focal_loss.mean()
-    if self.reduction == "sum":
-      return focal_loss.sum()
-    return focal_loss
 
 
 REDUCTIONS = ("mean", "sum", "none")
