@@ -74,6 +74,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
   sys.path.insert(0, REPO_ROOT)
 
+from bench.model_bench import load_average, time_once, warn_if_loaded  # noqa: E402
 from stgnn_jax import ModelConfig, params_from_torch, synthetic  # noqa: E402
 from stgnn_jax.batching import SubjectBatch  # noqa: E402
 from stgnn_jax.experiment import Placement, RunConfig, Subjects, make_folds  # noqa: E402
@@ -235,29 +236,6 @@ class TorchPipeline:
 
 
 # --- Timing -------------------------------------------------------------------------------------
-
-def time_once(fn: Callable[[], Any]) -> float:
-  start = time.perf_counter()
-  fn()
-  return time.perf_counter() - start
-
-
-def load_average() -> str:
-  try:
-    return "load average %.2f %.2f %.2f" % os.getloadavg()
-  except OSError:
-    return "load average unavailable"
-
-
-def warn_if_loaded(cpus: int) -> None:
-  try:
-    load = os.getloadavg()[0]
-  except OSError:
-    return
-  if load > cpus:
-    print(f"WARNING: 1-minute load average {load:.1f} > {cpus} CPUs: other processes compete "
-          "for the cores; absolute numbers are unreliable.", flush=True)
-
 
 @dataclasses.dataclass
 class ModeResult:
