@@ -311,11 +311,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   return args
 
 
+def use_torch_threads(requested: int | None) -> tuple[int, int]:
+  """Sets PyTorch's thread count (default: every CPU); returns (cpus, threads)."""
+  cpus = os.cpu_count() or 1
+  threads = cpus if requested is None else requested
+  torch.set_num_threads(threads)
+  return cpus, threads
+
+
 def main(argv: list[str] | None = None) -> None:
   args = parse_args(argv)
-  cpus = os.cpu_count() or 1
-  threads = cpus if args.torch_threads is None else args.torch_threads
-  torch.set_num_threads(threads)
+  cpus, threads = use_torch_threads(args.torch_threads)
   layer_types = LAYER_TYPES[:1] if args.quick else LAYER_TYPES
   warmup = 1  # plus the sanity-check call of each function, also untimed
 

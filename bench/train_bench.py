@@ -74,7 +74,12 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
   sys.path.insert(0, REPO_ROOT)
 
-from bench.model_bench import load_average, time_once, warn_if_loaded  # noqa: E402
+from bench.model_bench import (  # noqa: E402
+    load_average,
+    time_once,
+    use_torch_threads,
+    warn_if_loaded,
+)
 from stgnn_jax import ModelConfig, params_from_torch, synthetic  # noqa: E402
 from stgnn_jax.batching import SubjectBatch  # noqa: E402
 from stgnn_jax.experiment import Placement, RunConfig, Subjects, make_folds  # noqa: E402
@@ -371,9 +376,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
   args = parse_args(argv)
-  cpus = os.cpu_count() or 1
-  threads = cpus if args.torch_threads is None else args.torch_threads
-  torch.set_num_threads(threads)
+  cpus, threads = use_torch_threads(args.torch_threads)
 
   print(f"# STGNN training-loop benchmark: JAX {jax.__version__} ({jax.default_backend()}) vs "
         f"PyTorch {torch.__version__} + PyG")

@@ -392,7 +392,7 @@ def read_pretrained_encoder(path: str, model_config: ModelConfig):
     from stgnn_jax.convert import params_from_torch
 
     return params_from_torch(path, model_config)["encoder"]
-  params, saved_config, _ = load_checkpoint(path)
+  params = load_checkpoint(path)[0]
   if "encoder" not in params:
     raise ValueError(f"{path!r} holds no encoder parameters.")
   return params["encoder"]

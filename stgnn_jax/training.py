@@ -15,6 +15,7 @@ does the I/O. The reference's recipe, every piece from optax:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -144,8 +145,9 @@ def set_learning_rate(opt_state: optax.OptState, lr: float | jax.Array) -> optax
   return opt_state._replace(hyperparams=hyperparams)
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def init_params(model_config: ModelConfig, batch: SubjectBatch, rng: jax.Array) -> Any:
-  """Fresh STGNN parameters for the shapes of `batch`."""
+  """Fresh STGNN parameters for the shapes of `batch` (jitted: an eager init takes seconds)."""
   return STGNN(model_config).init(
       rng, batch.graphs, batch.visit_slot, batch.lengths, batch.time,
       max_visits=batch.max_visits)["params"]
