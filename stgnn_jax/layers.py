@@ -220,9 +220,11 @@ class GraphNorm(nn.Module):
     # where, not a multiplication by the mask: no full-size broadcast mask is written to memory.
     count = jnp.maximum(node_mask.sum(axis=1), 1)[:, None, None].astype(x.dtype)  # empty: no NaN
     mean = jnp.where(mask, x, 0).sum(axis=1, keepdims=True) / count
-    out = jnp.where(mask, x - mean_scale * mean, 0)
-    var = (out * out).sum(axis=1, keepdims=True) / count
-    return _masked_nodes(weight * out * jax.lax.rsqrt(var + self.eps) + bias, node_mask)
+    shift = mean_scale * mean  # [G, 1, F]
+    # Two reductions over x and one elementwise pass; the shifted values are never stored.
+    var = jnp.where(mask, jnp.square(x - shift), 0).sum(axis=1, keepdims=True) / count
+    scale = weight * jax.lax.rsqrt(var + self.eps)  # [G, 1, F]
+    return jnp.where(mask, (x - shift) * scale + bias, 0)
 
 
 # --- Pooling --------------------------------------------------------------------------------
