@@ -62,6 +62,29 @@ def _rowwise(dense: nn.Dense, x: Array) -> Array:
 
 # --- Convolutions ---------------------------------------------------------------------------
 
+class _LinearParams(nn.Module):
+  """The params of a linear layer, as `nn.Dense` names and initialises them (`kernel [in, out]`,
+  optional `bias [out]`), returned instead of applied: a layer that needs the raw kernel (to
+  reorder or fuse its matmuls) keeps `nn.Dense`'s param tree and init values."""
+
+  in_dim: int
+  features: int
+  use_bias: bool
+  kernel_init: nn.initializers.Initializer
+  bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
+
+  @nn.compact
+  def __call__(self) -> tuple[Array, Array | None]:
+    kernel = self.param("kernel", self.kernel_init, (self.in_dim, self.features), jnp.float32)
+    bias = self.param("bias", self.bias_init, (self.features,), jnp.float32) if self.use_bias else None
+    return kernel, bias
+
+
+def _matmul_rows(x: Array, kernel: Array) -> Array:
+  """`x [..., in] @ kernel [in, out]` computed on 2-D rows (see `_rowwise`)."""
+  return (x.reshape(-1, x.shape[-1]) @ kernel).reshape(x.shape[:-1] + (kernel.shape[-1],))
+
+
 class SAGEConv(nn.Module):
   """GraphSAGE with mean aggregation, PyG's `SAGEConv(in, features)` defaults.
 
@@ -69,9 +92,9 @@ class SAGEConv(nn.Module):
   over incoming edges with multiplicity; a node without incoming edges gets mean 0, so `lin_l`
   contributes its bias only.
 
-  Params: `lin_l` (`Dense`: kernel `[in, features]`, bias `[features]`), `lin_r` (`Dense` without
-  bias: kernel `[in, features]`). Initialised like PyG (torch Linear): kernels and bias
-  U(±1/sqrt(in)).
+  Params: `lin_l` (kernel `[in, features]`, bias `[features]`), `lin_r` (kernel
+  `[in, features]`, no bias): `nn.Dense`'s tree. Initialised like PyG (torch Linear): kernels and
+  bias U(±1/sqrt(in)).
   """
 
   features: int
@@ -82,24 +105,27 @@ class SAGEConv(nn.Module):
     x = graphs.nodes
     in_dim = graphs.max_nodes if x is None else x.shape[-1]
     bound = 1 / math.sqrt(in_dim)
-    lin_l = nn.Dense(self.features, kernel_init=_torch_linear_kernel, bias_init=_uniform(bound),
-                     name="lin_l")
-    lin_r = nn.Dense(self.features, use_bias=False, kernel_init=_torch_linear_kernel, name="lin_r")
+    w_l, b_l = _LinearParams(in_dim, self.features, True, _torch_linear_kernel, _uniform(bound),
+                             name="lin_l")()
+    w_r, _ = _LinearParams(in_dim, self.features, False, _torch_linear_kernel, name="lin_r")()
 
     adjacency = graphs.adjacency
     in_degree = adjacency.sum(axis=-1, keepdims=True)  # [G, N, 1]
-    mean_weights = adjacency / jnp.maximum(in_degree, 1)  # rows sum to 1, or 0 without edges
-    if x is None:  # one-hot features: the mean of neighbours' e_j is the row of mean_weights
-      root = lin_r(jnp.eye(in_dim, dtype=adjacency.dtype))  # [N, features], shared by all graphs
-      return _masked_nodes(_rowwise(lin_l, mean_weights) + root, graphs.node_mask)
-    # lin_l is affine, so aggregating before or after it is the same; aggregate in the smaller dim.
+    inv_degree = 1 / jnp.maximum(in_degree, 1)  # a node without incoming edges gets mean 0
+    if x is None:
+      # One-hot features: mean_j e_j @ W_l = (adjacency @ W_l) / in_degree and x_i @ W_r is row i
+      # of W_r. The matmul reads the adjacency as it is (no normalised [G, N, N] copy) and the
+      # row scaling rides on the output pass.
+      summed = _matmul_rows(adjacency, w_l)
+      return _masked_nodes(summed * inv_degree + (w_r + b_l), graphs.node_mask)
+    # lin_l is affine, so aggregating before or after it is the same; aggregate in the smaller
+    # dimension. Transforming first drops lin_l's bias on nodes without incoming edges, so the
+    # bias is added after the mean either way, as in PyG.
     if in_dim <= self.features:
-      neighbours = _rowwise(lin_l, mean_weights @ x)
+      neighbours = _matmul_rows((adjacency @ x) * inv_degree, w_l)
     else:
-      # mean_weights @ lin_l(x) drops lin_l's bias (= lin_l(0)) on nodes without incoming edges.
-      bias = lin_l(jnp.zeros((1, in_dim), x.dtype))
-      neighbours = mean_weights @ _rowwise(lin_l, x) + jnp.where(in_degree > 0, 0, bias)
-    return _masked_nodes(neighbours + _rowwise(lin_r, x), graphs.node_mask)
+      neighbours = (adjacency @ _matmul_rows(x, w_l)) * inv_degree
+    return _masked_nodes(neighbours + b_l + _matmul_rows(x, w_r), graphs.node_mask)
 
 
 class GCNConv(nn.Module):
