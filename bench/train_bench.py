@@ -9,17 +9,19 @@ What is measured, in one process on the CPU, on the same data and in the same ba
   * one epoch = one pass over the 120 subjects in batches of 16 (8 batches, the last one with 8
     subjects) in a freshly shuffled order; both frameworks get the same order in each epoch.
   * two modes:
-      - `frozen`: ours = `ModelConfig(freeze_encoder=True)` through `train_step`; PyTorch = the
-        reference's behaviour: per batch the encoder computes the graph embeddings under
-        `torch.no_grad()` (as the reference's data loader does), then the LSTM classifier is
-        trained.
+      - `frozen`: ours = `ModelConfig(freeze_encoder=True)`, as train.py runs it: each epoch
+        embeds all 120 subjects' scans once (`FrozenEncoderScans`: chunks of 32 graph slots,
+        fresh encoder dropout per scan and epoch), then `train_step` trains the classifier on
+        `EmbeddedBatch`es of those embeddings; PyTorch = the reference's behaviour: per batch
+        the encoder computes the graph embeddings under `torch.no_grad()` (as the reference's
+        data loader does), then the LSTM classifier is trained.
       - `end-to-end`: ours = the default `ModelConfig()` (encoder trained); PyTorch = the same
         pipeline with gradients through the encoder.
-  * ours: exactly the training loop of `stgnn_jax.experiment.train_fold`: batches from
-    `Subjects.batches` (RunConfig defaults: graph_multiple 32, max_visits 10), `Placement.batch`,
-    the jitted `train_step` (focal loss + minority forcing, clip 1.0, Adam with L2 1e-4), a
-    per-batch dropout key, and `block_until_ready` once at the end of the epoch (the real loop
-    does not sync per step either).
+  * ours: exactly the epoch of `stgnn_jax.experiment.train_fold` (`train_epoch`); end to end:
+    batches from `Subjects.batches` (RunConfig defaults: graph_multiple 32, max_visits 10),
+    `Placement.batch`, the jitted `train_step` (focal loss + minority forcing, clip 1.0, Adam
+    with L2 1e-4), a per-batch dropout key, and `block_until_ready` once at the end of the
+    epoch (the real loop does not sync per step either).
   * PyTorch: `TorchGraphEncoder` + `TorchTemporalClassifier` from tests/torch_reference.py (PyG's
     SAGEConv, GraphNorm, TopKPooling, packed BiLSTM), both in train mode (dropout on, as ours),
     batches built by `pyg_batch` (edge lists); loss = the seed's focal loss (alpha 0.9, gamma 3,
@@ -34,7 +36,8 @@ What is measured, in one process on the CPU, on the same data and in the same ba
     also timed on its own, for one epoch's batches: `Subjects.batches` + `Placement.batch` for
     JAX, `pyg_batch` for PyTorch.
 
-JAX compiles `train_step` once per graph-count bucket (real visits rounded up to 32). The first
+End to end, JAX compiles `train_step` once per graph-count bucket (real visits rounded up to
+32); frozen, it compiles the embedding pass and one classifier step. The first
 (warm-up) epoch includes the compilations and is reported on its own; any bucket that a timed
 epoch will hit but the warm-up epoch did not is compiled before timing starts (reported too), so
 the timed epochs are steady state. Timed epochs alternate PyTorch / JAX so that a load change on
@@ -45,8 +48,8 @@ table is markdown, ready for the README.
   python bench/train_bench.py             # 5 timed epochs per mode and framework
   python bench/train_bench.py --quick     # 2 timed epochs (smoke test)
   python bench/train_bench.py --epochs 10 --torch-threads 1
-  python bench/train_bench.py --breakdown # + synced ms per train_step per bucket, with and
-                                          #   without encoder dropout (where a step's time goes)
+  python bench/train_bench.py --breakdown # + synced ms per end-to-end train_step per bucket,
+                                          #   with and without encoder dropout
 
 This is a benchmark, not a test: numbers depend on the machine and on its load (the load average
 is printed before and after; a warning is printed when it exceeds the number of CPUs).
@@ -82,7 +85,15 @@ from bench.model_bench import (  # noqa: E402
 )
 from stgnn_jax import ModelConfig, params_from_torch, synthetic  # noqa: E402
 from stgnn_jax.batching import SubjectBatch  # noqa: E402
-from stgnn_jax.experiment import Placement, RunConfig, Subjects, make_folds  # noqa: E402
+from stgnn_jax.batching import iterate_embedded_batches  # noqa: E402
+from stgnn_jax.experiment import (  # noqa: E402
+    FrozenEncoderScans,
+    Placement,
+    RunConfig,
+    Subjects,
+    make_folds,
+    train_epoch,
+)
 from stgnn_jax.training import OptimConfig, TrainState, init_params, train_step  # noqa: E402
 from tests.torch_reference import TorchSTGNN, pyg_batch  # noqa: E402
 
@@ -133,7 +144,9 @@ def batch_groups(order: np.ndarray) -> list[np.ndarray]:
 # --- Ours: the training loop of stgnn_jax.experiment --------------------------------------------
 
 class JaxPipeline:
-  """`train_fold`'s epoch loop: `Subjects.batches` -> `Placement.batch` -> `train_step`."""
+  """`train_fold`'s epoch: `stgnn_jax.experiment.train_epoch` (frozen: one embedding pass over
+  the epoch's scans + classifier steps on `EmbeddedBatch`es; end-to-end: `Subjects.batches` ->
+  `Placement.batch` -> `train_step`)."""
 
   def __init__(self, config: ModelConfig, params: Any, data: Data, seed: int):
     self.data = data
@@ -141,18 +154,14 @@ class JaxPipeline:
                                data.run.graph_multiple)
     self.state = self.placement.replicate(TrainState.create(params, config, OptimConfig()))
     self.key = jax.random.fold_in(jax.random.key(seed), 1)
-
-  def batches(self, order: np.ndarray) -> Iterator[SubjectBatch]:
-    for batch in self.data.subjects.batches(order, BATCH_SIZE, self.data.run):
-      yield self.placement.batch(batch)
+    self.frozen_scans = (FrozenEncoderScans(data.subjects, data.train_idx, data.run,
+                                            self.placement)
+                         if config.freeze_encoder else None)
 
   def epoch(self, order: np.ndarray, epoch: int) -> None:
-    state = self.state.replace(epoch=jnp.asarray(epoch, jnp.int32))
-    epoch_key = jax.random.fold_in(self.key, epoch)
-    step_metrics = []
-    for b, batch in enumerate(self.batches(order)):
-      state, m = train_step(state, batch, jax.random.fold_in(epoch_key, b))
-      step_metrics.append(m)
+    state, step_metrics = train_epoch(self.state, epoch, self.data.subjects, order, self.data.run,
+                                      self.placement, jax.random.fold_in(self.key, epoch),
+                                      self.frozen_scans)
     self.state = jax.block_until_ready(state)
     jax.block_until_ready(step_metrics)
 
@@ -161,7 +170,16 @@ class JaxPipeline:
     jax.block_until_ready(train_step(self.state, batch, self.key))
 
   def build_only(self, order: np.ndarray) -> None:
-    jax.block_until_ready(list(self.batches(order)))
+    """The host side of an epoch's batches (no model work)."""
+    if self.frozen_scans is None:
+      batches = (self.placement.batch(b)
+                 for b in self.data.subjects.batches(order, BATCH_SIZE, self.data.run))
+    else:
+      positions = np.array([self.frozen_scans.position[int(i)] for i in order])
+      batches = (self.placement.batch(b) for b in iterate_embedded_batches(
+          self.frozen_scans.table, None, batch_size=BATCH_SIZE,
+          max_visits=self.data.run.max_visits, order=positions))
+    jax.block_until_ready(list(batches))
 
 
 def graph_buckets(data: Data, order: np.ndarray) -> dict[int, SubjectBatch]:
@@ -288,17 +306,21 @@ def bench_mode(mode: str, data: Data, epochs: int, seed: int) -> ModeResult:
   # Epoch 0: warm-up for both (JAX compiles here), timed on its own.
   jax_first = time_once(lambda: ours.epoch(orders[0], 0))
   torch_first = time_once(lambda: theirs.epoch(orders[0], 0))
-  seen = graph_buckets(data, orders[0])
-  later: dict[int, SubjectBatch] = {}
-  for order in orders[1:]:
-    later.update(graph_buckets(data, order))
-  missing = {g: b for g, b in later.items() if g not in seen}
-  extra = time_once(lambda: [ours.compile_bucket(ours.placement.batch(b))
-                             for b in missing.values()])
-  buckets = sorted(set(seen) | set(later))
+  if frozen:  # one embedding pass and one step shape: nothing is left to compile
+    seen, missing, extra, buckets = {}, {}, 0.0, []
+  else:
+    seen = graph_buckets(data, orders[0])
+    later: dict[int, SubjectBatch] = {}
+    for order in orders[1:]:
+      later.update(graph_buckets(data, order))
+    missing = {g: b for g, b in later.items() if g not in seen}
+    extra = time_once(lambda: [ours.compile_bucket(ours.placement.batch(b))
+                               for b in missing.values()])
+    buckets = sorted(set(seen) | set(later))
   print(f"  {mode}: JAX warm-up epoch {jax_first:.2f} s (compiles graph buckets "
-        f"{sorted(seen)}), {len(missing)} more bucket(s) {sorted(missing)} compiled in "
-        f"{extra:.2f} s; PyTorch first epoch {torch_first:.2f} s", flush=True)
+        f"{sorted(seen) or 'none: embedding pass + classifier step'}), {len(missing)} more "
+        f"bucket(s) {sorted(missing)} compiled in {extra:.2f} s; PyTorch first epoch "
+        f"{torch_first:.2f} s", flush=True)
 
   # Host batch construction alone, one epoch's batches (median of 3 passes).
   jax_build = statistics.median(time_once(lambda: ours.build_only(orders[0])) for _ in range(3))
@@ -316,8 +338,9 @@ def bench_mode(mode: str, data: Data, epochs: int, seed: int) -> ModeResult:
 
 
 def step_breakdown(mode: str, data: Data, seed: int, rounds: int) -> list[str]:
-  """Markdown rows: synced ms per `train_step` for each graph bucket, with and without dropout
-  in the encoder (`gnn_dropout=0`), calls interleaved round by round.
+  """Markdown rows: synced ms per `train_step` on `SubjectBatch`es (the end-to-end loop) for each
+  graph bucket, with and without dropout in the encoder (`gnn_dropout=0`), calls interleaved
+  round by round.
 
   The epoch loop never syncs per step; this is a diagnostic of where a step's time goes (the
   encoder's dropout masks are drawn with threefry, one 32-bit draw per activation).
@@ -414,7 +437,7 @@ def main(argv: list[str] | None = None) -> None:
   print("|---|---:|---:|---|---:|---:|")
   for r in results:
     print(f"| {r.mode} | {r.jax_first_epoch_s:.2f} | {r.jax_extra_compile_s:.2f} "
-          f"| {', '.join(map(str, r.buckets))} | {1e3 * r.jax_build_s:.1f} "
+          f"| {', '.join(map(str, r.buckets)) or 'none (embedded)'} | {1e3 * r.jax_build_s:.1f} "
           f"| {1e3 * r.torch_build_s:.1f} |")
 
   by_mode = {r.mode: r for r in results}
@@ -432,7 +455,8 @@ def main(argv: list[str] | None = None) -> None:
     print("\n## Breakdown: one synced JAX train_step per graph bucket\n", flush=True)
     rows = []
     for mode in args.modes:
-      rows += step_breakdown(mode, data, args.seed, rounds=max(5, args.epochs))
+      if mode == "end-to-end":  # the frozen loop has no per-bucket graph step
+        rows += step_breakdown(mode, data, args.seed, rounds=max(5, args.epochs))
     print(f"\n({load_average()}; median ms of interleaved calls, fresh weights)\n")
     print("| mode | graph slots | real scans | ms/step | ms/step, gnn_dropout=0 "
           "| share of encoder dropout |")

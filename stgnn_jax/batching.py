@@ -9,6 +9,7 @@ sizes so that a jitted step compiles once per (graphs, visits) bucket; padding s
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import flax.struct
@@ -155,3 +156,103 @@ def iterate_batches(
         time=None if time is None else [time[i] for i in chosen],
         num_subjects=batch_size, max_visits=max_visits,
         num_graphs=graph_budget(visits, multiple=graph_multiple, cap=batch_size * max_visits))
+
+
+# --- Frozen encoder: embed every scan once per epoch, then batch the embeddings ---------------
+
+@flax.struct.dataclass
+class EmbeddedBatch:
+  """A padded batch of subjects whose visits are already embedded (a frozen encoder's output).
+
+  With a frozen encoder the parameters of the encoder do not change during an epoch, so every
+  training scan can be embedded in one pass per epoch (`training.encode_graphs`) and the steps
+  only run the temporal classifier on those embeddings.
+
+  Attributes:
+    embeddings: `[rows, D]` visit embeddings the batch picks from (all scans of the epoch; the
+      same array for every batch of the epoch).
+    visit_index: `[subjects, max_visits]` int32, the row of each visit, oldest first (0 at
+      padding visits, which the classifier never reads).
+    lengths, labels, subject_mask: as in `SubjectBatch`.
+  """
+
+  embeddings: jax.Array
+  visit_index: jax.Array
+  lengths: jax.Array
+  labels: jax.Array
+  subject_mask: jax.Array
+
+  @property
+  def max_visits(self) -> int:
+    return self.visit_index.shape[1]
+
+  @property
+  def num_subjects(self) -> int:
+    return self.lengths.shape[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanTable:
+  """Every visit of a set of subjects packed once as graph slots, in chunks of equal size.
+
+  Attributes:
+    chunks: `SubjectBatch`es of `chunk_size` graph slots each (only `graphs` and `time` are
+      used); row `r` of the concatenated chunks is scan `r`, subjects in the order given, then
+      padding graphs.
+    first_row: `[subjects]` the row of each subject's oldest visit.
+    lengths: `[subjects]` visits per subject.
+    labels: `[subjects]` class index per subject.
+  """
+
+  chunks: list[SubjectBatch]
+  first_row: np.ndarray
+  lengths: np.ndarray
+  labels: np.ndarray
+
+
+def pack_scans(adjacency: Sequence[np.ndarray], labels: Sequence[int],
+               time: Sequence[float] | None, *, chunk_size: int) -> ScanTable:
+  """Packs all visits of the subjects into `ceil(visits / chunk_size)` chunks of `chunk_size`
+  graph slots (one compiled shape for the embedding pass; fewer than `chunk_size` padding slots
+  in all)."""
+  lengths = np.array([len(a) for a in adjacency], np.int32)
+  total = int(lengths.sum())
+  rows = -(-total // chunk_size) * chunk_size
+  packed = pack_subjects(adjacency, labels=labels, time=time, num_graphs=rows)
+  chunks = [
+      SubjectBatch(graphs=jax.tree.map(lambda a, s=s: a[s:s + chunk_size], packed.graphs),
+                   visit_slot=packed.visit_slot[s:s + chunk_size], lengths=packed.lengths,
+                   time=packed.time[s:s + chunk_size], labels=packed.labels,
+                   subject_mask=packed.subject_mask, max_visits=packed.max_visits)
+      for s in range(0, rows, chunk_size)]
+  return ScanTable(chunks=chunks, first_row=np.cumsum(lengths) - lengths, lengths=lengths,
+                   labels=np.asarray(labels, np.int32))
+
+
+def iterate_embedded_batches(table: ScanTable, embeddings: jax.Array, *, batch_size: int,
+                             max_visits: int, order: Sequence[int] | None = None):
+  """Yields `EmbeddedBatch`es of `batch_size` subject slots over `table`'s subjects.
+
+  Args:
+    table: the packed scans whose embedding is `embeddings` (`[rows, D]`, row r = scan r).
+    batch_size, max_visits: subject and visit slots; the last batch is padded with masked
+      subjects.
+    order: positions into `table`'s subjects (a permutation for shuffling); default as packed.
+  """
+  if int(table.lengths.max()) > max_visits:
+    raise ValueError(f"a subject has {int(table.lengths.max())} visits but max_visits is "
+                     f"{max_visits}.")
+  order = np.arange(len(table.lengths)) if order is None else np.asarray(order)
+  for start in range(0, len(order), batch_size):
+    chosen = order[start:start + batch_size]
+    n = len(chosen)
+    lengths = np.zeros((batch_size,), np.int32)
+    lengths[:n] = table.lengths[chosen]
+    labels = np.zeros((batch_size,), np.int32)
+    labels[:n] = table.labels[chosen]
+    visits = np.arange(max_visits)
+    visit_index = np.zeros((batch_size, max_visits), np.int32)
+    visit_index[:n] = np.where(visits < lengths[:n, None],
+                               table.first_row[chosen][:, None] + visits, 0)
+    yield EmbeddedBatch(embeddings=embeddings, visit_index=visit_index, lengths=lengths,
+                        labels=labels, subject_mask=np.arange(batch_size) < n)

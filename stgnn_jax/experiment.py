@@ -27,7 +27,13 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from stgnn_jax import data as data_lib
 from stgnn_jax import metrics as metrics_lib
-from stgnn_jax.batching import SubjectBatch, iterate_batches
+from stgnn_jax.batching import (
+    ScanTable,
+    SubjectBatch,
+    iterate_batches,
+    iterate_embedded_batches,
+    pack_scans,
+)
 from stgnn_jax.checkpoints import (
     atomic_write_json,
     atomic_write_text,
@@ -40,6 +46,7 @@ from stgnn_jax.config import ModelConfig
 from stgnn_jax.training import (
     OptimConfig,
     TrainState,
+    encode_graphs,
     eval_step,
     init_params,
     plateau_scheduler,
@@ -185,6 +192,69 @@ class Placement:
 
 
 # ---------------------------------------------------------------------------------------------
+# One training epoch.
+
+
+class FrozenEncoderScans:
+  """A fold's training scans, packed once, embedded once per epoch by the frozen encoder.
+
+  A frozen encoder's parameters do not change within an epoch, so instead of running it inside
+  every step (on graph slots padded per batch, one compilation per graph bucket), each epoch
+  embeds all training scans in chunks of one shape and the steps train the classifier on
+  `EmbeddedBatch`es of those embeddings. Encoder dropout is still drawn afresh for every scan
+  in every epoch, as when the reference embeds each batch in its data loader.
+  """
+
+  def __init__(self, subjects: Subjects, train_idx: np.ndarray, run: RunConfig,
+               placement: Placement):
+    self.table: ScanTable = pack_scans(
+        [subjects.adjacency[i] for i in train_idx], subjects.labels[train_idx],
+        None if subjects.time is None else subjects.time[train_idx],
+        chunk_size=run.graph_multiple)
+    self.chunks = [placement.batch(chunk) for chunk in self.table.chunks]
+    self.position = {int(subject): p for p, subject in enumerate(train_idx)}
+    self.run = run
+    self.placement = placement
+
+  def batches(self, state: TrainState, order: np.ndarray, key: jax.Array):
+    """The epoch's `EmbeddedBatch`es for subjects in `order` (cohort indices)."""
+    embeddings = jnp.concatenate([
+        encode_graphs(state.params, chunk.graphs, chunk.time, jax.random.fold_in(key, c),
+                      model_config=state.model_config)
+        for c, chunk in enumerate(self.chunks)])
+    positions = np.array([self.position[int(i)] for i in order])
+    # Any subject may pick any row: the embeddings are replicated, the subjects sharded.
+    embeddings = self.placement.replicate(embeddings)
+    for batch in iterate_embedded_batches(self.table, None, batch_size=self.run.batch_size,
+                                          max_visits=self.run.max_visits, order=positions):
+      yield self.placement.batch(batch).replace(embeddings=embeddings)
+
+
+def train_epoch(state: TrainState, epoch: int, subjects: Subjects, order: np.ndarray,
+                run: RunConfig, placement: Placement, epoch_key: jax.Array,
+                frozen_scans: FrozenEncoderScans | None = None):
+  """Epoch `epoch` (0-based): one pass over `order` in batches of `run.batch_size`.
+
+  Returns `(state, per-step metrics)`. With `frozen_scans` (a frozen encoder) the steps run on
+  the epoch's precomputed embeddings; otherwise each step runs the whole model on its batch's
+  graphs. Nothing is synchronised.
+  """
+  # Placed like the rest of the state: an uncommitted scalar would make the first step of a
+  # run compile once more than the others.
+  state = state.replace(epoch=placement.replicate(np.int32(epoch)))
+  if frozen_scans is not None:
+    # The steps use fold_in(epoch_key, b); the encoder's dropout takes an index no step reaches.
+    batches = frozen_scans.batches(state, order, jax.random.fold_in(epoch_key, 2**31 - 1))
+  else:
+    batches = (placement.batch(b) for b in subjects.batches(order, run.batch_size, run))
+  step_metrics = []
+  for b, batch in enumerate(batches):
+    state, m = train_step(state, batch, jax.random.fold_in(epoch_key, b))
+    step_metrics.append(m)
+  return state, step_metrics
+
+
+# ---------------------------------------------------------------------------------------------
 # Evaluation.
 
 
@@ -276,6 +346,8 @@ def train_fold(fold: int, split, subjects: Subjects, model_config: ModelConfig,
   plateau = plateau_scheduler(optim_config)
   progress = FoldProgress(state=state, plateau_state=plateau.init(jnp.zeros(())),
                           best_params=state.params)
+  frozen_scans = (FrozenEncoderScans(subjects, train_idx, run, placement)
+                  if model_config.freeze_encoder else None)
   progress_path = os.path.join(fold_dir, "progress.msgpack")
   if os.path.exists(progress_path):
     progress.restore(progress_path)
@@ -284,14 +356,11 @@ def train_fold(fold: int, split, subjects: Subjects, model_config: ModelConfig,
 
   while progress.next_epoch < run.n_epochs and not progress.stopped:
     epoch = progress.next_epoch
-    state = progress.state.replace(epoch=jnp.asarray(epoch, jnp.int32))
     order = np.random.default_rng([run.seed, fold, epoch]).permutation(train_idx)
     epoch_key = jax.random.fold_in(jax.random.fold_in(base_key, 1), epoch)
     started = wall_time.perf_counter()
-    step_metrics = []
-    for b, batch in enumerate(subjects.batches(order, run.batch_size, run)):
-      state, m = train_step(state, placement.batch(batch), jax.random.fold_in(epoch_key, b))
-      step_metrics.append(m)
+    state, step_metrics = train_epoch(progress.state, epoch, subjects, order, run, placement,
+                                      epoch_key, frozen_scans)
     step_metrics = jax.device_get(step_metrics)
     epoch_seconds = wall_time.perf_counter() - started
     count = sum(float(m["count"]) for m in step_metrics)

@@ -76,7 +76,9 @@ class _LinearParams(nn.Module):
   @nn.compact
   def __call__(self) -> tuple[Array, Array | None]:
     kernel = self.param("kernel", self.kernel_init, (self.in_dim, self.features), jnp.float32)
-    bias = self.param("bias", self.bias_init, (self.features,), jnp.float32) if self.use_bias else None
+    if not self.use_bias:
+      return kernel, None
+    return kernel, self.param("bias", self.bias_init, (self.features,), jnp.float32)
     return kernel, bias
 
 

@@ -122,6 +122,22 @@ class STGNN(nn.Module):
     return embeddings
 
 
+  def classify_embedded(self, embeddings: jax.Array, visit_index: jax.Array, lengths: jax.Array,
+                        *, deterministic: bool = True) -> jax.Array:
+    """Logits `[subjects, num_classes]` from precomputed visit embeddings.
+
+    Args:
+      embeddings: `[rows, 2 * output_dim]`, e.g. `encode` of every scan of an epoch.
+      visit_index: `[subjects, max_visits]` int, the row of each visit (any valid row at
+        padding visits).
+      lengths: `[subjects]` int, real visits per subject.
+      deterministic: disables the classifier's dropout.
+    """
+    real = jnp.arange(visit_index.shape[1]) < lengths[:, None]
+    sequences = jnp.where(real[..., None], embeddings[visit_index], 0)
+    return self.classifier(sequences, lengths, deterministic=deterministic)
+
+
 def scatter_visits(embeddings: jax.Array, visit_slot: jax.Array, num_subjects: int,
                    max_visits: int) -> jax.Array:
   """`[G, D]` graph embeddings -> `[subjects, max_visits, D]`; slots past the end are dropped."""

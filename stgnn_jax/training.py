@@ -26,8 +26,9 @@ import optax
 import optax.contrib
 
 from focal_jax import focal_loss
-from stgnn_jax.batching import SubjectBatch
+from stgnn_jax.batching import EmbeddedBatch, SubjectBatch
 from stgnn_jax.config import ModelConfig
+from stgnn_jax.graphs import DenseGraphs
 from stgnn_jax.model import STGNN
 
 
@@ -176,20 +177,46 @@ def loss_terms(logits: jax.Array, batch: SubjectBatch, epoch: jax.Array,
   return {"loss": focal + weight * forcing_ce, "focal": focal, "forcing_ce": forcing_ce}
 
 
+@functools.partial(jax.jit, static_argnames="model_config")
+def encode_graphs(params: Any, graphs: DenseGraphs, time: jax.Array, rng: jax.Array, *,
+                  model_config: ModelConfig) -> jax.Array:
+  """Training-mode graph embeddings `[G, 2 * output_dim]` (encoder dropout drawn from `rng`).
+
+  With a frozen encoder this is the whole encoder work of an epoch: embed every training scan
+  once (in chunks of one shape), then step on `EmbeddedBatch`es of the result.
+  """
+  return STGNN(model_config).apply(
+      {"params": params}, graphs, time, deterministic=False, rngs={"dropout": rng},
+      method=STGNN.encode)
+
+
 @jax.jit
-def train_step(state: TrainState, batch: SubjectBatch,
+def train_step(state: TrainState, batch: SubjectBatch | EmbeddedBatch,
                rng: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimiser step on `batch`; `rng` drives dropout.
+
+  `batch` is a `SubjectBatch` (graphs through the whole model) or, with a frozen encoder, an
+  `EmbeddedBatch` of precomputed embeddings (the classifier only; the same objective, since a
+  frozen encoder gets no gradient either way).
 
   Returns the new state and metrics: `loss` (the optimised objective), `focal`, `forcing_ce`,
   `grad_norm` (before clipping), `correct` and `count` (real subjects).
   """
   model = STGNN(state.model_config)
+  if isinstance(batch, EmbeddedBatch) and not state.model_config.freeze_encoder:
+    raise ValueError(
+        "train_step got an EmbeddedBatch but the encoder is trained (freeze_encoder=False): "
+        "precomputed embeddings carry no gradient to the encoder; pass a SubjectBatch.")
 
   def objective(params):
-    logits = model.apply(
-        {"params": params}, batch.graphs, batch.visit_slot, batch.lengths, batch.time,
-        max_visits=batch.max_visits, deterministic=False, rngs={"dropout": rng})
+    if isinstance(batch, EmbeddedBatch):
+      logits = model.apply(
+          {"params": params}, batch.embeddings, batch.visit_index, batch.lengths,
+          deterministic=False, rngs={"dropout": rng}, method=STGNN.classify_embedded)
+    else:
+      logits = model.apply(
+          {"params": params}, batch.graphs, batch.visit_slot, batch.lengths, batch.time,
+          max_visits=batch.max_visits, deterministic=False, rngs={"dropout": rng})
     terms = loss_terms(logits, batch, state.epoch, state.optim_config)
     return terms["loss"], (terms, logits)
 

@@ -257,3 +257,86 @@ def test_frozen_encoder_parameters_never_move():
   moved = jax.tree.map(lambda a, b: bool(np.any(a != b)), state.params["classifier"],
                        start.params["classifier"])
   assert all(jax.tree.leaves(moved))
+
+
+def _small_cohort_subjects(num_subjects: int, seed: int):
+  """A `Subjects` of a tiny synthetic cohort (24 regions) and its RunConfig."""
+  from stgnn_jax import synthetic
+  from stgnn_jax.experiment import RunConfig, Subjects
+
+  run = RunConfig(batch_size=8, graph_multiple=8, max_visits=4)
+  scans = synthetic.make_synthetic_cohort(num_subjects=num_subjects, num_regions=24, seed=seed)
+  cohort = synthetic.cohort_from_scans(scans, max_visits=run.max_visits)
+  return synthetic, run, Subjects(cohort, run, use_time=False)
+
+
+def test_frozen_encoder_epoch_on_precomputed_embeddings_equals_the_graph_batches():
+  """Embedding every scan once per epoch and stepping on `EmbeddedBatch`es gives the same
+  training as running the frozen encoder inside each step (dropout off, so both paths see the
+  same numbers); it compiles train_step once instead of once per graph bucket."""
+  from stgnn_jax.experiment import FrozenEncoderScans, Placement, train_epoch
+  from tests.test_model import params_for
+
+  _, run, subjects = _small_cohort_subjects(40, seed=3)
+  config = ModelConfig(input_dim=24, gnn_hidden_dim=16, output_dim=16, lstm_hidden_dim=8,
+                       freeze_encoder=True, gnn_dropout=0.0, lstm_dropout=0.0,
+                       classifier_dropout=0.0)
+  train_idx = np.arange(3, 40, 2)  # 19 subjects: the last batch is padded
+  placement = Placement(None, run.batch_size, run.eval_batch_size, run.graph_multiple)
+  start = placement.replicate(TrainState.create(params_for(config), config, OptimConfig()))
+  frozen_scans = FrozenEncoderScans(subjects, train_idx, run, placement)
+  orders = [np.random.default_rng([1, epoch]).permutation(train_idx) for epoch in range(2)]
+  graph_buckets = {b.graphs.adjacency.shape[0]
+                   for order in orders for b in subjects.batches(order, run.batch_size, run)}
+  results = {}
+  for name, scans in (("graphs", None), ("embeddings", frozen_scans)):
+    state, losses = start, []
+    train_step.clear_cache()
+    with count_compilations("train_step") as compiled:
+      for epoch in range(2):
+        state, metrics = train_epoch(state, epoch, subjects, orders[epoch], run, placement,
+                                     jax.random.key(epoch), scans)
+        losses += [float(m["loss"]) for m in metrics]
+    results[name] = (state, losses, compiled())
+  (graph_state, graph_losses, graph_compiles), (emb_state, emb_losses, emb_compiles) = (
+      results["graphs"], results["embeddings"])
+  np.testing.assert_allclose(emb_losses, graph_losses, rtol=1e-5, atol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+               emb_state.params, graph_state.params)
+  assert emb_compiles == 1 and graph_compiles == len(graph_buckets) >= 2
+  # Every scan of the training subjects is embedded exactly once per epoch.
+  table = frozen_scans.table
+  assert sum(len(c.time) for c in table.chunks) == -(-int(table.lengths.sum()) // 8) * 8
+
+
+def test_embedded_batches_pick_each_subjects_visits_in_order():
+  from stgnn_jax.batching import iterate_embedded_batches, pack_scans
+
+  rng = np.random.default_rng(8)
+  lengths = [3, 1, 4, 2, 2]
+  adjacency = [rng.random((n, 6, 6)) < 0.5 for n in lengths]
+  table = pack_scans(adjacency, [0, 1, 1, 0, 1], None, chunk_size=4)
+  assert [c.graphs.adjacency.shape[0] for c in table.chunks] == [4, 4, 4]
+  rows = np.concatenate([c.graphs.adjacency for c in table.chunks])
+  embeddings = np.arange(12, dtype=np.float32)[:, None]
+  batches = list(iterate_embedded_batches(table, embeddings, batch_size=2, max_visits=4,
+                                          order=[2, 0, 4, 1, 3]))
+  assert len(batches) == 3 and not batches[-1].subject_mask[1]
+  for batch, chosen in zip(batches, ([2, 0], [4, 1], [3])):
+    for s, subject in enumerate(chosen):
+      assert batch.lengths[s] == lengths[subject] and batch.labels[s] == table.labels[subject]
+      for v in range(lengths[subject]):  # the row holds that subject's visit v
+        np.testing.assert_array_equal(rows[batch.visit_index[s, v]], adjacency[subject][v])
+
+
+def test_train_step_refuses_embeddings_when_the_encoder_is_trained():
+  from stgnn_jax.batching import EmbeddedBatch
+  from tests.test_model import params_for
+
+  config = ModelConfig(input_dim=12, gnn_hidden_dim=8, output_dim=8, lstm_hidden_dim=4)
+  state = TrainState.create(params_for(config), config, OptimConfig())
+  batch = EmbeddedBatch(embeddings=np.zeros((4, 16), np.float32),
+                        visit_index=np.zeros((2, 3), np.int32), lengths=np.array([1, 2]),
+                        labels=np.array([0, 1]), subject_mask=np.array([True, True]))
+  with pytest.raises(ValueError, match="carry no gradient to the encoder"):
+    train_step(state, batch, jax.random.key(0))
