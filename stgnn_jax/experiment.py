@@ -50,6 +50,7 @@ from stgnn_jax.training import (
     eval_step,
     init_params,
     plateau_scheduler,
+    plateau_step,
     replace_encoder,
     train_step,
 )
@@ -280,7 +281,8 @@ def evaluate(state, subjects, indices, run, placement, *, reports: bool = False)
       groups=[subjects.conversion_types[i] for i in indices]
       if reports and subjects.has_groups else None,
       horizons=[subjects.horizons[i] for i in indices]
-      if reports and subjects.horizons is not None else None)
+      if reports and subjects.horizons is not None else None,
+      report=reports)
   result["logits"] = logits
   result["labels"] = labels
   return result
@@ -343,8 +345,8 @@ def train_fold(fold: int, split, subjects: Subjects, model_config: ModelConfig,
   params = init_params(model_config, first, jax.random.fold_in(base_key, 0))
   params = load_encoder(params, model_config, run, subjects, train_idx, fold_dir, base_key, log)
   state = placement.replicate(TrainState.create(params, model_config, optim_config))
-  plateau = plateau_scheduler(optim_config)
-  progress = FoldProgress(state=state, plateau_state=plateau.init(jnp.zeros(())),
+  progress = FoldProgress(state=state,
+                          plateau_state=plateau_scheduler(optim_config).init(jnp.zeros(())),
                           best_params=state.params)
   frozen_scans = (FrozenEncoderScans(subjects, train_idx, run, placement)
                   if model_config.freeze_encoder else None)
@@ -373,8 +375,8 @@ def train_fold(fold: int, split, subjects: Subjects, model_config: ModelConfig,
       break
 
     val = evaluate(state, subjects, val_idx, run, placement)
-    _, progress.plateau_state = plateau_update(plateau, progress.plateau_state,
-                                               val["balanced_accuracy"])
+    progress.plateau_state = plateau_step(optim_config, progress.plateau_state,
+                                          -val["balanced_accuracy"])
     lr = optim_config.lr * float(progress.plateau_state.scale)
     state = state.with_learning_rate(lr)
     if (predicts_both_classes(val) and val["auc"] is not None
@@ -427,11 +429,6 @@ def train_fold(fold: int, split, subjects: Subjects, model_config: ModelConfig,
     if key in test:
       result[key] = test[key]
   return result, progress.history
-
-
-def plateau_update(plateau, plateau_state, balanced_accuracy: float):
-  return plateau.update(updates=jnp.zeros(()), state=plateau_state,
-                        value=jnp.asarray(-balanced_accuracy))
 
 
 def load_encoder(params, model_config, run, subjects, train_idx, fold_dir, key, log):

@@ -79,7 +79,6 @@ class _LinearParams(nn.Module):
     if not self.use_bias:
       return kernel, None
     return kernel, self.param("bias", self.bias_init, (self.features,), jnp.float32)
-    return kernel, bias
 
 
 def _matmul_rows(x: Array, kernel: Array) -> Array:

@@ -32,6 +32,7 @@ def classification_metrics(
     losses: Sequence[float] | None = None,
     groups: Sequence[str | None] | None = None,
     horizons: Sequence[str] | None = None,
+    report: bool = True,
 ) -> dict[str, Any]:
   """The reference's evaluation of one split.
 
@@ -41,11 +42,14 @@ def classification_metrics(
     losses: optional per-subject losses; their mean is reported as `loss`.
     groups: optional conversion type per subject (e.g. "MCI→AD"): adds `per_conversion_type`.
     horizons: optional horizon bucket per subject (e.g. "6-12m"): adds `per_horizon`.
+    report: add `classification_report` (scikit-learn's text report; the slowest part, so the
+      per-epoch validation leaves it out).
 
   Returns:
     A JSON-ready dict: `accuracy`, `balanced_accuracy` (mean of the class recalls),
     `minority_precision`/`_recall`/`_f1` (class 1), `auc` (None when undefined),
-    `prediction_counts`, `classification_report` (text), and the optional breakdowns.
+    `prediction_counts`, `classification_report` (text, with `report`), and the optional
+    breakdowns.
   """
   labels = np.asarray(labels, np.int64)
   logits = np.asarray(logits)
@@ -62,11 +66,12 @@ def classification_metrics(
       "minority_f1": float(f1[0]),
       "auc": auc_or_none(labels, scores),
       "prediction_counts": {str(c): int((predictions == c).sum()) for c in range(logits.shape[1])},
-      "classification_report": skm.classification_report(
-          labels, predictions, labels=list(range(logits.shape[1])),
-          target_names=["stable", "converter"][:logits.shape[1]] + [
-              f"class {c}" for c in range(2, logits.shape[1])], zero_division=0),
   }
+  if report:
+    result["classification_report"] = skm.classification_report(
+        labels, predictions, labels=list(range(logits.shape[1])),
+        target_names=["stable", "converter"][:logits.shape[1]] + [
+            f"class {c}" for c in range(2, logits.shape[1])], zero_division=0)
   if losses is not None:
     result["loss"] = float(np.mean(losses))
   if groups is not None:

@@ -121,7 +121,6 @@ class STGNN(nn.Module):
       embeddings = jax.lax.stop_gradient(embeddings)
     return embeddings
 
-
   def classify_embedded(self, embeddings: jax.Array, visit_index: jax.Array, lengths: jax.Array,
                         *, deterministic: bool = True) -> jax.Array:
     """Logits `[subjects, num_classes]` from precomputed visit embeddings.

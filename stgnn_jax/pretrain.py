@@ -25,6 +25,7 @@ from stgnn_jax.training import (
     OptimConfig,
     create_optimizer,
     plateau_scheduler,
+    plateau_step,
     set_learning_rate,
 )
 
@@ -75,8 +76,7 @@ def pretrain_encoder(model_config: ModelConfig, adjacency: Sequence[np.ndarray],
   params = model.init(jax.random.fold_in(key, 0), first, deterministic=True)["params"]
   tx = create_optimizer(PRETRAIN_OPTIM)
   opt_state = tx.init(params)
-  plateau = plateau_scheduler(PRETRAIN_OPTIM)
-  plateau_state = plateau.init(jnp.zeros(()))
+  plateau_state = plateau_scheduler(PRETRAIN_OPTIM).init(jnp.zeros(()))
 
   @jax.jit
   def step(params, opt_state, batch, rng):
@@ -103,8 +103,7 @@ def pretrain_encoder(model_config: ModelConfig, adjacency: Sequence[np.ndarray],
     hits = sum(int(correct(params, batch))
                for batch in _scan_batches(scans, scan_labels, scan_time, val))
     acc = hits / len(val)
-    _, plateau_state = plateau.update(updates=jnp.zeros(()), state=plateau_state,
-                                      value=jnp.asarray(-acc))
+    plateau_state = plateau_step(PRETRAIN_OPTIM, plateau_state, -acc)
     opt_state = set_learning_rate(opt_state, PRETRAIN_OPTIM.lr * plateau_state.scale)
     if acc > best_acc:
       best_acc, best = acc, params["encoder"]

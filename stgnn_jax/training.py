@@ -111,6 +111,18 @@ def plateau_scheduler(cfg: OptimConfig) -> optax.GradientTransformationExtraArgs
       min_scale=cfg.min_lr / cfg.lr)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def plateau_step(cfg: OptimConfig, state: Any, value: float | jax.Array) -> Any:
+  """The `plateau_scheduler(cfg)` state after one epoch's `value` (-balanced accuracy).
+
+  Jitted: run eagerly, optax's update dispatches dozens of scalar ops one by one, ≈0.2 s per
+  epoch on a CPU (a sixth of the default run).
+  """
+  _, state = plateau_scheduler(cfg).update(updates=jnp.zeros(()), state=state,
+                                           value=jnp.asarray(value, jnp.float32))
+  return state
+
+
 class TrainState(flax.struct.PyTreeNode):
   """Parameters, optimiser state and the step's static recipe.
 
