@@ -337,15 +337,13 @@ def bench_mode(mode: str, data: Data, epochs: int, seed: int) -> ModeResult:
                     jax_build)
 
 
-def step_breakdown(mode: str, data: Data, seed: int, rounds: int) -> list[str]:
-  """Markdown rows: synced ms per `train_step` on `SubjectBatch`es (the end-to-end loop) for each
-  graph bucket, with and without dropout in the encoder (`gnn_dropout=0`), calls interleaved
-  round by round.
+def step_breakdown(data: Data, seed: int, rounds: int) -> list[str]:
+  """Markdown rows: synced ms per end-to-end `train_step` (on `SubjectBatch`es) for each graph
+  bucket, with and without dropout in the encoder (`gnn_dropout=0`), calls interleaved round by
+  round. The frozen loop has no per-bucket graph step, so it has no breakdown.
 
-  The epoch loop never syncs per step; this is a diagnostic of where a step's time goes (the
-  encoder's dropout masks are drawn with threefry, one 32-bit draw per activation).
+  The epoch loop never syncs per step; this is a diagnostic of where a step's time goes.
   """
-  frozen = mode == "frozen"
   buckets: dict[int, SubjectBatch] = {}
   for e in range(6):
     buckets.update(graph_buckets(data, epoch_order(data, seed, e)))
@@ -355,7 +353,7 @@ def step_breakdown(mode: str, data: Data, seed: int, rounds: int) -> list[str]:
     batch = jax.device_put(batch)
     states = {}
     for dropout in (ModelConfig.gnn_dropout, 0.0):
-      config = ModelConfig(freeze_encoder=frozen, gnn_dropout=dropout)
+      config = ModelConfig(gnn_dropout=dropout)
       first = next(data.subjects.batches(data.train_idx, BATCH_SIZE, data.run))
       state = TrainState.create(init_params(config, first, key), config, OptimConfig())
       jax.block_until_ready(train_step(state, batch, key))  # compiles
@@ -367,9 +365,9 @@ def step_breakdown(mode: str, data: Data, seed: int, rounds: int) -> list[str]:
             time_once(lambda: jax.block_until_ready(train_step(state, batch, key))))
     with_ms, without_ms = (1e3 * statistics.median(samples[d]) for d in states)
     real = int(batch.lengths.sum())
-    rows.append(f"| {mode} | {graphs} | {real} | {with_ms:.1f} | {without_ms:.1f} "
+    rows.append(f"| end-to-end | {graphs} | {real} | {with_ms:.1f} | {without_ms:.1f} "
                 f"| {1 - without_ms / with_ms:.0%} |")
-    print(f"  {mode} bucket {graphs}: {with_ms:.1f} ms/step, {without_ms:.1f} ms without "
+    print(f"  end-to-end bucket {graphs}: {with_ms:.1f} ms/step, {without_ms:.1f} ms without "
           "encoder dropout", flush=True)
   return rows
 
@@ -385,8 +383,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                       help="torch.set_num_threads value (default os.cpu_count())")
   parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
   parser.add_argument("--breakdown", action="store_true",
-                      help="also time single synced train_steps per graph bucket, with and "
-                      "without encoder dropout (compiles 2 more steps per bucket and mode)")
+                      help="also time single synced end-to-end train_steps per graph bucket, "
+                      "with and without encoder dropout (compiles 2 more steps per bucket)")
   parser.add_argument("--seed", type=int, default=0,
                       help="seed of the subject draw, the epoch orders and the weights")
   args = parser.parse_args(argv)
@@ -452,11 +450,8 @@ def main(argv: list[str] | None = None) -> None:
           f"{'met' if ratio > 1 else 'NOT met'}")
 
   if args.breakdown:
-    print("\n## Breakdown: one synced JAX train_step per graph bucket\n", flush=True)
-    rows = []
-    for mode in args.modes:
-      if mode == "end-to-end":  # the frozen loop has no per-bucket graph step
-        rows += step_breakdown(mode, data, args.seed, rounds=max(5, args.epochs))
+    print("\n## Breakdown: one synced end-to-end JAX train_step per graph bucket\n", flush=True)
+    rows = step_breakdown(data, args.seed, rounds=max(5, args.epochs))
     print(f"\n({load_average()}; median ms of interleaved calls, fresh weights)\n")
     print("| mode | graph slots | real scans | ms/step | ms/step, gnn_dropout=0 "
           "| share of encoder dropout |")

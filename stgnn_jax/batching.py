@@ -196,15 +196,15 @@ class ScanTable:
   """Every visit of a set of subjects packed once as graph slots, in chunks of equal size.
 
   Attributes:
-    chunks: `SubjectBatch`es of `chunk_size` graph slots each (only `graphs` and `time` are
-      used); row `r` of the concatenated chunks is scan `r`, subjects in the order given, then
-      padding graphs.
+    chunks: `(graphs, time)` pairs of `chunk_size` graph slots each (`DenseGraphs` with one-hot
+      features and each graph's time feature); row `r` of the concatenated chunks is scan `r`,
+      subjects in the order given, then padding graphs.
     first_row: `[subjects]` the row of each subject's oldest visit.
     lengths: `[subjects]` visits per subject.
     labels: `[subjects]` class index per subject.
   """
 
-  chunks: list[SubjectBatch]
+  chunks: list[tuple[DenseGraphs, np.ndarray]]
   first_row: np.ndarray
   lengths: np.ndarray
   labels: np.ndarray
@@ -219,12 +219,9 @@ def pack_scans(adjacency: Sequence[np.ndarray], labels: Sequence[int],
   total = int(lengths.sum())
   rows = -(-total // chunk_size) * chunk_size
   packed = pack_subjects(adjacency, labels=labels, time=time, num_graphs=rows)
-  chunks = [
-      SubjectBatch(graphs=jax.tree.map(lambda a, s=s: a[s:s + chunk_size], packed.graphs),
-                   visit_slot=packed.visit_slot[s:s + chunk_size], lengths=packed.lengths,
-                   time=packed.time[s:s + chunk_size], labels=packed.labels,
-                   subject_mask=packed.subject_mask, max_visits=packed.max_visits)
-      for s in range(0, rows, chunk_size)]
+  chunks = [(jax.tree.map(lambda a, s=s: a[s:s + chunk_size], packed.graphs),
+             packed.time[s:s + chunk_size])
+            for s in range(0, rows, chunk_size)]
   return ScanTable(chunks=chunks, first_row=np.cumsum(lengths) - lengths, lengths=lengths,
                    labels=np.asarray(labels, np.int32))
 

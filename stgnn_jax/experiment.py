@@ -220,9 +220,9 @@ class FrozenEncoderScans:
   def batches(self, state: TrainState, order: np.ndarray, key: jax.Array):
     """The epoch's `EmbeddedBatch`es for subjects in `order` (cohort indices)."""
     embeddings = jnp.concatenate([
-        encode_graphs(state.params, chunk.graphs, chunk.time, jax.random.fold_in(key, c),
+        encode_graphs(state.params, graphs, time, jax.random.fold_in(key, c),
                       model_config=state.model_config)
-        for c, chunk in enumerate(self.chunks)])
+        for c, (graphs, time) in enumerate(self.chunks)])
     positions = np.array([self.position[int(i)] for i in order])
     # Any subject may pick any row: the embeddings are replicated, the subjects sharded.
     embeddings = self.placement.replicate(embeddings)

@@ -49,17 +49,6 @@ def _masked_nodes(values: Array, node_mask: Array) -> Array:
   return jnp.where(node_mask[..., None], values, 0)
 
 
-def _rowwise(dense: nn.Dense, x: Array) -> Array:
-  """`dense` on `x [..., in]` flattened to rows: `[..., in]` -> `[..., features]`.
-
-  Same numbers as `dense(x)`, but on a 3-D `x` XLA's CPU backend computes the kernel gradient by
-  first transposing the whole upstream gradient (re-running the fused GraphNorm/activation
-  backward in a strided order): that one op took ~45% of the encoder's backward. On 2-D rows the
-  kernel gradient is a plain matmul (forward + backward measured 2x faster).
-  """
-  return dense(x.reshape(-1, x.shape[-1])).reshape(x.shape[:-1] + (dense.features,))
-
-
 # --- Convolutions ---------------------------------------------------------------------------
 
 class _LinearParams(nn.Module):
@@ -82,7 +71,13 @@ class _LinearParams(nn.Module):
 
 
 def _matmul_rows(x: Array, kernel: Array) -> Array:
-  """`x [..., in] @ kernel [in, out]` computed on 2-D rows (see `_rowwise`)."""
+  """`x [..., in] @ kernel [in, out]` computed on `x` flattened to 2-D rows.
+
+  Same numbers as `x @ kernel`, but on a 3-D `x` XLA's CPU backend computes the kernel gradient
+  by first transposing the whole upstream gradient (re-running the fused GraphNorm/activation
+  backward in a strided order): that one op took ~45% of the encoder's backward. On 2-D rows the
+  kernel gradient is a plain matmul (forward + backward measured 2x faster).
+  """
   return (x.reshape(-1, x.shape[-1]) @ kernel).reshape(x.shape[:-1] + (kernel.shape[-1],))
 
 
@@ -147,10 +142,11 @@ class GCNConv(nn.Module):
   def __call__(self, graphs: DenseGraphs) -> Array:
     """`graphs.nodes [G, N, in]` (or one-hot, `None`) -> `[G, N, features]`, padding slots 0."""
     x = graphs.nodes
-    lin = nn.Dense(self.features, use_bias=False, kernel_init=_glorot, name="lin")
-    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-
     n = graphs.max_nodes
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+    kernel, _ = _LinearParams(n if x is None else x.shape[-1], self.features, False, _glorot,
+                              name="lin")()
+
     eye = jnp.eye(n, dtype=bool)
     # Only real nodes get a self loop, so padding slots keep degree 0 and stay isolated.
     self_loops = eye & graphs.node_mask[:, :, None]
@@ -159,11 +155,11 @@ class GCNConv(nn.Module):
     inv_sqrt = jnp.where(degree > 0, jax.lax.rsqrt(jnp.maximum(degree, 1e-30)), 0)
     norm_adjacency = inv_sqrt[:, :, None] * a_hat * inv_sqrt[:, None, :]
     if x is None:  # one-hot features: norm_adjacency @ I W = norm_adjacency @ W
-      out = _rowwise(lin, norm_adjacency)
+      out = _matmul_rows(norm_adjacency, kernel)
     elif x.shape[-1] <= self.features:
-      out = _rowwise(lin, norm_adjacency @ x)
+      out = _matmul_rows(norm_adjacency @ x, kernel)
     else:
-      out = norm_adjacency @ _rowwise(lin, x)
+      out = norm_adjacency @ _matmul_rows(x, kernel)
     return _masked_nodes(out + bias, graphs.node_mask)
 
 
@@ -189,9 +185,11 @@ class GATConv(nn.Module):
     """`graphs.nodes [G, N, in]` (or one-hot, `None`) -> `[G, N, features]`, padding slots 0."""
     att_bound = math.sqrt(6 / (1 + self.features))
     n = graphs.max_nodes
+    x = graphs.nodes
+    kernel, _ = _LinearParams(n if x is None else x.shape[-1], self.features, False, _glorot,
+                              name="lin")()
     # One-hot features: h = I W = W, the same [N, features] for every graph.
-    x = jnp.eye(n, dtype=graphs.adjacency.dtype) if graphs.nodes is None else graphs.nodes
-    h = _rowwise(nn.Dense(self.features, use_bias=False, kernel_init=_glorot, name="lin"), x)
+    h = kernel if x is None else _matmul_rows(x, kernel)
     att_src = self.param("att_src", _uniform(att_bound), (self.features,))
     att_dst = self.param("att_dst", _uniform(att_bound), (self.features,))
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))

@@ -306,7 +306,7 @@ def test_frozen_encoder_epoch_on_precomputed_embeddings_equals_the_graph_batches
   assert emb_compiles == 1 and graph_compiles == len(graph_buckets) >= 2
   # Every scan of the training subjects is embedded exactly once per epoch.
   table = frozen_scans.table
-  assert sum(len(c.time) for c in table.chunks) == -(-int(table.lengths.sum()) // 8) * 8
+  assert sum(len(time) for _, time in table.chunks) == -(-int(table.lengths.sum()) // 8) * 8
 
 
 def test_embedded_batches_pick_each_subjects_visits_in_order():
@@ -316,8 +316,8 @@ def test_embedded_batches_pick_each_subjects_visits_in_order():
   lengths = [3, 1, 4, 2, 2]
   adjacency = [rng.random((n, 6, 6)) < 0.5 for n in lengths]
   table = pack_scans(adjacency, [0, 1, 1, 0, 1], None, chunk_size=4)
-  assert [c.graphs.adjacency.shape[0] for c in table.chunks] == [4, 4, 4]
-  rows = np.concatenate([c.graphs.adjacency for c in table.chunks])
+  assert [graphs.adjacency.shape[0] for graphs, _ in table.chunks] == [4, 4, 4]
+  rows = np.concatenate([graphs.adjacency for graphs, _ in table.chunks])
   embeddings = np.arange(12, dtype=np.float32)[:, None]
   batches = list(iterate_embedded_batches(table, embeddings, batch_size=2, max_visits=4,
                                           order=[2, 0, 4, 1, 3]))
