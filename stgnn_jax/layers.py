@@ -13,6 +13,7 @@ Parameter names and initialisers mirror PyG's, so a reference state dict convert
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -107,7 +108,10 @@ class SAGEConv(nn.Module):
 
     adjacency = graphs.adjacency
     in_degree = adjacency.sum(axis=-1, keepdims=True)  # [G, N, 1]
-    inv_degree = 1 / jnp.maximum(in_degree, 1)  # a node without incoming edges gets mean 0
+    # A node without incoming edges gets mean 0. The barrier keeps this a [G, N, 1] array:
+    # without it XLA fuses the degree reduction with a broadcast to [G, N, features] and writes
+    # that to memory (≈5% of the end-to-end step).
+    inv_degree = jax.lax.optimization_barrier(1 / jnp.maximum(in_degree, 1))
     if x is None:
       # One-hot features: mean_j e_j @ W_l = (adjacency @ W_l) / in_degree and x_i @ W_r is row i
       # of W_r. The matmul reads the adjacency as it is (no normalised [G, N, N] copy) and the
@@ -228,28 +232,105 @@ class GraphNorm(nn.Module):
   With `mu` and `var` taken over the real nodes of each graph, per feature:
   `out = x - mean_scale * mu`, `var = mean(out^2)`, `y = weight * out / sqrt(var + eps) + bias`.
 
+  The encoder's block GraphNorm -> activation -> dropout runs as one call (`activation`,
+  `dropout_rate`, `dropout_seed`): the same numbers as the three layers applied in turn, with a
+  hand-written backward (`norm_act_dropout`).
+
   Params `weight` (ones), `bias` (zeros), `mean_scale` (ones), each `[features]`.
   """
 
   eps: float = 1e-5
 
   @nn.compact
-  def __call__(self, x: Array, node_mask: Array) -> Array:
-    """`x [G, N, F]`, `node_mask [G, N]` -> `[G, N, F]`, padding slots 0 (empty graphs: all 0)."""
+  def __call__(self, x: Array, node_mask: Array, *,
+               activation: Callable[[Array], Array] | None = None, dropout_rate: float = 0.0,
+               dropout_seed: Array | None = None) -> Array:
+    """`x [G, N, F]`, `node_mask [G, N]` -> `[G, N, F]`, padding slots 0 (empty graphs: all 0).
+
+    Args:
+      x: node features.
+      node_mask: True for real nodes.
+      activation: applied after the normalisation (None: none).
+      dropout_rate: inverted dropout after the activation, with `HashDropout`'s mask for
+        `dropout_seed`; needs a seed when positive.
+      dropout_seed: `uint32[2]` from `HashDropout.draw_seed`, or None for no dropout.
+    """
     features = x.shape[-1]
     weight = self.param("weight", nn.initializers.ones_init(), (features,))
     bias = self.param("bias", nn.initializers.zeros_init(), (features,))
     mean_scale = self.param("mean_scale", nn.initializers.ones_init(), (features,))
+    if dropout_seed is None:
+      dropout_rate = 0.0
+    elif not 0 < dropout_rate < 1:
+      raise ValueError(f"a dropout seed needs a dropout rate in (0, 1), got {dropout_rate}.")
+    return norm_act_dropout(x, node_mask, weight, bias, mean_scale, dropout_seed,
+                            activation or _identity, dropout_rate, self.eps)
 
-    mask = node_mask[..., None]
-    # where, not a multiplication by the mask: no full-size broadcast mask is written to memory.
-    count = jnp.maximum(node_mask.sum(axis=1), 1)[:, None, None].astype(x.dtype)  # empty: no NaN
-    mean = jnp.where(mask, x, 0).sum(axis=1, keepdims=True) / count
-    shift = mean_scale * mean  # [G, 1, F]
-    # Two reductions over x and one elementwise pass; the shifted values are never stored.
-    var = jnp.where(mask, jnp.square(x - shift), 0).sum(axis=1, keepdims=True) / count
-    scale = weight * jax.lax.rsqrt(var + self.eps)  # [G, 1, F]
-    return jnp.where(mask, (x - shift) * scale + bias, 0)
+
+def _identity(x: Array) -> Array:
+  return x
+
+
+def _graph_stats(x: Array, node_mask: Array, mean_scale: Array, eps: float):
+  """Real-node count `[G, 1, 1]`, mean and `1 / sqrt(var + eps)` `[G, 1, F]` of GraphNorm."""
+  mask = node_mask[..., None]
+  count = jnp.maximum(node_mask.sum(axis=1), 1)[:, None, None].astype(x.dtype)  # empty: no NaN
+  # where, not a multiplication by the mask: no full-size broadcast mask is written to memory.
+  mean = jnp.where(mask, x, 0).sum(axis=1, keepdims=True) / count
+  # Var of the shifted values, as PyG; the shifted values themselves are never stored.
+  var = jnp.where(mask, jnp.square(x - mean_scale * mean), 0).sum(axis=1, keepdims=True) / count
+  return count, mean, jax.lax.rsqrt(var + eps)
+
+
+def _keep_real(x: Array, node_mask: Array, seed: Array | None, rate: float) -> Array:
+  """Where dropout keeps an element of a real node (all real nodes without dropout)."""
+  keep = node_mask[..., None]
+  return keep if seed is None else keep & _hash_keep(x.shape, seed, rate)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8))
+def norm_act_dropout(x: Array, node_mask: Array, weight: Array, bias: Array, mean_scale: Array,
+                     seed: Array | None, activation: Callable[[Array], Array], rate: float,
+                     eps: float) -> Array:
+  """`dropout(activation(GraphNorm(x)))`, padding slots 0, with a hand-written backward.
+
+  Left to autodiff, XLA recomputed the normalisation -> activation -> dropout-hash chain in
+  every consumer of every intermediate (about ten passes over `[G, N, F]` in forward +
+  backward). Here the forward keeps only `x` and the per-graph statistics, and the backward
+  recomputes the chain for two per-graph sums and the input gradient (GraphNorm's closed-form
+  backward). The end-to-end train step of 64 graphs got ≈30% faster on a 2-core CPU.
+  """
+  return _norm_act_dropout_fwd(x, node_mask, weight, bias, mean_scale, seed, activation, rate,
+                               eps)[0]
+
+
+def _norm_act_dropout_fwd(x, node_mask, weight, bias, mean_scale, seed, activation, rate, eps):
+  count, mean, rstd = _graph_stats(x, node_mask, mean_scale, eps)
+  z = (x - mean_scale * mean) * (weight * rstd) + bias
+  y = jnp.where(_keep_real(x, node_mask, seed, rate), activation(z) / (1.0 - rate), 0)
+  return y, (x, node_mask, weight, bias, mean_scale, seed, count, mean, rstd)
+
+
+def _norm_act_dropout_bwd(activation, rate, eps, residuals, dy):
+  x, node_mask, weight, bias, mean_scale, seed, count, mean, rstd = residuals
+  x_hat = (x - mean_scale * mean) * rstd
+  z = x_hat * weight + bias
+  _, act_grad = jax.jvp(activation, (z,), (jnp.ones_like(z),))
+  dz = jnp.where(_keep_real(x, node_mask, seed, rate), dy * act_grad / (1.0 - rate), 0)
+  sum_dz = dz.sum(axis=1, keepdims=True)  # [G, 1, F]
+  sum_dz_xhat = (dz * x_hat).sum(axis=1, keepdims=True)
+  # With g = dz * weight: d out = rstd * (g - x_hat * mean(g * x_hat)) over real nodes, and
+  # out = x - mean_scale * mean(x) gives dx = d out - mean_scale * mean(d out).
+  g_xhat_mean = weight * sum_dz_xhat / count
+  sum_xhat = count * mean * (1 - mean_scale) * rstd  # sum of x_hat over real nodes
+  sum_dout = rstd * (weight * sum_dz - sum_xhat * g_xhat_mean)
+  dx = jnp.where(node_mask[..., None],
+                 rstd * (dz * weight - x_hat * g_xhat_mean) - mean_scale * sum_dout / count, 0)
+  return (dx, None, sum_dz_xhat.sum(axis=(0, 1)), sum_dz.sum(axis=(0, 1)),
+          -(mean * sum_dout).sum(axis=(0, 1)), None)
+
+
+norm_act_dropout.defvjp(_norm_act_dropout_fwd, _norm_act_dropout_bwd)
 
 
 # --- Pooling --------------------------------------------------------------------------------
@@ -357,32 +438,40 @@ def _lowbias32(x: Array) -> Array:
   return x ^ (x >> 16)
 
 
+def _hash_keep(shape: tuple[int, ...], seed: Array, rate: float) -> Array:
+  """`HashDropout`'s keep mask (bool, `shape`) for `seed` (`uint32[2]`): P(keep) = 1 - rate."""
+  index = jnp.arange(math.prod(shape), dtype=jnp.uint32).reshape(shape)
+  bits = _lowbias32(_lowbias32(index * jnp.uint32(0x9E3779B9) + seed[0]) ^ seed[1])
+  threshold = jnp.uint32(min(int(round((1.0 - rate) * 2.0**32)), 2**32 - 1))
+  return bits < threshold
+
+
 class HashDropout(nn.Module):
   """Inverted dropout whose mask is a counter hash, seeded from the "dropout" rng stream.
 
   Same contract as `flax.linen.Dropout` (keep with probability `1 - rate`, scale kept values by
   `1 / (1 - rate)`, identity when `deterministic`), but the per-element bits come from two rounds
   of an integer hash over the element index, keyed by 64 bits drawn once per call with
-  `jax.random.bits`. On a CPU, drawing a threefry word per element cost more than the rest of the
-  encoder's forward pass (≈90 ms for the 2M activations of a 64-graph batch); the hash costs a few
-  ms. Masks of different calls are independent through their keys; the keep probability is exact
-  to 2^-32.
+  `jax.random.bits` (`draw_seed`). On a CPU, drawing a threefry word per element cost more than
+  the rest of the encoder's forward pass (≈90 ms for the 2M activations of a 64-graph batch); the
+  hash costs a few ms. Masks of different calls are independent through their keys; the keep
+  probability is exact to 2^-32.
   """
 
   rate: float
+
+  def draw_seed(self) -> Array:
+    """The `uint32[2]` key of this module's mask (what `__call__` draws), for fused layers."""
+    if not 0 <= self.rate < 1:
+      raise ValueError(f"dropout rate must lie in [0, 1), got {self.rate}.")
+    return jax.random.bits(self.make_rng("dropout"), (2,), jnp.uint32)
 
   @nn.compact
   def __call__(self, x: Array, *, deterministic: bool) -> Array:
     if deterministic or self.rate == 0:
       return x
-    if not 0 <= self.rate < 1:
-      raise ValueError(f"dropout rate must lie in [0, 1), got {self.rate}.")
-    seed = jax.random.bits(self.make_rng("dropout"), (2,), jnp.uint32)
-    index = jnp.arange(x.size, dtype=jnp.uint32).reshape(x.shape)
-    bits = _lowbias32(_lowbias32(index * jnp.uint32(0x9E3779B9) + seed[0]) ^ seed[1])
-    keep_prob = 1.0 - self.rate
-    threshold = jnp.uint32(min(int(round(keep_prob * 2.0**32)), 2**32 - 1))
-    return jnp.where(bits < threshold, x / keep_prob, 0).astype(x.dtype)
+    keep = _hash_keep(x.shape, self.draw_seed(), self.rate)
+    return jnp.where(keep, x / (1.0 - self.rate), 0).astype(x.dtype)
 
 
 # --- Activations ----------------------------------------------------------------------------

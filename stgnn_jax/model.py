@@ -43,12 +43,11 @@ class GraphEncoder(nn.Module):
     conv_type = layers.CONV_TYPES[cfg.layer_type]
     for i, (_, out_dim) in enumerate(cfg.layer_dims()):
       x = conv_type(out_dim, name=f"convs_{i}")(graphs)
-      x = layers.GraphNorm(name=f"gns_{i}")(x, graphs.node_mask)
-      x = act(x)
-      x = layers.HashDropout(cfg.gnn_dropout)(x, deterministic=deterministic)
-      # Dropout and the activation may move padding slots off zero (elu(0) = 0, but keep the
-      # invariant explicit): the next layer must see exact zeros there.
-      x = jnp.where(graphs.node_mask[..., None], x, 0.0)
+      dropout = layers.HashDropout(cfg.gnn_dropout)
+      seed = None if deterministic or cfg.gnn_dropout == 0 else dropout.draw_seed()
+      # GraphNorm -> activation -> dropout in one fused call; padding slots stay exactly 0.
+      x = layers.GraphNorm(name=f"gns_{i}")(x, graphs.node_mask, activation=act,
+                                            dropout_rate=cfg.gnn_dropout, dropout_seed=seed)
       graphs = graphs.replace(nodes=x)
       if cfg.use_topk_pooling:
         graphs, _, _ = layers.TopKPool(cfg.effective_topk_ratio, name=f"topk_pools_{i}")(graphs)

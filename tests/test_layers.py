@@ -410,6 +410,73 @@ def test_gradients_finite_with_padding(layer_type):
     assert np.abs(leaf).sum() > 0, jax.tree_util.keystr(path)
 
 
+@pytest.mark.parametrize("activation", ["elu", "gelu", "relu", "leaky_relu"])
+@pytest.mark.parametrize("rate", [0.0, 0.3])
+def test_fused_norm_activation_dropout_matches_pyg_in_float64(activation, rate):
+  """GraphNorm -> activation -> dropout in one call (hand-written backward) against PyG's
+  GraphNorm, torch's activation and the same dropout mask, autograd in float64: outputs and
+  every gradient, with real nodes of uneven graphs, padding slots and an empty graph."""
+  rng = np.random.default_rng(_seed("fused", activation, rate))
+  sizes, slots, features = (9, 4, 0, 7), 10, 6
+  node_mask = np.arange(slots) < np.array(sizes)[:, None]  # [G, N]
+  # A feature with a tiny spread around a large mean (as the one-hot GAT layer gives) makes
+  # the backward's cancellations bite.
+  x = rng.normal(size=(len(sizes), slots, features)) * np.array([1, 1, 1, 1, 1, 0.02])
+  x = np.where(node_mask[..., None], x + rng.normal(size=features), 0).astype(np.float32)
+  params = {"weight": 1 + 0.5 * rng.normal(size=features), "bias": 0.5 * rng.normal(size=features),
+            "mean_scale": 1 + 0.3 * rng.normal(size=features)}
+  params = {k: v.astype(np.float32) for k, v in params.items()}
+  dy = rng.normal(size=x.shape).astype(np.float32)
+  seed = jnp.array([1234, 5678], jnp.uint32) if rate else None
+
+  def fused(x, params):
+    return layers.GraphNorm().apply(
+        {"params": params}, x, jnp.asarray(node_mask), activation=layers.activation(activation),
+        dropout_rate=rate, dropout_seed=seed)
+
+  out, vjp = jax.vjp(fused, jnp.asarray(x), params)
+  dx, dparams = vjp(jnp.asarray(dy))
+
+  keep = np.ones(x.shape, bool) if seed is None else np.asarray(
+      layers._hash_keep(x.shape, seed, rate))
+  real = node_mask.reshape(-1)
+  norm = pyg_nn.GraphNorm(features).double()
+  with torch.no_grad():
+    for name, value in params.items():
+      getattr(norm, name).copy_(torch.from_numpy(value.astype(np.float64)))
+  x_t = torch.tensor(x.reshape(-1, features)[real], dtype=torch.float64, requires_grad=True)
+  batch = torch.from_numpy(np.repeat(np.arange(len(sizes)), sizes))
+  torch_act = {"relu": F.relu, "leaky_relu": F.leaky_relu, "elu": F.elu, "gelu": F.gelu}
+  keep_t = torch.from_numpy(keep.reshape(-1, features)[real])
+  expected = torch_act[activation](norm(x_t, batch)) * keep_t / (1 - rate)
+  expected.backward(torch.from_numpy(dy.reshape(-1, features)[real].astype(np.float64)))
+
+  out = np.asarray(out).reshape(-1, features)
+  np.testing.assert_allclose(out[real], expected.detach().numpy(), atol=1e-5, rtol=1e-5)
+  assert not out[~real].any()
+  grad_x = np.asarray(dx).reshape(-1, features)
+  np.testing.assert_allclose(grad_x[real], x_t.grad.numpy(), atol=1e-4, rtol=1e-4)
+  assert not grad_x[~real].any()
+  for name in params:
+    np.testing.assert_allclose(dparams[name], getattr(norm, name).grad.numpy(), atol=1e-4,
+                               rtol=1e-4, err_msg=name)
+
+
+def test_fused_dropout_draws_the_hash_dropout_mask():
+  """`HashDropout.draw_seed` + the fused block drop exactly what `HashDropout` would."""
+  x = jnp.asarray(np.random.default_rng(3).normal(size=(3, 8, 5)), jnp.float32)
+  node_mask = jnp.ones((3, 8), bool)
+  rngs = {"dropout": jax.random.key(9)}
+  norm_vars = {"params": {"weight": jnp.ones(5), "bias": jnp.zeros(5),
+                          "mean_scale": jnp.ones(5)}}
+  normed = layers.GraphNorm().apply(norm_vars, x, node_mask)
+  expected = layers.HashDropout(0.4).apply({}, normed, deterministic=False, rngs=rngs)
+  seed = layers.HashDropout(0.4).apply({}, rngs=rngs, method=layers.HashDropout.draw_seed)
+  fused = layers.GraphNorm().apply(norm_vars, x, node_mask, dropout_rate=0.4, dropout_seed=seed)
+  np.testing.assert_array_equal(fused, expected)
+  assert 0 < float((np.asarray(fused) == 0).mean()) < 1
+
+
 # --- Activations ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name,torch_fn", [
