@@ -48,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                     choices=("log", "minmax", "buckets", "raw"))
   data.add_argument("--single_visit_horizon", type=float, default=6.0,
                     help="months to predict for a subject with one visit")
-  data.add_argument("--synthetic_subjects", type=int, default=300,
-                    help="subjects of the built-in synthetic cohort")
+  data.add_argument("--synthetic_subjects", type=int, default=150,
+                    help="subjects of the built-in synthetic cohort (300: the scale of the "
+                    "reference's synthetic measurements, about twice the run time)")
   data.add_argument("--synthetic_regions", type=int, default=100,
                     help="regions (nodes) per scan of the built-in synthetic cohort")
   data.add_argument("--write_synthetic", metavar="DIR", default=None,

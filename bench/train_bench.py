@@ -97,6 +97,7 @@ from stgnn_jax.experiment import (  # noqa: E402
 from stgnn_jax.training import OptimConfig, TrainState, init_params, train_step  # noqa: E402
 from tests.torch_reference import TorchSTGNN, pyg_batch  # noqa: E402
 
+COHORT_SUBJECTS = 300  # the reference's measurement cohort (fold 0 trains on ~190 of them)
 NUM_TRAIN_SUBJECTS = 120
 BATCH_SIZE = 16
 MODES = ("frozen", "end-to-end")
@@ -123,7 +124,7 @@ class Data:
 
 def load_data(seed: int) -> Data:
   run = RunConfig(batch_size=BATCH_SIZE)  # graph_multiple 32, max_visits 10
-  scans = synthetic.make_synthetic_cohort(num_subjects=run.synthetic_subjects, seed=0,
+  scans = synthetic.make_synthetic_cohort(num_subjects=COHORT_SUBJECTS, seed=0,
                                           threshold=run.threshold)
   cohort = synthetic.cohort_from_scans(scans, max_visits=run.max_visits)
   subjects = Subjects(cohort, run, use_time=False)
@@ -408,7 +409,8 @@ def main(argv: list[str] | None = None) -> None:
   started = time.perf_counter()
   data = load_data(args.seed)
   labels = data.subjects.labels[data.train_idx]
-  print(f"data: synthetic cohort (300 subjects) built in {time.perf_counter() - started:.1f} s; "
+  print(f"data: synthetic cohort ({COHORT_SUBJECTS} subjects) built in "
+        f"{time.perf_counter() - started:.1f} s; "
         f"{NUM_TRAIN_SUBJECTS} training subjects ({int(labels.sum())} converters, "
         f"{data.num_scans} scans), batches of {BATCH_SIZE}, {args.epochs} timed epochs after "
         "one warm-up epoch, medians", flush=True)

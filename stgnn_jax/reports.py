@@ -16,7 +16,8 @@ def _figure_bytes(fig) -> bytes:
   import matplotlib.pyplot as plt
 
   buffer = io.BytesIO()
-  fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+  # Figures use the constrained layout: bbox_inches="tight" would render each one twice.
+  fig.savefig(buffer, format="png", dpi=110)
   plt.close(fig)
   return buffer.getvalue()
 
@@ -38,7 +39,7 @@ def plot_training_curves(out_dir: str, histories: Sequence[Sequence[dict[str, An
     if not history:
       continue
     epochs = [row["epoch"] for row in history]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), layout="constrained")
     axes[0].plot(epochs, [row["train_loss"] for row in history], label="train")
     axes[0].plot(epochs, [row["val_loss"] for row in history], label="validation")
     axes[0].set_title("focal loss")
@@ -67,7 +68,7 @@ def plot_roc_curves(out_dir: str, folds: Sequence[dict[str, Any]], labels: np.nd
   from sklearn.metrics import roc_curve
 
   plt = _pyplot()
-  fig, ax = plt.subplots(figsize=(5, 5))
+  fig, ax = plt.subplots(figsize=(5, 5), layout="constrained")
   for fold in folds:
     y = labels[np.asarray(fold["test_subjects"], int)]
     if len(np.unique(y)) < 2:
