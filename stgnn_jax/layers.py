@@ -273,12 +273,12 @@ def _identity(x: Array) -> Array:
 
 def _graph_stats(x: Array, node_mask: Array, mean_scale: Array, eps: float):
   """Real-node count `[G, 1, 1]`, mean and `1 / sqrt(var + eps)` `[G, 1, F]` of GraphNorm."""
-  mask = node_mask[..., None]
   count = jnp.maximum(node_mask.sum(axis=1), 1)[:, None, None].astype(x.dtype)  # empty: no NaN
   # where, not a multiplication by the mask: no full-size broadcast mask is written to memory.
-  mean = jnp.where(mask, x, 0).sum(axis=1, keepdims=True) / count
+  mean = _masked_nodes(x, node_mask).sum(axis=1, keepdims=True) / count
   # Var of the shifted values, as PyG; the shifted values themselves are never stored.
-  var = jnp.where(mask, jnp.square(x - mean_scale * mean), 0).sum(axis=1, keepdims=True) / count
+  squares = _masked_nodes(jnp.square(x - mean_scale * mean), node_mask)
+  var = squares.sum(axis=1, keepdims=True) / count
   return count, mean, jax.lax.rsqrt(var + eps)
 
 
@@ -324,8 +324,8 @@ def _norm_act_dropout_bwd(activation, rate, eps, residuals, dy):
   g_xhat_mean = weight * sum_dz_xhat / count
   sum_xhat = count * mean * (1 - mean_scale) * rstd  # sum of x_hat over real nodes
   sum_dout = rstd * (weight * sum_dz - sum_xhat * g_xhat_mean)
-  dx = jnp.where(node_mask[..., None],
-                 rstd * (dz * weight - x_hat * g_xhat_mean) - mean_scale * sum_dout / count, 0)
+  dx = _masked_nodes(rstd * (dz * weight - x_hat * g_xhat_mean) - mean_scale * sum_dout / count,
+                     node_mask)
   return (dx, None, sum_dz_xhat.sum(axis=(0, 1)), sum_dz.sum(axis=(0, 1)),
           -(mean * sum_dout).sum(axis=(0, 1)), None)
 
