@@ -13,7 +13,7 @@ import os
 import sys
 import warnings
 
-from stgnn_jax.config import ACTIVATIONS, LAYER_TYPES, MODEL_TYPES, ModelConfig
+from stgnn_jax.config import ACTIVATIONS, LAYER_TYPES, MODEL_TYPES, NODE_FEATURES, ModelConfig
 
 
 def parse_bool(text: str) -> bool:
@@ -23,6 +23,15 @@ def parse_bool(text: str) -> bool:
   if value in ("false", "f", "no", "n", "0", "off"):
     return False
   raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def parse_alpha(text: str) -> float | str:
+  if text.strip().lower() == "auto":
+    return "auto"
+  try:
+    return float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or 'auto', got {text!r}") from None
 
 
 def add_bool(parser: argparse.ArgumentParser, name: str, default: bool | None, help: str) -> None:
@@ -57,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="write the synthetic cohort in the reference's on-disk format and exit")
 
   model = p.add_argument_group("model")
+  model.add_argument("--node_features", default="connection_profile", choices=NODE_FEATURES,
+                     help="connection_profile: each region's row of thresholded FC values, so the "
+                     "encoder sees connection strengths; onehot: the region index (the "
+                     "reference: only which edges exist)")
   model.add_argument("--layer_type", default="GraphSAGE", choices=LAYER_TYPES)
   model.add_argument("--gnn_hidden_dim", type=int, default=256)
   model.add_argument("--gnn_num_layers", type=int, default=2)
@@ -78,10 +91,28 @@ def build_parser() -> argparse.ArgumentParser:
   train.add_argument("--n_epochs", type=int, default=100)
   train.add_argument("--batch_size", type=int, default=16)
   train.add_argument("--lr", type=float, default=1e-3)
-  train.add_argument("--focal_alpha", type=float, default=0.90)
+  train.add_argument("--focal_alpha", type=parse_alpha, default="auto",
+                     help="focal α of the converter class, or 'auto': the share of stable "
+                     "subjects in each fold's training split (weights the minority class up; "
+                     "the reference: 0.9)")
   train.add_argument("--focal_gamma", type=float, default=3.0)
   train.add_argument("--label_smoothing", type=float, default=0.05)
   train.add_argument("--minority_focus_epochs", type=int, default=20)
+  train.add_argument("--plateau_metric", default="auc", choices=("auc", "loss", "balanced_acc"),
+                     help="validation metric the learning-rate plateau watches (the reference: "
+                     "balanced_acc)")
+  train.add_argument("--decision_threshold", default="val", choices=("val", "argmax"),
+                     help="val: the threshold on p(converter) that maximises validation balanced "
+                     "accuracy, chosen with the best epoch and applied to the test fold; argmax: "
+                     "the reference")
+  train.add_argument("--selection", default="auc_loss", choices=("auc_loss", "auc"),
+                     help="best epoch: highest validation AUC, ties by lower validation loss "
+                     "(auc_loss) or the first (auc, the reference)")
+  train.add_argument("--early_stop_patience", type=int, default=30,
+                     help="stop a fold this many epochs after its best epoch (0: never, the "
+                     "reference)")
+  add_bool(train, "baselines", True,
+           "fit logistic-regression baselines on the last scan of the same folds")
   train.add_argument("--num_folds", type=int, default=5)
   train.add_argument("--seed", type=int, default=42)
   add_bool(train, "pretrain_encoder", False,
@@ -115,7 +146,7 @@ def configs_from_args(args: argparse.Namespace):
 
   # input_dim is the atlas size, set from the cohort when it is loaded.
   model = ModelConfig(
-      layer_type=args.layer_type, gnn_hidden_dim=args.gnn_hidden_dim,
+      node_features=args.node_features, layer_type=args.layer_type, gnn_hidden_dim=args.gnn_hidden_dim,
       gnn_num_layers=args.gnn_num_layers, gnn_activation=args.gnn_activation,
       use_topk_pooling=args.use_topk_pooling, topk_ratio=args.topk_ratio,
       use_time_features=args.use_time_features, model_type=args.model_type,
@@ -123,7 +154,8 @@ def configs_from_args(args: argparse.Namespace):
       lstm_bidirectional=args.lstm_bidirectional, freeze_encoder=args.freeze_encoder)
   optim = OptimConfig(
       lr=args.lr, focal_alpha=args.focal_alpha, focal_gamma=args.focal_gamma,
-      label_smoothing=args.label_smoothing, minority_focus_epochs=args.minority_focus_epochs)
+      label_smoothing=args.label_smoothing, minority_focus_epochs=args.minority_focus_epochs,
+      plateau_metric=args.plateau_metric)
   run = RunConfig(
       n_epochs=args.n_epochs, batch_size=args.batch_size, num_folds=args.num_folds,
       seed=args.seed, max_visits=args.max_visits, data_root=args.data_root,
@@ -135,7 +167,9 @@ def configs_from_args(args: argparse.Namespace):
       pretrain_encoder=args.pretrain_encoder,
       pretrain_epochs=args.pretrain_epochs, pretrained=args.pretrained,
       num_devices=args.num_devices, graph_multiple=args.graph_multiple,
-      eval_batch_size=args.eval_batch_size)
+      eval_batch_size=args.eval_batch_size, decision_threshold=args.decision_threshold,
+      selection=args.selection, early_stop_patience=args.early_stop_patience,
+      baselines=args.baselines)
   return model, optim, run
 
 

@@ -1,7 +1,7 @@
 """Subjects -> padded batches with static shapes for the jitted model.
 
 A batch holds every real visit of up to `subjects` subjects as one `DenseGraphs` of `graphs`
-slots (one-hot node features, thresholded adjacency), plus the index that puts each graph's
+slots (thresholded adjacency; one-hot node features or given ones), plus the index that puts each graph's
 embedding back at its (subject, visit) place. Subjects, visits and graphs are padded to fixed
 sizes so that a jitted step compiles once per (graphs, visits) bucket; padding subjects carry
 `subject_mask = False` and padding graphs point past the last visit slot.
@@ -25,7 +25,7 @@ class SubjectBatch:
 
   Attributes:
     graphs: `DenseGraphs` of the visits' adjacency, with one-hot region features
-      (`nodes=None`).
+      (`nodes=None`) or the given node features.
     visit_slot: `[graphs]` int32, `subject * max_visits + visit`; `subjects * max_visits` for
       padding graphs.
     lengths: `[subjects]` int32 real visits per subject (0 for padding subjects).
@@ -53,6 +53,7 @@ def pack_subjects(
     *,
     labels: Sequence[int] | None = None,
     time: Sequence[float] | None = None,
+    features: Sequence[np.ndarray] | None = None,
     num_subjects: int | None = None,
     max_visits: int | None = None,
     num_graphs: int | None = None,
@@ -64,6 +65,8 @@ def pack_subjects(
       `stgnn_jax.data.fc_to_adjacency`; `adjacency[v, i, j]` is the edge between regions i and j.
     labels: per subject class index (default 0, e.g. for prediction).
     time: per subject time feature, given to each of its visits (default 0).
+    features: per subject `[visits, N, F]` node features (e.g. the connection profile: the
+      subject's thresholded FC matrices, `Subject.fc`); default None, one-hot region features.
     num_subjects: subject slots (>= len(adjacency)); default len(adjacency).
     max_visits: visit slots per subject (>= the longest sequence); default the longest.
     num_graphs: graph slots (>= total visits); default the total number of visits.
@@ -97,6 +100,13 @@ def pack_subjects(
   adjacency_slots[:total] = np.concatenate([np.asarray(a, np.float32) for a in adjacency])
   node_mask = np.zeros((num_graphs, num_nodes), bool)
   node_mask[:total] = True
+  nodes = None
+  if features is not None:
+    if [f.shape[:2] for f in features] != [(len(a), num_nodes) for a in adjacency]:
+      raise ValueError("pack_subjects: features must be [visits, N, F] per subject, matching "
+                       "the adjacency's visits and N.")
+    nodes = np.zeros((num_graphs, num_nodes, features[0].shape[-1]), np.float32)
+    nodes[:total] = np.concatenate([np.asarray(f, np.float32) for f in features])
 
   subject_of_graph = np.repeat(np.arange(num_real), lengths)
   visit_of_graph = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
@@ -113,7 +123,7 @@ def pack_subjects(
     padded_labels[:num_real] = np.asarray(labels, np.int32)
   subject_mask = np.arange(num_subjects) < num_real
   return SubjectBatch(
-      graphs=DenseGraphs(nodes=None, adjacency=adjacency_slots, node_mask=node_mask),
+      graphs=DenseGraphs(nodes=nodes, adjacency=adjacency_slots, node_mask=node_mask),
       visit_slot=visit_slot, lengths=padded_lengths, time=time_of_graph,
       labels=padded_labels, subject_mask=subject_mask, max_visits=max_visits)
 
@@ -136,11 +146,12 @@ def iterate_batches(
     max_visits: int,
     graph_multiple: int = 32,
     order: Sequence[int] | None = None,
+    features: Sequence[np.ndarray] | None = None,
 ):
   """Yields `SubjectBatch`es of exactly `batch_size` subject slots and `max_visits` visit slots.
 
   Args:
-    adjacency, labels, time: per subject, as for `pack_subjects`.
+    adjacency, labels, time, features: per subject, as for `pack_subjects`.
     batch_size: subject slots per batch; the last batch is padded with masked subjects.
     max_visits: visit slots (every subject must have at most this many visits).
     graph_multiple: graph slots are the batch's real visits rounded up to this multiple.
@@ -154,6 +165,7 @@ def iterate_batches(
         [adjacency[i] for i in chosen],
         labels=[labels[i] for i in chosen],
         time=None if time is None else [time[i] for i in chosen],
+        features=None if features is None else [features[i] for i in chosen],
         num_subjects=batch_size, max_visits=max_visits,
         num_graphs=graph_budget(visits, multiple=graph_multiple, cap=batch_size * max_visits))
 
@@ -196,9 +208,9 @@ class ScanTable:
   """Every visit of a set of subjects packed once as graph slots, in chunks of equal size.
 
   Attributes:
-    chunks: `(graphs, time)` pairs of `chunk_size` graph slots each (`DenseGraphs` with one-hot
-      features and each graph's time feature); row `r` of the concatenated chunks is scan `r`,
-      subjects in the order given, then padding graphs.
+    chunks: `(graphs, time)` pairs of `chunk_size` graph slots each (`DenseGraphs` with the
+      subjects' node features and each graph's time feature); row `r` of the concatenated
+      chunks is scan `r`, subjects in the order given, then padding graphs.
     first_row: `[subjects]` the row of each subject's oldest visit.
     lengths: `[subjects]` visits per subject.
     labels: `[subjects]` class index per subject.
@@ -211,14 +223,15 @@ class ScanTable:
 
 
 def pack_scans(adjacency: Sequence[np.ndarray], labels: Sequence[int],
-               time: Sequence[float] | None, *, chunk_size: int) -> ScanTable:
+               time: Sequence[float] | None, *, chunk_size: int,
+               features: Sequence[np.ndarray] | None = None) -> ScanTable:
   """Packs all visits of the subjects into `ceil(visits / chunk_size)` chunks of `chunk_size`
   graph slots (one compiled shape for the embedding pass; fewer than `chunk_size` padding slots
   in all)."""
   lengths = np.array([len(a) for a in adjacency], np.int32)
   total = int(lengths.sum())
   rows = -(-total // chunk_size) * chunk_size
-  packed = pack_subjects(adjacency, labels=labels, time=time, num_graphs=rows)
+  packed = pack_subjects(adjacency, labels=labels, time=time, features=features, num_graphs=rows)
   chunks = [(jax.tree.map(lambda a, s=s: a[s:s + chunk_size], packed.graphs),
              packed.time[s:s + chunk_size])
             for s in range(0, rows, chunk_size)]

@@ -8,6 +8,9 @@ import warnings
 LAYER_TYPES = ("GraphSAGE", "GCN", "GAT")
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu")
 MODEL_TYPES = ("LSTM", "GRU", "RNN")
+# "onehot": region index (the reference); "connection_profile": the region's row of thresholded FC
+# values (BrainGB's connection profile), the only way the encoder sees connection strengths.
+NODE_FEATURES = ("onehot", "connection_profile")
 # The reference clamps --topk_ratio into this range before building its TopK layers.
 TOPK_RATIO_RANGE = (0.3, 1.0)
 
@@ -17,8 +20,11 @@ class ModelConfig:
   """Architecture of the STGNN; field names and defaults are the reference's.
 
   Attributes:
-    input_dim: node feature size; the FC graphs use one-hot region features, so this is the atlas
-      size (100 in the reference).
+    input_dim: node feature size; both kinds of node features have one entry per region, so this
+      is the atlas size (100 in the reference).
+    node_features: "onehot" (the reference: region i's feature is e_i, the encoder sees only
+      which edges exist) or "connection_profile" (region i's feature is its row of the
+      thresholded FC matrix, `data.threshold_fc`: the encoder also sees connection strengths).
     layer_type: graph convolution, one of "GraphSAGE", "GCN", "GAT".
     gnn_hidden_dim: width of the hidden graph layers.
     output_dim: width of the last graph layer; the graph embedding is `2 * output_dim` (mean and
@@ -48,6 +54,7 @@ class ModelConfig:
   """
 
   input_dim: int = 100
+  node_features: str = "onehot"
   layer_type: str = "GraphSAGE"
   gnn_hidden_dim: int = 256
   output_dim: int = 256
@@ -75,6 +82,8 @@ class ModelConfig:
       fail("layer_type", "unknown graph layer", f"use one of {', '.join(LAYER_TYPES)}")
     if self.gnn_activation not in ACTIVATIONS:
       fail("gnn_activation", "unknown activation", f"use one of {', '.join(ACTIVATIONS)}")
+    if self.node_features not in NODE_FEATURES:
+      fail("node_features", "unknown node features", f"use one of {', '.join(NODE_FEATURES)}")
     if self.model_type not in MODEL_TYPES:
       fail("model_type", "unknown temporal model", f"use one of {', '.join(MODEL_TYPES)}")
     for name in ("input_dim", "gnn_hidden_dim", "output_dim", "gnn_num_layers",

@@ -9,8 +9,9 @@ rules (`/work/shared/reference/original-stgnn.md`):
     ROOT/TADPOLE_Simplified.csv  Subject, Visit_idx, Group[, Label_CS_Num]   (optional)
 
 Graphs: `fc_to_adjacency` symmetrises, thresholds `|A| < threshold` away and keeps every other
-nonzero entry as an edge, self loops included. Node features are the identity (`node_features`);
-they are the same for every scan, so a `Subject` stores only its boolean adjacencies.
+nonzero entry as an edge, self loops included; `threshold_fc` keeps the FC values on those edges.
+A `Subject` stores both: the reference's convolutions read only the edges (with one-hot node
+features, `node_features`), the connection-profile node features and the baselines read the values.
 
 Differences from the reference, all deliberate (it silently mislabels or mis-reads in these cases):
   - A scan whose subject has no row in TADPOLE_TEMPORAL.csv is skipped with a warning and counted
@@ -56,7 +57,7 @@ TIME_NORMALIZATIONS = ("log", "minmax", "buckets", "raw")
 HORIZON_BUCKETS = ("0-6m", "6-12m", "12-24m", "24m+")
 _BUCKET_UPPER_EDGES = (6.0, 12.0, 24.0)  # months; a bucket holds [lower, upper)
 
-_CACHE_FORMAT_VERSION = 1
+_CACHE_FORMAT_VERSION = 2
 _CACHE_DIR_NAME = ".stgnn_cache"
 
 
@@ -70,6 +71,25 @@ class CohortWarning(UserWarning):
 
 # ---------------------------------------------------------------------------------------------
 # Matrix -> graph.
+
+
+def _symmetrised(fc: np.ndarray, threshold: float) -> np.ndarray:
+  """(A + A^T) / 2 in the input's float precision, after checking shape, dtype and values."""
+  fc = np.asarray(fc)
+  if fc.ndim < 2 or fc.shape[-1] != fc.shape[-2]:
+    raise ValueError(f"expected square matrices [..., N, N], got shape {fc.shape}")
+  if not (np.issubdtype(fc.dtype, np.floating) or np.issubdtype(fc.dtype, np.integer)
+          or fc.dtype == np.bool_):
+    raise ValueError(f"expected a real-valued matrix, got dtype {fc.dtype}")
+  if not threshold >= 0:
+    raise ValueError(f"threshold must be >= 0, got {threshold}")
+  if not np.issubdtype(fc.dtype, np.floating):
+    fc = fc.astype(np.float64)
+  n_bad = int(np.size(fc) - np.count_nonzero(np.isfinite(fc)))
+  if n_bad:
+    # The reference would keep NaN/inf as edges (|nan| < t is False); refuse instead.
+    raise ValueError(f"matrix has {n_bad} non-finite (NaN or inf) entries")
+  return (fc + np.swapaxes(fc, -1, -2)) / 2
 
 
 def fc_to_adjacency(fc: np.ndarray, threshold: float = 0.2) -> np.ndarray:
@@ -90,22 +110,29 @@ def fc_to_adjacency(fc: np.ndarray, threshold: float = 0.2) -> np.ndarray:
   Raises:
     ValueError: non-square, non-real or non-finite input, or a negative threshold.
   """
-  fc = np.asarray(fc)
-  if fc.ndim < 2 or fc.shape[-1] != fc.shape[-2]:
-    raise ValueError(f"expected square matrices [..., N, N], got shape {fc.shape}")
-  if not (np.issubdtype(fc.dtype, np.floating) or np.issubdtype(fc.dtype, np.integer)
-          or fc.dtype == np.bool_):
-    raise ValueError(f"expected a real-valued matrix, got dtype {fc.dtype}")
-  if not threshold >= 0:
-    raise ValueError(f"threshold must be >= 0, got {threshold}")
-  if not np.issubdtype(fc.dtype, np.floating):
-    fc = fc.astype(np.float64)
-  n_bad = int(np.size(fc) - np.count_nonzero(np.isfinite(fc)))
-  if n_bad:
-    # The reference would keep NaN/inf as edges (|nan| < t is False); refuse instead.
-    raise ValueError(f"matrix has {n_bad} non-finite (NaN or inf) entries")
-  symmetric = (fc + np.swapaxes(fc, -1, -2)) / 2
+  symmetric = _symmetrised(fc, threshold)
   return (np.abs(symmetric) >= threshold) & (symmetric != 0)
+
+
+def threshold_fc(fc: np.ndarray, threshold: float = 0.2) -> np.ndarray:
+  """The edge values of `fc_to_adjacency`'s graphs: the symmetrised FC where there is an edge.
+
+  The reference stores these values on its edges but its convolutions never read them; the
+  connection-profile node features (`ModelConfig.node_features`) and the classical baselines do.
+  The comparison runs in the input's precision (as `fc_to_adjacency`), then the kept values are
+  rounded to float32, so `threshold_fc(fc, t) != 0` equals `fc_to_adjacency(fc, t)` for every
+  threshold > 0 (a kept value is at least the threshold).
+
+  Args:
+    fc: `[..., N, N]` real matrices.
+    threshold: entries with |A| below it become 0; must be >= 0.
+
+  Returns:
+    `[..., N, N]` float32, symmetric, 0 where there is no edge.
+  """
+  symmetric = _symmetrised(fc, threshold)
+  edges = (np.abs(symmetric) >= threshold) & (symmetric != 0)
+  return np.where(edges, symmetric, 0).astype(np.float32)
 
 
 def node_features(num_nodes: int, dtype: np.dtype = np.float32) -> np.ndarray:
@@ -155,6 +182,9 @@ class Subject:
     months: `[visits]` float64 Months_From_Baseline of each input visit.
     time_to_predict: months (raw) for the time feature, see `load_cohort`.
     group: baseline Group from TADPOLE_Simplified.csv (CN/MCI/AD), None if unknown.
+    fc: `[visits, N, N]` float32 edge values (`threshold_fc`: the symmetrised FC where there is
+      an edge, 0 elsewhere), nonzero exactly where `adjacency` is True. None (graphs given
+      without values) means every edge weighs 1.
   """
 
   subject_id: str
@@ -163,10 +193,13 @@ class Subject:
   months: np.ndarray
   time_to_predict: float
   group: str | None = None
+  fc: np.ndarray | None = None
 
   def __post_init__(self):
     # Frozen and read-only: a cohort is shared by folds and caches, nothing may edit it in place.
     object.__setattr__(self, "adjacency", _readonly(self.adjacency, np.bool_))
+    object.__setattr__(self, "fc", _readonly(
+        self.adjacency if self.fc is None else self.fc, np.float32))
     object.__setattr__(self, "months", _readonly(self.months, np.float64))
     object.__setattr__(self, "label", int(self.label))
     object.__setattr__(self, "time_to_predict", float(self.time_to_predict))
@@ -178,6 +211,9 @@ class Subject:
                        f"{self.adjacency.shape[0]} visits")
     if self.label not in (0, 1):
       raise ValueError(f"subject {self.subject_id}: label must be 0 or 1, got {self.label}")
+    if self.fc.shape != self.adjacency.shape or not np.array_equal(self.fc != 0, self.adjacency):
+      raise ValueError(f"subject {self.subject_id}: fc values must be nonzero exactly on the "
+                       "edges of adjacency (use data.threshold_fc)")
 
   @property
   def num_visits(self) -> int:
@@ -190,6 +226,7 @@ class Subject:
             and self.group == other.group
             and _same_float(self.time_to_predict, other.time_to_predict)
             and np.array_equal(self.adjacency, other.adjacency)
+            and np.array_equal(self.fc, other.fc)
             and np.array_equal(self.months, other.months, equal_nan=True))
 
   __hash__ = None  # holds arrays
@@ -374,7 +411,8 @@ def build_cohort(
     The label is still the last CSV row's (rule 4).
 
   Args:
-    scans: subject id -> run -> `[N, N]` bool adjacency; every run must have a visit row.
+    scans: subject id -> run -> `[N, N]` float edge values (`threshold_fc`) or bool adjacency
+      (every edge weighs 1); every run must have a visit row.
     visits: subject id -> its visit rows (any order); one entry per subject of `scans` at least.
     groups: subject id -> baseline group, for `conversion_type`.
     max_visits: inputs kept per subject (the most recent), >= 1.
@@ -406,7 +444,8 @@ def build_cohort(
     if runs[-1] > len(rows) or runs[0] < 1:
       raise CohortError(f"subject {subject_id}: runs {runs} but {len(rows)} visit rows; run k "
                         "needs a k-th visit row")
-    adjacency = np.stack([np.asarray(scans[subject_id][k], bool) for k in runs])
+    fc = np.stack([np.asarray(scans[subject_id][k], np.float32) for k in runs])
+    adjacency = fc != 0
     if num_nodes is None:
       num_nodes = adjacency.shape[-1]
     if adjacency.shape[1:] != (num_nodes, num_nodes):
@@ -425,7 +464,8 @@ def build_cohort(
       kept = months[inputs]
       time = float(np.mean(np.diff(kept))) if len(kept) > 1 else single_visit_horizon
     subject = Subject(subject_id=subject_id, label=rows[-1].label, adjacency=adjacency[inputs],
-                      months=months[inputs], time_to_predict=time, group=groups.get(subject_id))
+                      months=months[inputs], time_to_predict=time, group=groups.get(subject_id),
+                      fc=fc[inputs])
     n_unused += len(runs) - subject.num_visits
     subjects.append(subject)
 
@@ -646,7 +686,7 @@ def _load_uncached(root: Path, files: Sequence[tuple[str, int, int]], *, var_nam
       elif fc.shape[0] != num_nodes:
         raise CohortError(f"{paths[run]}: {fc.shape[0]}x{fc.shape[0]} matrix, but {first_path} is "
                           f"{num_nodes}x{num_nodes}; all scans must use the same atlas")
-      scans.setdefault(subject, {})[run] = fc_to_adjacency(fc, threshold)
+      scans.setdefault(subject, {})[run] = threshold_fc(fc, threshold)
     if subject not in scans:
       n_subjects_skipped += 1
 
@@ -680,6 +720,8 @@ def _cohort_to_arrays(cohort: Cohort) -> dict[str, np.ndarray]:
       "has_group": np.array([s.group is not None for s in subjects]),
       # Bit-packed: ~1000 scans of 100x100 edges is 1.2 MB instead of 10 MB.
       "adjacency_bits": np.packbits(adjacency.reshape(-1)),
+      # The edge values only (20-50% of the pairs), in the adjacency's row-major order.
+      "fc_values": np.concatenate([s.fc[s.adjacency] for s in subjects]),
       "counts": np.array([cohort.num_nodes, cohort.n_scans_used, cohort.n_scans_unused,
                           cohort.n_scans_skipped, cohort.n_subjects_skipped,
                           cohort.n_files_ignored], np.int64),
@@ -695,13 +737,16 @@ def _cohort_from_arrays(arrays: Mapping[str, np.ndarray]) -> Cohort:
   total = int(num_visits.sum())
   adjacency = np.unpackbits(arrays["adjacency_bits"], count=total * num_nodes * num_nodes)
   adjacency = adjacency.astype(bool).reshape(total, num_nodes, num_nodes)
+  fc = np.zeros(adjacency.shape, np.float32)
+  fc[adjacency] = arrays["fc_values"]
   starts = np.concatenate([[0], np.cumsum(num_visits)])
   subjects = tuple(
       Subject(subject_id=str(arrays["subject_ids"][i]), label=int(arrays["labels"][i]),
               adjacency=adjacency[starts[i]:starts[i + 1]],
               months=arrays["months"][starts[i]:starts[i + 1]],
               time_to_predict=float(arrays["time_to_predict"][i]),
-              group=str(arrays["groups"][i]) if arrays["has_group"][i] else None)
+              group=str(arrays["groups"][i]) if arrays["has_group"][i] else None,
+              fc=fc[starts[i]:starts[i + 1]])
       for i in range(len(num_visits)))
   return Cohort(subjects=subjects, num_nodes=num_nodes, n_scans_used=used, n_scans_unused=unused,
                 n_scans_skipped=skipped, n_subjects_skipped=subjects_skipped,

@@ -2,10 +2,14 @@
 
 Per fold (stratified K-fold over subjects, seed `seed`): a stratified 80/20 train/validation split
 of the training subjects (seed `seed + fold`), `n_epochs` epochs of shuffled batches (a different,
-seeded order every epoch), validation after each epoch, the plateau scheduler on validation
-balanced accuracy, and the best state by validation AUC among epochs that predict both classes,
-evaluated on the held-out fold. Everything a run writes goes under `out_dir` atomically, and the
-run can be resumed after a kill at any point with identical results.
+seeded order every epoch), validation after each epoch, the plateau scheduler on a validation
+metric, and the best state by validation AUC among epochs that predict both classes, evaluated on
+the held-out fold. With `decision_threshold="val"` each epoch's validation predictions also choose
+the decision threshold (`metrics.balanced_threshold`) that the selected epoch then applies to the
+test fold; "argmax" is the reference's. Early stopping ends a fold `early_stop_patience` epochs
+after its last selected epoch. Classical baselines (`baselines.run_baselines`) are fitted on the
+same folds. Everything a run writes goes under `out_dir` atomically, and the run can be resumed
+after a kill at any point with identical results.
 """
 
 from __future__ import annotations
@@ -48,9 +52,11 @@ from stgnn_jax.training import (
     TrainState,
     encode_graphs,
     eval_step,
+    auto_focal_alpha,
     init_params,
     plateau_scheduler,
     plateau_step,
+    plateau_value,
     replace_encoder,
     train_step,
 )
@@ -58,7 +64,9 @@ from stgnn_jax.training import (
 SUMMARY_METRICS = ("test_acc", "balanced_acc", "minority_f1", "test_auc", "train_acc",
                    "balanced_train_acc")
 METRICS_COLUMNS = ("fold", "epoch", "train_loss", "train_acc", "val_loss", "val_acc",
-                   "val_balanced_acc", "val_auc", "lr", "epoch_seconds")
+                   "val_balanced_acc", "val_auc", "val_threshold", "lr", "epoch_seconds")
+DECISION_THRESHOLDS = ("val", "argmax")
+SELECTION_RULES = ("auc", "auc_loss")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +94,12 @@ class RunConfig:
   num_devices: int | None = None
   graph_multiple: int = 32
   eval_batch_size: int = 64
+  # The reference's protocol is decision_threshold="argmax", selection="auc",
+  # early_stop_patience=0 (see the README's table of differences for why these defaults).
+  decision_threshold: str = "val"
+  selection: str = "auc_loss"
+  early_stop_patience: int = 30
+  baselines: bool = True
 
   def __post_init__(self):
     checks = [
@@ -101,6 +115,10 @@ class RunConfig:
         ("num_devices", self.num_devices is None or self.num_devices >= 1, "must be >= 1"),
         ("graph_multiple", self.graph_multiple >= 1, "must be >= 1"),
         ("eval_batch_size", self.eval_batch_size >= 1, "must be >= 1"),
+        ("decision_threshold", self.decision_threshold in DECISION_THRESHOLDS,
+         f"must be one of {DECISION_THRESHOLDS}"),
+        ("selection", self.selection in SELECTION_RULES, f"must be one of {SELECTION_RULES}"),
+        ("early_stop_patience", self.early_stop_patience >= 0, "must be >= 0 (0: off)"),
     ]
     for name, ok, problem in checks:
       if not ok:
@@ -148,8 +166,13 @@ def make_folds(labels: np.ndarray, num_folds: int, seed: int):
 class Subjects:
   """The cohort as the arrays the batcher needs, plus report groupings."""
 
-  def __init__(self, cohort: data_lib.Cohort, run: RunConfig, use_time: bool):
+  def __init__(self, cohort: data_lib.Cohort, run: RunConfig, model_config: ModelConfig):
+    use_time = model_config.use_time_features
     self.adjacency = [s.adjacency for s in cohort.subjects]
+    self.features = ([s.fc for s in cohort.subjects]
+                     if model_config.node_features == "connection_profile" else None)
+    # What the classical baselines see: each subject's last input scan, edge values.
+    self.last_fc = np.stack([s.fc[-1] for s in cohort.subjects])
     self.labels = cohort.labels().astype(np.int32)
     self.time = (data_lib.time_features(cohort, run.time_normalization) if use_time else None)
     self.conversion_types = [data_lib.conversion_type(s) for s in cohort.subjects]
@@ -161,7 +184,7 @@ class Subjects:
   def batches(self, indices: np.ndarray, batch_size: int, run: RunConfig):
     return iterate_batches(self.adjacency, self.labels, self.time, batch_size=batch_size,
                            max_visits=run.max_visits, graph_multiple=run.graph_multiple,
-                           order=indices)
+                           order=indices, features=self.features)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,7 +236,8 @@ class FrozenEncoderScans:
     self.table: ScanTable = pack_scans(
         [subjects.adjacency[i] for i in train_idx], subjects.labels[train_idx],
         None if subjects.time is None else subjects.time[train_idx],
-        chunk_size=run.graph_multiple)
+        chunk_size=run.graph_multiple,
+        features=None if subjects.features is None else [subjects.features[i] for i in train_idx])
     self.chunks = [placement.batch(chunk) for chunk in self.table.chunks]
     self.position = {int(subject): p for p, subject in enumerate(train_idx)}
     self.run = run
@@ -275,11 +299,16 @@ def predict_split(state: TrainState, subjects: Subjects, indices: np.ndarray, ru
   return np.concatenate(logits), np.concatenate(losses)
 
 
-def evaluate(state, subjects, indices, run, placement, *, reports: bool = False) -> dict[str, Any]:
+def evaluate(state, subjects, indices, run, placement, *, threshold: float | None = None,
+             choose_threshold: bool = False, reports: bool = False) -> dict[str, Any]:
+  """Metrics of `indices` at `threshold` (None: argmax); with `choose_threshold`, at the split's
+  own `metrics.balanced_threshold` instead (returned as "threshold"; None if undefined)."""
   logits, losses = predict_split(state, subjects, indices, run, placement)
   labels = subjects.labels[indices]
+  if choose_threshold:
+    threshold = metrics_lib.balanced_threshold(labels, metrics_lib.softmax_p1(logits))
   result = metrics_lib.classification_metrics(
-      labels, logits, losses=losses,
+      labels, logits, threshold=threshold, losses=losses,
       groups=[subjects.conversion_types[i] for i in indices]
       if reports and subjects.has_groups else None,
       horizons=[subjects.horizons[i] for i in indices]
@@ -287,6 +316,7 @@ def evaluate(state, subjects, indices, run, placement, *, reports: bool = False)
       report=reports)
   result["logits"] = logits
   result["labels"] = labels
+  result["threshold"] = threshold
   return result
 
 
@@ -307,6 +337,8 @@ class FoldProgress:
   best_params: Any
   best_epoch: int = -1
   best_val_auc: float = -math.inf
+  best_val_loss: float = math.inf
+  best_threshold: float | None = None
   next_epoch: int = 0
   stopped: str = ""
   history: list = dataclasses.field(default_factory=list)
@@ -315,6 +347,8 @@ class FoldProgress:
     return {"state": self.state, "plateau_state": self.plateau_state,
             "best_params": self.best_params,
             "meta": json.dumps({"best_epoch": self.best_epoch, "best_val_auc": self.best_val_auc,
+                                "best_val_loss": self.best_val_loss,
+                                "best_threshold": self.best_threshold,
                                 "next_epoch": self.next_epoch, "stopped": self.stopped,
                                 "history": self.history})}
 
@@ -326,9 +360,20 @@ class FoldProgress:
     self.best_params = tree["best_params"]
     self.best_epoch = meta["best_epoch"]
     self.best_val_auc = meta["best_val_auc"]
+    self.best_val_loss = meta["best_val_loss"]
+    self.best_threshold = meta["best_threshold"]
     self.next_epoch = meta["next_epoch"]
     self.stopped = meta["stopped"]
     self.history = meta["history"]
+
+  def improves(self, val: dict[str, Any], selection: str) -> bool:
+    """Whether a validation result beats the selected epoch: a higher AUC, or with "auc_loss" an
+    equal AUC and a lower loss (small validation splits tie often, e.g. at AUC 1)."""
+    if not predicts_both_classes(val) or val["auc"] is None:
+      return False
+    if val["auc"] != self.best_val_auc:
+      return val["auc"] > self.best_val_auc
+    return selection == "auc_loss" and val["loss"] < self.best_val_loss
 
 
 def train_fold(fold: int, split, subjects: Subjects, model_config: ModelConfig,
@@ -346,7 +391,10 @@ def train_fold(fold: int, split, subjects: Subjects, model_config: ModelConfig,
   first = next(subjects.batches(train_idx, run.batch_size, run))
   params = init_params(model_config, first, jax.random.fold_in(base_key, 0))
   params = load_encoder(params, model_config, run, subjects, train_idx, fold_dir, base_key, log)
-  state = placement.replicate(TrainState.create(params, model_config, optim_config))
+  focal_alpha = (auto_focal_alpha(subjects.labels[train_idx])
+                 if optim_config.focal_alpha == "auto" else optim_config.focal_alpha)
+  state = placement.replicate(TrainState.create(params, model_config, optim_config,
+                                                focal_alpha=focal_alpha))
   progress = FoldProgress(state=state,
                           plateau_state=plateau_scheduler(optim_config).init(jnp.zeros(())),
                           best_params=state.params)
@@ -376,25 +424,30 @@ def train_fold(fold: int, split, subjects: Subjects, model_config: ModelConfig,
       log(f"fold {fold}: {progress.stopped}")
       break
 
-    val = evaluate(state, subjects, val_idx, run, placement)
+    val = evaluate(state, subjects, val_idx, run, placement,
+                   choose_threshold=run.decision_threshold == "val")
     progress.plateau_state = plateau_step(optim_config, progress.plateau_state,
-                                          -val["balanced_accuracy"])
+                                          plateau_value(optim_config, val))
     lr = optim_config.lr * float(progress.plateau_state.scale)
     state = state.with_learning_rate(lr)
-    if (predicts_both_classes(val) and val["auc"] is not None
-        and val["auc"] > progress.best_val_auc):
-      progress.best_val_auc, progress.best_epoch = val["auc"], epoch
+    if progress.improves(val, run.selection):
+      progress.best_val_auc, progress.best_val_loss = val["auc"], val["loss"]
+      progress.best_epoch, progress.best_threshold = epoch, val["threshold"]
       progress.best_params = state.params  # immutable arrays: a real copy, never updated in place
       save_checkpoint(os.path.join(fold_dir, "best.msgpack"), jax.device_get(state.params),
                       model_config, fold=fold, epoch=epoch, val_auc=val["auc"],
-                      val_balanced_acc=val["balanced_accuracy"])
+                      val_balanced_acc=val["balanced_accuracy"],
+                      decision_threshold=val["threshold"], focal_alpha=focal_alpha)
     row = {"fold": fold, "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
            "val_loss": val["loss"], "val_acc": val["accuracy"],
-           "val_balanced_acc": val["balanced_accuracy"], "val_auc": val["auc"], "lr": lr,
-           "epoch_seconds": epoch_seconds}
+           "val_balanced_acc": val["balanced_accuracy"], "val_auc": val["auc"],
+           "val_threshold": val["threshold"], "lr": lr, "epoch_seconds": epoch_seconds}
     progress.history.append(row)
     progress.state = state
     progress.next_epoch = epoch + 1
+    if run.early_stop_patience and epoch - progress.best_epoch >= run.early_stop_patience:
+      progress.stopped = (f"early stop at epoch {epoch}: no better validation epoch for "
+                          f"{run.early_stop_patience} epochs (best epoch {progress.best_epoch})")
     save_state(progress_path, progress.to_tree())
     on_epoch(progress.history)
 
@@ -404,8 +457,12 @@ def train_fold(fold: int, split, subjects: Subjects, model_config: ModelConfig,
     best_state = progress.state
   else:
     best_state = progress.state.replace(params=progress.best_params)
-  test = evaluate(best_state, subjects, test_idx, run, placement, reports=True)
-  train = evaluate(best_state, subjects, train_idx, run, placement)
+  threshold = progress.best_threshold if progress.best_epoch >= 0 else None
+  test = evaluate(best_state, subjects, test_idx, run, placement, threshold=threshold,
+                  reports=True)
+  train = evaluate(best_state, subjects, train_idx, run, placement, threshold=threshold)
+  # The reference's argmax predictions of the same model, beside those at the chosen threshold.
+  argmax = metrics_lib.classification_metrics(test["labels"], test["logits"], report=False)
   result = {
       "fold": fold,
       "test_acc": test["accuracy"],
@@ -417,6 +474,11 @@ def train_fold(fold: int, split, subjects: Subjects, model_config: ModelConfig,
       "test_loss": test["loss"],
       "train_acc": train["accuracy"],
       "balanced_train_acc": train["balanced_accuracy"],
+      "decision_threshold": threshold,
+      "argmax": {"test_acc": argmax["accuracy"], "balanced_acc": argmax["balanced_accuracy"],
+                 "minority_f1": argmax["minority_f1"],
+                 "prediction_counts": argmax["prediction_counts"]},
+      "focal_alpha": focal_alpha,
       "best_epoch": progress.best_epoch,
       "best_val_auc": progress.best_val_auc if progress.best_epoch >= 0 else None,
       "epochs_run": progress.next_epoch,
@@ -448,7 +510,8 @@ def load_encoder(params, model_config, run, subjects, train_idx, fold_dir, key, 
     else:
       encoder = pretrain.pretrain_encoder(
           model_config, subjects.adjacency, subjects.labels, subjects.time, train_idx,
-          epochs=run.pretrain_epochs, seed=run.seed, key=jax.random.fold_in(key, 2), log=log)
+          epochs=run.pretrain_epochs, seed=run.seed, key=jax.random.fold_in(key, 2),
+          features=subjects.features, log=log)
       save_checkpoint(path, {"encoder": encoder}, model_config, kind="pretrained_encoder")
     return replace_encoder(params, encoder)
   return params
@@ -477,7 +540,7 @@ def run_cross_validation(model_config: ModelConfig, optim_config: OptimConfig, r
   os.makedirs(out_dir, exist_ok=True)
   cohort = load_data(run)
   log(cohort.summary())
-  # Node features are one-hot region indices, so the input width is the cohort's atlas size.
+  # Both kinds of node features have one entry per region: the input width is the atlas size.
   model_config = dataclasses.replace(model_config, input_dim=cohort.num_nodes)
   config_path = os.path.join(out_dir, "config.json")
   config = {"model": model_config.to_dict(), "optim": dataclasses.asdict(optim_config),
@@ -492,7 +555,7 @@ def run_cross_validation(model_config: ModelConfig, optim_config: OptimConfig, r
   else:
     atomic_write_json(config_path, config)
 
-  subjects = Subjects(cohort, run, model_config.use_time_features)
+  subjects = Subjects(cohort, run, model_config)
   placement = Placement(run.num_devices, run.batch_size, run.eval_batch_size, run.graph_multiple)
   if placement.num_devices > 1:
     log(f"data parallel over {placement.num_devices} devices")
@@ -533,13 +596,17 @@ def run_cross_validation(model_config: ModelConfig, optim_config: OptimConfig, r
 
   summary = metrics_lib.summarize(results, SUMMARY_METRICS)
   output = {"folds": results, "summary": summary, "cohort": cohort.summary()}
+  if run.baselines:
+    from stgnn_jax import baselines
+
+    output["baselines"] = baselines.run_baselines(subjects.last_fc, subjects.labels, folds)
   atomic_write_json(os.path.join(out_dir, "results.json"), output)
   write_metrics_csv(out_dir, histories)
   from stgnn_jax import reports
 
   reports.plot_training_curves(out_dir, histories)
-  reports.plot_roc_curves(out_dir, results, subjects.labels)
-  log(format_summary(summary))
+  reports.plot_roc_curves(out_dir, results, subjects.labels, output.get("baselines"))
+  log(format_summary(summary, output.get("baselines")))
   return output
 
 
@@ -553,13 +620,25 @@ def write_metrics_csv(out_dir: str, histories: Sequence[Sequence[dict[str, Any]]
   atomic_write_text(os.path.join(out_dir, "metrics.csv"), buffer.getvalue())
 
 
-def format_summary(summary: dict[str, dict[str, Any]]) -> str:
-  lines = ["cross-validation summary (mean ± std over folds):"]
-  for key, value in summary.items():
-    if value["mean"] is None:
-      lines.append(f"  {key:>20}: undefined")
-    else:
-      lines.append(f"  {key:>20}: {value['mean']:.4f} ± {value['std']:.4f}")
+def format_summary(summary: dict[str, dict[str, Any]],
+                   baselines: dict[str, dict[str, Any]] | None = None) -> str:
+  """The STGNN's mean ± std over folds, with the classical baselines' in columns beside it."""
+  columns = {"STGNN": summary}
+  columns.update({name: b["summary"] for name, b in (baselines or {}).items()})
+  lines = ["cross-validation summary (mean ± std over folds; baselines: logistic regression on "
+           "the last scan):" if baselines else "cross-validation summary (mean ± std over folds):",
+           " " * 22 + "".join(f"{name:>17}" for name in columns)]
+  for key in summary:
+    cells = []
+    for column in columns.values():
+      value = column.get(key)
+      if value is None:
+        cells.append("")
+      elif value["mean"] is None:
+        cells.append("undefined")
+      else:
+        cells.append(f"{value['mean']:.4f} ± {value['std']:.4f}")
+    lines.append(f"  {key:>20}" + "".join(f"{cell:>17}" for cell in cells))
   return "\n".join(lines)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from stgnn_jax.batching import SubjectBatch, pack_subjects
 from stgnn_jax.config import ModelConfig
-from stgnn_jax.data import fc_to_adjacency
+from stgnn_jax.data import threshold_fc
 from stgnn_jax.model import STGNN
 
 
@@ -52,7 +52,7 @@ def predict(params: Mapping[str, Any], config: ModelConfig,
   if time_gaps is not None and len(time_gaps) != len(subjects):
     raise ValueError(
         f"predict: {len(time_gaps)} time_gaps for {len(subjects)} subjects; give one per subject.")
-  adjacency = []
+  values = []
   for s, visits in enumerate(subjects):
     if len(visits) == 0:
       raise ValueError(f"predict: subject {s} has no visit.")
@@ -61,6 +61,8 @@ def predict(params: Mapping[str, Any], config: ModelConfig,
       raise ValueError(
           f"predict: subject {s} has {stack.shape[1]}x{stack.shape[2]} matrices but the model "
           f"expects {config.input_dim}x{config.input_dim} (ModelConfig.input_dim).")
-    adjacency.append(fc_to_adjacency(stack, threshold))
-  batch = pack_subjects(adjacency, time=time_gaps)
+    values.append(threshold_fc(stack, threshold))
+  connection_profile = config.node_features == "connection_profile"
+  batch = pack_subjects([v != 0 for v in values], time=time_gaps,
+                        features=values if connection_profile else None)
   return np.asarray(apply_model(params, config, batch))

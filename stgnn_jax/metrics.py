@@ -25,10 +25,36 @@ def auc_or_none(labels: np.ndarray, scores: np.ndarray) -> float | None:
   return float(skm.roc_auc_score(labels, scores))
 
 
+def balanced_threshold(labels: Sequence[int], scores: np.ndarray) -> float | None:
+  """The decision threshold on p(converter) that maximises balanced accuracy on a split.
+
+  Balanced accuracy at threshold t is (TPR(t) + 1 − FPR(t)) / 2, so this is the ROC point with
+  the largest Youden's J = TPR − FPR (scikit-learn's `roc_curve`; ties: the first, i.e. the
+  highest threshold). The threshold returned lies halfway between that point's score and the
+  next lower score, so that scores a little off the split's own still fall on the same side.
+
+  Returns:
+    The threshold (predict converter iff p >= threshold), or None when the split has one class.
+  """
+  labels = np.asarray(labels)
+  if len(np.unique(labels)) < 2:
+    return None
+  fpr, tpr, thresholds = skm.roc_curve(labels, scores, drop_intermediate=False)
+  best = int(np.argmax(tpr - fpr))
+  # thresholds[0] is +inf (nothing predicted positive); a finite best has a next lower score
+  # unless it is the lowest score, where everything is predicted positive.
+  if best == 0:
+    return float(np.nextafter(np.max(scores), np.inf))
+  if best + 1 < len(thresholds):
+    return float((thresholds[best] + thresholds[best + 1]) / 2)
+  return float(thresholds[best])
+
+
 def classification_metrics(
     labels: Sequence[int],
     logits: np.ndarray,
     *,
+    threshold: float | None = None,
     losses: Sequence[float] | None = None,
     groups: Sequence[str | None] | None = None,
     horizons: Sequence[str] | None = None,
@@ -39,6 +65,8 @@ def classification_metrics(
   Args:
     labels: `[subjects]` true classes (1 = converter, the minority class).
     logits: `[subjects, classes]`.
+    threshold: predict class 1 iff p(class 1) >= threshold (two classes only, e.g. from
+      `balanced_threshold` on the validation split); None predicts the argmax (the reference).
     losses: optional per-subject losses; their mean is reported as `loss`.
     groups: optional conversion type per subject (e.g. "MCI→AD"): adds `per_conversion_type`.
     horizons: optional horizon bucket per subject (e.g. "6-12m"): adds `per_horizon`.
@@ -53,8 +81,13 @@ def classification_metrics(
   """
   labels = np.asarray(labels, np.int64)
   logits = np.asarray(logits)
-  predictions = logits.argmax(axis=-1)
   scores = softmax_p1(logits)
+  if threshold is None:
+    predictions = logits.argmax(axis=-1)
+  else:
+    if logits.shape[-1] != 2:
+      raise ValueError(f"a decision threshold needs two classes, got {logits.shape[-1]}.")
+    predictions = (scores >= threshold).astype(np.int64)
   precision, recall, f1, _ = skm.precision_recall_fscore_support(
       labels, predictions, labels=[1], zero_division=0)
   result: dict[str, Any] = {

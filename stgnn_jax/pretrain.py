@@ -49,30 +49,35 @@ class EncoderClassifier(nn.Module):
     return nn.Dense(2, name="head_3")(h)
 
 
-def _scan_batches(adjacency, labels, time, order):
+def _scan_batches(adjacency, labels, time, features, order):
   # Each scan is packed as a one-visit "subject", so graph g of a batch is scan g.
   return iterate_batches(adjacency, labels, time, batch_size=PRETRAIN_BATCH, max_visits=1,
-                         graph_multiple=PRETRAIN_BATCH, order=order)
+                         graph_multiple=PRETRAIN_BATCH, order=order, features=features)
 
 
 def pretrain_encoder(model_config: ModelConfig, adjacency: Sequence[np.ndarray],
                      labels: np.ndarray, time: np.ndarray | None, subject_indices: np.ndarray,
                      *, epochs: int, seed: int, key: jax.Array,
+                     features: Sequence[np.ndarray] | None = None,
                      log: Callable[[str], None] = print) -> Any:
   """Pretrains a `GraphEncoder` on the scans of `subject_indices`; returns its params.
+
+  `features`: per subject `[visits, N, F]` node features (None: one-hot).
 
   The encoder with the best validation accuracy (over the 20% held-out scans) is returned.
   """
   from sklearn.model_selection import train_test_split
 
   scans = [a[None] for i in subject_indices for a in adjacency[i]]
+  scan_features = (None if features is None else
+                   [f[None] for i in subject_indices for f in features[i]])
   scan_labels = np.array([labels[i] for i in subject_indices for _ in adjacency[i]], np.int32)
   scan_time = (None if time is None else
                np.array([time[i] for i in subject_indices for _ in adjacency[i]], np.float32))
   train, val = train_test_split(np.arange(len(scans)), test_size=0.2, stratify=scan_labels,
                                 random_state=seed)
   model = EncoderClassifier(model_config)
-  first = next(_scan_batches(scans, scan_labels, scan_time, train))
+  first = next(_scan_batches(scans, scan_labels, scan_time, scan_features, train))
   params = model.init(jax.random.fold_in(key, 0), first, deterministic=True)["params"]
   tx = create_optimizer(PRETRAIN_OPTIM)
   opt_state = tx.init(params)
@@ -97,11 +102,11 @@ def pretrain_encoder(model_config: ModelConfig, adjacency: Sequence[np.ndarray],
   best_acc, best = -1.0, params["encoder"]
   for epoch in range(epochs):
     order = np.random.default_rng([seed, 7, epoch]).permutation(train)
-    for b, batch in enumerate(_scan_batches(scans, scan_labels, scan_time, order)):
+    for b, batch in enumerate(_scan_batches(scans, scan_labels, scan_time, scan_features, order)):
       rng = jax.random.fold_in(jax.random.fold_in(key, epoch + 1), b)
       params, opt_state, _ = step(params, opt_state, batch, rng)
     hits = sum(int(correct(params, batch))
-               for batch in _scan_batches(scans, scan_labels, scan_time, val))
+               for batch in _scan_batches(scans, scan_labels, scan_time, scan_features, val))
     acc = hits / len(val)
     plateau_state = plateau_step(PRETRAIN_OPTIM, plateau_state, -acc)
     opt_state = set_learning_rate(opt_state, PRETRAIN_OPTIM.lr * plateau_state.scale)

@@ -63,12 +63,17 @@ def plot_training_curves(out_dir: str, histories: Sequence[Sequence[dict[str, An
   return paths
 
 
-def plot_roc_curves(out_dir: str, folds: Sequence[dict[str, Any]], labels: np.ndarray) -> str:
-  """`roc.png`: each test fold's ROC curve (scikit-learn's `roc_curve`) with its AUC."""
-  from sklearn.metrics import roc_curve
+def plot_roc_curves(out_dir: str, folds: Sequence[dict[str, Any]], labels: np.ndarray,
+                    baselines: dict[str, dict[str, Any]] | None = None) -> str:
+  """`roc.png`: each test fold's ROC curve (scikit-learn's `roc_curve`) with its AUC; with
+  `baselines` (`baselines.run_baselines`), a second panel of the ROC curves of the test folds'
+  pooled predictions, the STGNN beside each baseline."""
+  from sklearn.metrics import roc_auc_score, roc_curve
 
   plt = _pyplot()
-  fig, ax = plt.subplots(figsize=(5, 5), layout="constrained")
+  fig, axes = plt.subplots(1, 2 if baselines else 1, figsize=(10 if baselines else 5, 5),
+                           layout="constrained", squeeze=False)
+  ax = axes[0, 0]
   for fold in folds:
     y = labels[np.asarray(fold["test_subjects"], int)]
     if len(np.unique(y)) < 2:
@@ -80,6 +85,25 @@ def plot_roc_curves(out_dir: str, folds: Sequence[dict[str, Any]], labels: np.nd
   ax.set_ylabel("true positive rate")
   ax.set_title("test ROC per fold")
   ax.legend(loc="lower right", fontsize=8)
+  if baselines:
+    ax = axes[0, 1]
+    models = {"STGNN": folds}
+    models.update({name: b["folds"] for name, b in baselines.items()})
+    for name, model_folds in models.items():
+      defined = [f for f in model_folds if f.get("test_p1") is not None]
+      if not defined:
+        continue
+      y = labels[np.concatenate([np.asarray(f["test_subjects"], int) for f in defined])]
+      p = np.concatenate([np.asarray(f["test_p1"], float) for f in defined])
+      if len(np.unique(y)) < 2:
+        continue
+      fpr, tpr, _ = roc_curve(y, p)
+      ax.plot(fpr, tpr, label=f"{name} (pooled AUC {roc_auc_score(y, p):.3f})")
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("all test folds pooled: STGNN vs baselines")
+    ax.legend(loc="lower right", fontsize=8)
   path = os.path.join(out_dir, "roc.png")
   atomic_write_bytes(path, _figure_bytes(fig))
   return path

@@ -9,7 +9,11 @@ does the I/O. The reference's recipe, every piece from optax:
 - Adam(b1 0.9, b2 0.999, eps 1e-8) scaled by the learning rate, which lives in the optimiser state
   (`optax.inject_hyperparams`) so the plateau scheduler can change it without recompiling,
 - `ReduceLROnPlateau(mode="max", factor=0.5, patience=10, min_lr=1e-6)` on validation balanced
-  accuracy, as `optax.contrib.reduce_on_plateau` stepped once per epoch (`plateau_scheduler`).
+  accuracy, as `optax.contrib.reduce_on_plateau` stepped once per epoch (`plateau_scheduler`);
+  `plateau_metric` can watch the validation AUC or loss instead.
+
+The focal loss's α lives in the `TrainState` as a traced scalar, so each fold can take its own
+(`focal_alpha="auto"`: from the fold's class balance, `auto_focal_alpha`) without a new compile.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import optax.contrib
 
@@ -32,12 +37,20 @@ from stgnn_jax.graphs import DenseGraphs
 from stgnn_jax.model import STGNN
 
 
+PLATEAU_METRICS = ("balanced_acc", "auc", "loss")
+
+
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-  """Optimisation hyper-parameters; names and defaults are the reference's flags and constants."""
+  """Optimisation hyper-parameters; names and defaults are the reference's flags and constants.
+
+  `focal_alpha` is a number in [0, 1] or "auto" (`auto_focal_alpha` of each fold's training
+  labels). `plateau_metric` is the validation metric the learning-rate plateau watches:
+  "balanced_acc" (the reference), "auc" or "loss".
+  """
 
   lr: float = 1e-3
-  focal_alpha: float = 0.90
+  focal_alpha: float | str = 0.90
   focal_gamma: float = 3.0
   label_smoothing: float = 0.05
   minority_focus_epochs: int = 20
@@ -49,11 +62,16 @@ class OptimConfig:
   plateau_factor: float = 0.5
   plateau_patience: int = 10
   min_lr: float = 1e-6
+  plateau_metric: str = "balanced_acc"
 
   def __post_init__(self):
+    alpha_ok = self.focal_alpha == "auto" or (
+        not isinstance(self.focal_alpha, str) and 0 <= self.focal_alpha <= 1)
     checks = [
         ("lr", self.lr > 0, "must be positive"),
-        ("focal_alpha", 0 <= self.focal_alpha <= 1, "must lie in [0, 1]"),
+        ("focal_alpha", alpha_ok, "must lie in [0, 1] or be 'auto'"),
+        ("plateau_metric", self.plateau_metric in PLATEAU_METRICS,
+         f"must be one of {', '.join(PLATEAU_METRICS)}"),
         ("focal_gamma", self.focal_gamma >= 0, "must be >= 0"),
         ("label_smoothing", 0 <= self.label_smoothing <= 1, "must lie in [0, 1]"),
         ("minority_focus_epochs", self.minority_focus_epochs >= 0, "must be >= 0"),
@@ -66,6 +84,19 @@ class OptimConfig:
     for name, ok, problem in checks:
       if not ok:
         raise ValueError(f"{name}={getattr(self, name)!r} {problem}.")
+
+
+def auto_focal_alpha(labels: np.ndarray) -> float:
+  """α for the converters (class 1) from the training labels: the share of the stable class.
+
+  The two seeds disagree: one sets α to the positives' share, the other gives the minority class
+  a high α. This takes the second: with 25% converters α = 0.75, so α_t·n balances the two
+  classes (0.75 · 25 = 0.25 · 75), and a minority converter class is weighted up.
+  """
+  labels = np.asarray(labels)
+  if labels.size == 0:
+    raise ValueError("auto_focal_alpha: no training labels.")
+  return float(np.mean(labels == 0))
 
 
 def _not_encoder(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -99,21 +130,35 @@ def create_optimizer(cfg: OptimConfig, *, freeze_encoder: bool = False
 
 
 def plateau_scheduler(cfg: OptimConfig) -> optax.GradientTransformationExtraArgs:
-  """Learning-rate scale from validation balanced accuracy, stepped once per epoch.
+  """Learning-rate scale from a validation metric, stepped once per epoch (`plateau_value`).
 
-  Feed `value = -balanced_accuracy`. PyTorch reduces after `patience` epochs without improvement
-  on the next bad one (`num_bad_epochs > patience`), optax on reaching it, hence `patience + 1`.
-  Improvement means beating the best by more than 1e-4 (PyTorch: 1e-4 relative; balanced accuracy
-  moves in steps of 1/n, far above either).
+  PyTorch reduces after `patience` epochs without improvement on the next bad one
+  (`num_bad_epochs > patience`), optax on reaching it, hence `patience + 1`. Improvement means
+  beating the best by more than 1e-4: absolute for balanced accuracy and AUC (they move in steps
+  of 1/n, far above it), relative for the loss (PyTorch's default `threshold_mode="rel"`).
   """
+  relative = cfg.plateau_metric == "loss"
   return optax.contrib.reduce_on_plateau(
-      factor=cfg.plateau_factor, patience=cfg.plateau_patience + 1, rtol=0.0, atol=1e-4,
+      factor=cfg.plateau_factor, patience=cfg.plateau_patience + 1,
+      rtol=1e-4 if relative else 0.0, atol=0.0 if relative else 1e-4,
       min_scale=cfg.min_lr / cfg.lr)
+
+
+def plateau_value(cfg: OptimConfig, val: Mapping[str, Any]) -> float:
+  """The value `plateau_step` minimises, from a validation result (`metrics`' keys).
+
+  An undefined AUC (one class in the split) counts as 0.5, chance.
+  """
+  if cfg.plateau_metric == "loss":
+    return float(val["loss"])
+  if cfg.plateau_metric == "auc":
+    return -(0.5 if val["auc"] is None else float(val["auc"]))
+  return -float(val["balanced_accuracy"])
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def plateau_step(cfg: OptimConfig, state: Any, value: float | jax.Array) -> Any:
-  """The `plateau_scheduler(cfg)` state after one epoch's `value` (-balanced accuracy).
+  """The `plateau_scheduler(cfg)` state after one epoch's `value` (`plateau_value`).
 
   Jitted: run eagerly, optax's update dispatches dozens of scalar ops one by one, ≈0.2 s per
   epoch on a CPU (a sixth of the default run).
@@ -126,22 +171,32 @@ def plateau_step(cfg: OptimConfig, state: Any, value: float | jax.Array) -> Any:
 class TrainState(flax.struct.PyTreeNode):
   """Parameters, optimiser state and the step's static recipe.
 
-  `epoch` (0-based) drives the minority-forcing weight; `model_config` and `optim_config` are
-  static, so a new configuration compiles a new step.
+  `epoch` (0-based) drives the minority-forcing weight; `focal_alpha` is the focal loss's α as a
+  traced scalar; `model_config` and `optim_config` are static, so a new configuration compiles a
+  new step.
   """
 
   step: jax.Array
   epoch: jax.Array
   params: Any
   opt_state: optax.OptState
+  focal_alpha: jax.Array
   model_config: ModelConfig = flax.struct.field(pytree_node=False)
   optim_config: OptimConfig = flax.struct.field(pytree_node=False)
 
   @classmethod
-  def create(cls, params: Any, model_config: ModelConfig, optim_config: OptimConfig) -> "TrainState":
+  def create(cls, params: Any, model_config: ModelConfig, optim_config: OptimConfig, *,
+             focal_alpha: float | None = None) -> "TrainState":
+    """A fresh state; `focal_alpha` is required when `optim_config.focal_alpha` is "auto"."""
+    if focal_alpha is None:
+      if optim_config.focal_alpha == "auto":
+        raise ValueError("focal_alpha='auto' needs the fold's value: pass "
+                         "focal_alpha=auto_focal_alpha(training labels).")
+      focal_alpha = optim_config.focal_alpha
     tx = create_optimizer(optim_config, freeze_encoder=model_config.freeze_encoder)
     return cls(step=jnp.zeros((), jnp.int32), epoch=jnp.zeros((), jnp.int32), params=params,
-               opt_state=tx.init(params), model_config=model_config, optim_config=optim_config)
+               opt_state=tx.init(params), focal_alpha=jnp.asarray(focal_alpha, jnp.float32),
+               model_config=model_config, optim_config=optim_config)
 
   @property
   def learning_rate(self) -> jax.Array:
@@ -174,13 +229,13 @@ def minority_weight(epoch: jax.Array, focus_epochs: int) -> jax.Array:
 
 
 def loss_terms(logits: jax.Array, batch: SubjectBatch, epoch: jax.Array,
-               cfg: OptimConfig) -> dict[str, jax.Array]:
+               cfg: OptimConfig, focal_alpha: jax.Array) -> dict[str, jax.Array]:
   """Focal loss over real subjects plus the reference's minority-forcing cross-entropy.
 
   The forcing term is the mean cross-entropy of the batch's real converters against class 1,
   weighted by `minority_weight(epoch)`; a batch without converters adds 0.
   """
-  focal = focal_loss(logits, batch.labels, cfg.focal_alpha, cfg.focal_gamma, cfg.label_smoothing,
+  focal = focal_loss(logits, batch.labels, focal_alpha, cfg.focal_gamma, cfg.label_smoothing,
                      where=batch.subject_mask)
   converters = batch.subject_mask & (batch.labels == 1)
   log_p1 = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)[:, 1]
@@ -229,7 +284,7 @@ def train_step(state: TrainState, batch: SubjectBatch | EmbeddedBatch,
       logits = model.apply(
           {"params": params}, batch.graphs, batch.visit_slot, batch.lengths, batch.time,
           max_visits=batch.max_visits, deterministic=False, rngs={"dropout": rng})
-    terms = loss_terms(logits, batch, state.epoch, state.optim_config)
+    terms = loss_terms(logits, batch, state.epoch, state.optim_config, state.focal_alpha)
     return terms["loss"], (terms, logits)
 
   grads, (terms, logits) = jax.grad(objective, has_aux=True)(state.params)
@@ -249,7 +304,7 @@ def eval_step(state: TrainState, batch: SubjectBatch) -> dict[str, jax.Array]:
       {"params": state.params}, batch.graphs, batch.visit_slot, batch.lengths, batch.time,
       max_visits=batch.max_visits, deterministic=True)
   cfg = state.optim_config
-  per_subject = focal_loss(logits, batch.labels, cfg.focal_alpha, cfg.focal_gamma,
+  per_subject = focal_loss(logits, batch.labels, state.focal_alpha, cfg.focal_gamma,
                            cfg.label_smoothing, reduction="none", where=batch.subject_mask)
   return {"logits": logits, "loss": per_subject}
 
