@@ -127,7 +127,7 @@ def load_data(seed: int) -> Data:
   scans = synthetic.make_synthetic_cohort(num_subjects=COHORT_SUBJECTS, seed=0,
                                           threshold=run.threshold)
   cohort = synthetic.cohort_from_scans(scans, max_visits=run.max_visits)
-  subjects = Subjects(cohort, run, use_time=False)
+  subjects = Subjects(cohort, run, ModelConfig())  # the reference's one-hot features
   train, _, _ = make_folds(subjects.labels, run.num_folds, run.seed)[0]
   chosen = np.random.default_rng(seed).choice(train, NUM_TRAIN_SUBJECTS, replace=False)
   return Data(subjects, run, np.sort(chosen))

@@ -104,6 +104,35 @@ def test_fc_to_adjacency_accepts_a_stack_and_rejects_bad_input():
     data.fc_to_adjacency(random_fc(0), -0.1)
 
 
+def test_threshold_fc_keeps_the_values_on_exactly_the_edges():
+  stack = np.stack([random_fc(s) for s in range(3)])
+  stack[0, 1, 2] = 0.3  # asymmetric: the symmetrised value decides, as for the edges
+  values = data.threshold_fc(stack, 0.2)
+  assert values.dtype == np.float32
+  np.testing.assert_array_equal(values != 0, data.fc_to_adjacency(stack, 0.2))
+  symmetric = (stack + np.swapaxes(stack, -1, -2)) / 2
+  edges = data.fc_to_adjacency(stack, 0.2)
+  np.testing.assert_array_equal(values[edges], symmetric[edges].astype(np.float32))
+  np.testing.assert_array_equal(values, np.swapaxes(values, -1, -2))
+  with pytest.raises(ValueError, match="non-finite"):
+    data.threshold_fc(np.full((3, 3), np.nan))
+
+
+def test_loaded_subjects_carry_the_edge_values(tmp_path):
+  root, scans = two_subject_root(tmp_path)
+  converter = data.load_cohort(root, use_cache=False).subjects[0]
+  for k in range(3):
+    np.testing.assert_array_equal(converter.fc[k],
+                                  data.threshold_fc(scans[("002S0001", k + 1)]))
+  assert not converter.fc.flags.writeable
+  # A graph given without values weighs 1 per edge; values off the edges are refused.
+  plain = data.Subject("X", 0, np.eye(2, dtype=bool)[None], np.zeros(1), 6.0)
+  np.testing.assert_array_equal(plain.fc, np.eye(2, dtype=np.float32)[None])
+  with pytest.raises(ValueError, match="nonzero exactly on the edges"):
+    data.Subject("X", 0, np.eye(2, dtype=bool)[None], np.zeros(1), 6.0,
+                 fc=np.full((1, 2, 2), 0.5, np.float32))
+
+
 def test_node_features_are_the_identity():
   np.testing.assert_array_equal(data.node_features(5), np.eye(5, dtype=np.float32))
 
@@ -394,8 +423,9 @@ def test_second_load_uses_the_cache(tmp_path, monkeypatch):
   assert len(list((root / ".stgnn_cache").glob("cohort-*.npz"))) == 1
   second = data.load_cohort(root)
   assert len(reads) == 4  # nothing re-read
-  assert second == first
+  assert second == first  # edge values included (Subject equality compares `fc`)
   assert second.subjects[0].adjacency.dtype == bool
+  assert len(np.unique(second.subjects[0].fc)) > 3  # real FC values, not 0/1 weights
   # Other settings are another cache entry.
   data.load_cohort(root, threshold=0.3)
   assert len(reads) == 8

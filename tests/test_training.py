@@ -17,10 +17,13 @@ from stgnn_jax.batching import graph_budget, iterate_batches
 from stgnn_jax.training import (
     OptimConfig,
     TrainState,
+    auto_focal_alpha,
     create_optimizer,
     loss_terms,
     minority_weight,
     plateau_scheduler,
+    plateau_step,
+    plateau_value,
     set_learning_rate,
     train_step,
 )
@@ -111,6 +114,83 @@ def test_plateau_scheduler_matches_torch_reduce_lr_on_plateau():
   assert opt.param_groups[0]["lr"] < cfg.lr  # the sequence did trigger reductions
 
 
+@pytest.mark.parametrize("metric, mode", [("loss", "min"), ("auc", "max")])
+def test_plateau_on_validation_loss_or_auc_matches_torch(metric, mode):
+  cfg = OptimConfig(lr=1e-3, plateau_patience=2, min_lr=1e-4, plateau_metric=metric)
+  if metric == "loss":  # improvements smaller than PyTorch's relative 1e-4 do not count
+    values = [0.5, 0.4, 0.39999, 0.39998, 0.3999, 0.41, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2]
+  else:
+    values = [0.5, 0.6, 0.6, 0.60005, 0.59, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7]
+  p = torch.nn.Parameter(torch.zeros(1))
+  opt = torch.optim.Adam([p], lr=cfg.lr)
+  # PyTorch's threshold: relative 1e-4 for the loss, absolute 1e-4 for the AUC (see the docs of
+  # plateau_scheduler).
+  sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+      opt, mode=mode, factor=cfg.plateau_factor, patience=cfg.plateau_patience,
+      min_lr=cfg.min_lr, threshold=1e-4, threshold_mode="rel" if metric == "loss" else "abs")
+  state = plateau_scheduler(cfg).init(jnp.zeros(()))
+  for value in values:
+    sched.step(value)
+    val = {"loss": value, "auc": value, "balanced_accuracy": 0.5}
+    state = plateau_step(cfg, state, plateau_value(cfg, val))
+    np.testing.assert_allclose(cfg.lr * float(state.scale), opt.param_groups[0]["lr"],
+                               rtol=1e-6)
+  assert opt.param_groups[0]["lr"] < cfg.lr
+  assert plateau_value(OptimConfig(plateau_metric="auc"), {"auc": None}) == -0.5
+
+
+def test_auto_focal_alpha_is_the_stable_share_and_a_traced_value():
+  assert auto_focal_alpha(np.array([0, 0, 0, 1])) == 0.75
+  assert auto_focal_alpha(np.array([1, 1, 0])) == pytest.approx(1 / 3)
+  with pytest.raises(ValueError, match="training labels"):
+    auto_focal_alpha(np.array([], int))
+  config = ModelConfig(input_dim=12, gnn_hidden_dim=8, output_dim=8, lstm_hidden_dim=4,
+                       gnn_dropout=0.0, lstm_dropout=0.0, classifier_dropout=0.0)
+  with pytest.raises(ValueError, match="auto"):
+    TrainState.create({}, config, OptimConfig(focal_alpha="auto"))
+  with pytest.raises(ValueError, match="focal_alpha"):
+    OptimConfig(focal_alpha="half")
+  rng = np.random.default_rng(4)
+  batch = pack_subjects([rng.random((n, 12, 12)) < 0.4 for n in (1, 2, 3, 2)],
+                        labels=[0, 1, 0, 0])
+  from tests.test_model import params_for
+
+  params = params_for(config)
+  train_step.clear_cache()
+  losses = {}
+  with count_compilations("train_step") as compiled:
+    for alpha in (0.75, 0.6, 0.9):
+      state = TrainState.create(params, config, OptimConfig(focal_alpha="auto"),
+                                focal_alpha=alpha)
+      _, metrics = train_step(state, batch, jax.random.key(0))
+      losses[alpha] = float(metrics["focal"])
+  assert compiled() == 1  # one fold's alpha or another's: the same executable
+  # The focal loss is linear in alpha_t: 1 converter (weight alpha) and 3 stable (1 - alpha).
+  fixed = {alpha: float(train_step(TrainState.create(params, config, OptimConfig(
+      focal_alpha=alpha)), batch, jax.random.key(0))[1]["focal"]) for alpha in losses}
+  for alpha in losses:
+    assert losses[alpha] == pytest.approx(fixed[alpha], rel=1e-6)
+  assert losses[0.9] != pytest.approx(losses[0.6])
+
+
+def test_connection_profile_batches_carry_each_visits_fc_rows():
+  rng = np.random.default_rng(5)
+  fc = [np.where(rng.random((n, 6, 6)) < 0.4, rng.uniform(0.2, 0.9, (n, 6, 6)), 0)
+        .astype(np.float32) for n in (2, 1, 3)]
+  fc = [(f + np.swapaxes(f, 1, 2)) / 2 for f in fc]
+  adjacency = [f != 0 for f in fc]
+  batch = next(iterate_batches(adjacency, [0, 1, 0], None, batch_size=4, max_visits=3,
+                               graph_multiple=8, order=[2, 0, 1], features=fc))
+  nodes = np.asarray(batch.graphs.nodes)
+  assert nodes.shape == (8, 6, 6)
+  np.testing.assert_array_equal(nodes[:6], np.concatenate([fc[2], fc[0], fc[1]]))
+  assert not nodes[6:].any()  # padding graphs
+  one_hot = next(iterate_batches(adjacency, [0, 1, 0], None, batch_size=4, max_visits=3))
+  assert one_hot.graphs.nodes is None
+  with pytest.raises(ValueError, match="features must be"):
+    pack_subjects(adjacency, features=[f[:1] for f in fc])
+
+
 def test_minority_forcing_weight_and_loss_terms():
   assert float(minority_weight(jnp.asarray(0), 20)) == pytest.approx(0.1)
   assert float(minority_weight(jnp.asarray(10), 20)) == pytest.approx(0.05)
@@ -128,7 +208,7 @@ def test_minority_forcing_weight_and_loss_terms():
   batch = Batch()
   batch.labels, batch.subject_mask = jnp.asarray(labels), jnp.asarray(mask)
   cfg = OptimConfig()
-  terms = loss_terms(jnp.asarray(logits), batch, jnp.asarray(5), cfg)
+  terms = loss_terms(jnp.asarray(logits), batch, jnp.asarray(5), cfg, cfg.focal_alpha)
   t_logits, t_labels = torch.from_numpy(logits[:4]), torch.from_numpy(labels[:4]).long()
   # The seed's focal loss (smoothing branch), written out for the 4 real rows.
   q = torch.nn.functional.one_hot(t_labels, 2).float() * (1 - 0.05) + 0.05 / 2
@@ -267,7 +347,7 @@ def _small_cohort_subjects(num_subjects: int, seed: int):
   run = RunConfig(batch_size=8, graph_multiple=8, max_visits=4)
   scans = synthetic.make_synthetic_cohort(num_subjects=num_subjects, num_regions=24, seed=seed)
   cohort = synthetic.cohort_from_scans(scans, max_visits=run.max_visits)
-  return synthetic, run, Subjects(cohort, run, use_time=False)
+  return synthetic, run, Subjects(cohort, run, ModelConfig(input_dim=24))  # one-hot features
 
 
 def test_frozen_encoder_epoch_on_precomputed_embeddings_equals_the_graph_batches():
