@@ -58,7 +58,8 @@ def test_outputs_of_a_run(reference_run):
   out, save = reference_run
   config = json.loads((out / "config.json").read_text())
   assert config["model"]["gnn_hidden_dim"] == 16 and config["model"]["input_dim"] == 20
-  assert config["optim"]["focal_alpha"] == 0.9 and config["run"]["n_epochs"] == 3
+  assert config["optim"]["focal_alpha"] == "auto" and config["run"]["n_epochs"] == 3
+  assert config["model"]["node_features"] == "connection_profile"
 
   with open(out / "metrics.csv") as f:
     rows = list(csv.DictReader(f))
@@ -76,7 +77,17 @@ def test_outputs_of_a_run(reference_run):
                 "prediction_counts"):
       assert key in fold
     assert 0 <= fold["test_acc"] <= 1
+    # auto alpha: the share of stable subjects among the fold's 80% training split
+    assert 0.6 < fold["focal_alpha"] < 0.8
+    assert fold["decision_threshold"] is None or 0 < fold["decision_threshold"] < 1
+    assert set(fold["argmax"]) >= {"test_acc", "balanced_acc", "minority_f1"}
   assert set(results["summary"]) == set(SUMMARY)
+  # The classical baselines ran on exactly the STGNN's test folds.
+  assert set(results["baselines"]) == {"logreg_fc", "logreg_edges", "logreg_degree"}
+  for baseline in results["baselines"].values():
+    assert [f["test_subjects"] for f in baseline["folds"]] == [
+        f["test_subjects"] for f in results["folds"]]
+    assert set(baseline["summary"]) >= {"test_auc", "balanced_acc", "test_acc", "minority_f1"}
   assert all({"mean", "std"} <= set(v) for v in results["summary"].values())
 
   for k in range(2):
@@ -159,4 +170,32 @@ def test_boolean_flags_accept_both_forms():
   assert (defaults.n_epochs, defaults.batch_size, defaults.lr, defaults.focal_alpha,
           defaults.focal_gamma, defaults.label_smoothing, defaults.minority_focus_epochs,
           defaults.num_folds, defaults.max_visits, defaults.topk_ratio) == (
-              100, 16, 1e-3, 0.9, 3.0, 0.05, 20, 5, 10, 0.3)
+              100, 16, 1e-3, "auto", 3.0, 0.05, 20, 5, 10, 0.3)
+  # The reference's recipe, flag by flag, as the README's table of differences spells it out.
+  reference = parser.parse_args([
+      "--freeze_encoder", "--node_features", "onehot", "--focal_alpha", "0.9",
+      "--plateau_metric", "balanced_acc", "--decision_threshold", "argmax", "--selection", "auc",
+      "--early_stop_patience", "0"])
+  model, optim, run = train.configs_from_args(reference)
+  assert model.freeze_encoder and model.node_features == "onehot"
+  assert optim.focal_alpha == 0.9 and optim.plateau_metric == "balanced_acc"
+  assert (run.decision_threshold, run.selection, run.early_stop_patience) == ("argmax", "auc", 0)
+
+
+def test_early_stop_ends_a_fold_patience_epochs_after_its_best(tmp_path, compile_cache):
+  out = tmp_path / "early"
+  run_train([*SMALL_RUN, "--n_epochs", "12", "--early_stop_patience", "2", "--no-baselines", "--out_dir", str(out),
+             "--save_path", str(tmp_path / "m")], compile_cache)
+  results = results_of(out)
+  assert "baselines" not in results
+  with open(out / "metrics.csv") as f:
+    rows = list(csv.DictReader(f))
+  stopped_early = 0
+  for fold in results["folds"]:
+    epochs = [r for r in rows if int(r["fold"]) == fold["fold"]]
+    assert len(epochs) == fold["epochs_run"]
+    if fold["epochs_run"] < 12:
+      stopped_early += 1
+      assert "early stop" in fold["stopped"]
+      assert fold["epochs_run"] - 1 - fold["best_epoch"] == 2
+  assert stopped_early  # the small cohort's validation AUC does stall within 12 epochs

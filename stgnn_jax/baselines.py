@@ -1,0 +1,249 @@
+"""Classical baselines reported next to the STGNN, on exactly the model's folds.
+
+Each baseline is an L2-regularised logistic regression on one fixed feature vector per subject,
+built from the subject's LAST input visit (the thresholded FC matrix the model sees last):
+
+  - `logreg_fc`: the upper-triangle FC values (0 where there is no edge), N (N - 1) / 2 features;
+  - `logreg_edges`: the same entries binarised (edge present or not);
+  - `logreg_degree`: each region's degree (off-diagonal edges), N features.
+
+Per fold: standardise on the training subjects, fit a class-balanced logistic regression for each
+C of `C_GRID` on the training subjects only, keep the C with the best validation AUC (ties go to
+the smaller C, the stronger regularisation), and evaluate that model on the test subjects with the
+project's own metrics (`metrics.classification_metrics`), predicting a converter when
+p(converter) > 0.5. If a simple model on the last scan matches the STGNN, the temporal graph model
+is not what carries the signal; these numbers make that visible in every run.
+
+A fold that cannot be fitted (one class among the training subjects, features constant over them)
+is reported with every metric None and the reason in `undefined`; `run_baselines` does not raise
+for it. scikit-learn is an optional extra (`[train]`), so it is imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+BASELINES = ("logreg_fc", "logreg_edges", "logreg_degree")
+
+# Inverse L2 strengths on standardised features, one decade apart. The AUC depends only on the
+# weights' direction; with more features than training subjects (4950 FC entries, ~150 subjects)
+# the training set is separable and that direction moves from near the difference of the class
+# means (C = 0.001) to near the maximum-margin separator (C = 10; larger C changes little). For
+# the 100 degree features the grid runs from strong shrinkage to almost none.
+C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
+
+# Used when the validation split holds one class, so no AUC can choose among the grid.
+DEFAULT_C = 1.0
+
+SUMMARY_METRICS = ("test_auc", "balanced_acc", "test_acc", "minority_f1")
+
+# lbfgs on standardised features needs tens of iterations here, even at C = 10 on separable folds;
+# the cap only bounds a pathological case, and `converged` records it.
+_MAX_ITER = 5000
+# Tighter than scikit-learn's 1e-4: near-separable folds (F >> subjects) at C >= 1 otherwise stop
+# at solver-dependent points whose validation AUCs differ in the third decimal, enough to flip the
+# choice of C; at 1e-6 the choices match 1e-8's, at no extra cost here.
+_TOL = 1e-6
+
+_METRIC_KEYS = ("C", "val_auc", "val_auc_by_C", "test_auc", "balanced_acc", "test_acc",
+                "minority_f1", "minority_precision", "minority_recall", "prediction_counts",
+                "test_p1", "converged")
+
+
+def baseline_features(last_fc: np.ndarray) -> dict[str, np.ndarray]:
+  """The three baselines' feature matrices from each subject's last thresholded FC matrix.
+
+  Args:
+    last_fc: `[subjects, N, N]` each subject's last input visit's symmetrised FC matrix, entries
+      below the edge threshold already 0 (0 = no edge; `data.threshold_fc`).
+
+  Returns:
+    `{name: [subjects, F]}` float64, in `BASELINES` order: `logreg_fc` the upper-triangle values
+    (k = 1, row-major, F = N (N - 1) / 2), `logreg_edges` the same entries as 1.0 where nonzero
+    else 0.0, `logreg_degree` the number of nonzero off-diagonal entries of each row (F = N).
+
+  Raises:
+    ValueError: `last_fc` is not `[subjects, N, N]`.
+  """
+  last_fc = np.asarray(last_fc)
+  if last_fc.ndim != 3 or last_fc.shape[1] != last_fc.shape[2]:
+    raise ValueError(f"last_fc must be [subjects, N, N], got shape {last_fc.shape}")
+  n = last_fc.shape[1]
+  rows, cols = np.triu_indices(n, k=1)
+  upper = last_fc[:, rows, cols].astype(np.float64)
+  off_diagonal = ~np.eye(n, dtype=bool)
+  return {
+      "logreg_fc": upper,
+      "logreg_edges": (upper != 0).astype(np.float64),
+      "logreg_degree": ((last_fc != 0) & off_diagonal).sum(axis=2).astype(np.float64),
+  }
+
+
+def run_baselines(
+    last_fc: np.ndarray,
+    labels: np.ndarray,
+    folds: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    *,
+    c_grid: Sequence[float] = C_GRID,
+) -> dict[str, dict[str, Any]]:
+  """Every baseline, cross-validated on the given folds.
+
+  Args:
+    last_fc: `[subjects, N, N]` as in `baseline_features`.
+    labels: `[subjects]` 0 (stable) / 1 (converter).
+    folds: per fold `(train_idx, val_idx, test_idx)` int subject indices (the STGNN's own folds,
+      e.g. `experiment.make_folds`).
+    c_grid: inverse regularisation strengths (> 0) to choose from on validation AUC.
+
+  Returns:
+    A JSON-ready `{name: {"folds": [...], "summary": {metric: {"mean", "std", "n"}},
+    "num_features": F, "c_grid": [ascending C]}}`. Each fold dict has `fold`, `C`,
+    `c_selection`, `val_auc` (at the chosen C), `val_auc_by_C` (`{"0.01": auc, ...}`),
+    `test_auc` (None when the test split has one class), `balanced_acc`, `test_acc`,
+    `minority_f1`/`_precision`/`_recall` (class 1), `prediction_counts`, `test_p1`
+    (p(converter) per test subject, in `test_idx` order), `test_subjects` (`test_idx`),
+    `n_train`/`n_val`/`n_test`, `converged` and `undefined` (None, or why the fold has no
+    numbers: then every metric is None). `summary` covers `SUMMARY_METRICS` over the defined
+    folds.
+
+  Raises:
+    ValueError: inconsistent shapes, labels other than 0/1, non-finite `last_fc`, or an empty or
+      non-positive `c_grid` (caller errors, unlike the unfittable folds above).
+  """
+  from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+
+  from stgnn_jax import metrics as metrics_lib
+
+  features = baseline_features(last_fc)
+  num_subjects = len(features["logreg_degree"])
+  labels = np.asarray(labels)
+  if labels.shape != (num_subjects,):
+    raise ValueError(f"labels must be [{num_subjects}], got shape {labels.shape}")
+  if not np.isin(labels, (0, 1)).all():
+    raise ValueError(f"labels must be 0/1, got values {sorted(set(labels.tolist()))}")
+  if not np.isfinite(last_fc).all():
+    raise ValueError("last_fc has non-finite entries")
+  c_grid = sorted(float(c) for c in c_grid)  # ascending, so a tie keeps the smaller C
+  if not c_grid or c_grid[0] <= 0:
+    raise ValueError(f"c_grid must be positive values, got {c_grid}")
+  labels = labels.astype(np.int64)
+
+  results = {}
+  # One BLAS thread: these fits are small (~200 x 5000), and a multi-threaded OpenBLAS next to
+  # other busy processes (a training run, a test suite) ran the 240-subject call 15x slower
+  # (38 s against 2.2 s on 2 shared cores).
+  with threadpool_limits(limits=1, user_api="blas"):
+    for name in BASELINES:
+      fold_results = [
+          _run_fold(k, features[name], labels, split, c_grid)
+          for k, split in enumerate(folds)]
+      results[name] = {
+          "num_features": int(features[name].shape[1]),
+          "c_grid": c_grid,
+          "folds": fold_results,
+          "summary": metrics_lib.summarize(fold_results, SUMMARY_METRICS),
+      }
+  return results
+
+
+def _fit_grid(x: np.ndarray, y: np.ndarray, cs: Sequence[float]) -> list[tuple[Any, bool]]:
+  """`(fitted pipeline, converged)` per C: standardise, then class-balanced L2 logistic
+  regression, fitted on the training subjects `x` `[train, F]`, `y` `[train]`."""
+  from sklearn.exceptions import ConvergenceWarning
+  from sklearn.linear_model import LogisticRegression
+  from sklearn.pipeline import Pipeline
+  from sklearn.preprocessing import StandardScaler
+
+  fitted = []
+  for c in cs:
+    # L2 is the default penalty (scikit-learn >= 1.8 deprecates `penalty=`); the intercept is
+    # not penalised.
+    model = Pipeline([
+        ("scale", StandardScaler()),
+        ("logreg", LogisticRegression(C=c, class_weight="balanced", solver="lbfgs", tol=_TOL,
+                                      max_iter=_MAX_ITER)),
+    ])
+    # Non-convergence is reported per fold in `converged` rather than as a warning per fit.
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", ConvergenceWarning)
+      model.fit(x, y)
+    fitted.append((model, int(np.max(model[-1].n_iter_)) < _MAX_ITER))
+  return fitted
+
+
+def _log_odds(model, x: np.ndarray) -> np.ndarray:
+  """`[subjects]` log p(converter) - log p(stable) (the decision function)."""
+  return np.asarray(model.decision_function(x), np.float64).reshape(-1)
+
+
+def _run_fold(k: int, x: np.ndarray, labels: np.ndarray, split,
+              c_grid: list[float]) -> dict[str, Any]:
+  """One baseline on one fold: `x` `[subjects, F]` (see `run_baselines` for the fields)."""
+  from stgnn_jax import metrics as metrics_lib
+
+  train, val, test = (np.asarray(idx, np.int64).reshape(-1) for idx in split)
+  entry: dict[str, Any] = {
+      "fold": k,
+      "c_selection": None,
+      **{key: None for key in _METRIC_KEYS},
+      "test_subjects": test.tolist(),
+      "n_train": int(len(train)),
+      "n_val": int(len(val)),
+      "n_test": int(len(test)),
+      "undefined": None,
+  }
+
+  y_train = labels[train]
+  train_classes = np.unique(y_train)
+  if len(train_classes) == 0:
+    entry["undefined"] = "training split is empty"
+    return entry
+  if len(train_classes) == 1:
+    entry["undefined"] = f"training split has one class (label {int(train_classes[0])})"
+    return entry
+  if len(test) == 0:
+    entry["undefined"] = "test split is empty"
+    return entry
+  if np.ptp(x[train], axis=0).max() == 0:
+    entry["undefined"] = "features are constant over the training subjects"
+    return entry
+
+  y_val = labels[val]
+  if len(np.unique(y_val)) < 2:
+    entry["c_selection"] = ("default (validation has one class)" if len(val)
+                            else "default (validation split is empty)")
+    c = DEFAULT_C
+    [(model, converged)] = _fit_grid(x[train], y_train, [c])
+  else:
+    entry["c_selection"] = "validation AUC"
+    by_c, best = {}, None
+    for c, (fitted, fitted_converged) in zip(c_grid, _fit_grid(x[train], y_train, c_grid)):
+      auc = metrics_lib.auc_or_none(y_val, _log_odds(fitted, x[val]))
+      by_c[f"{c:g}"] = auc
+      if best is None or auc > best[0]:  # strict, over ascending C: a tie keeps the smaller C
+        best = (auc, c, fitted, fitted_converged)
+    entry["val_auc"], c, model, converged = best
+    entry["val_auc_by_C"] = by_c
+
+  z = _log_odds(model, x[test])
+  # Logits [0, z] have softmax p1 = sigmoid(z) = the model's p(converter) and argmax "z > 0",
+  # i.e. p > 0.5, like [log(1 - p), log p] but without clipping saturated probabilities to ties.
+  logits = np.stack([np.zeros_like(z), z], axis=-1)
+  m = metrics_lib.classification_metrics(labels[test], logits, report=False)
+  entry.update({
+      "C": c,
+      "test_auc": m["auc"],
+      "balanced_acc": m["balanced_accuracy"],
+      "test_acc": m["accuracy"],
+      "minority_f1": m["minority_f1"],
+      "minority_precision": m["minority_precision"],
+      "minority_recall": m["minority_recall"],
+      "prediction_counts": m["prediction_counts"],
+      "test_p1": metrics_lib.softmax_p1(logits).tolist(),
+      "converged": bool(converged),
+  })
+  return entry
