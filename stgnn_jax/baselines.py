@@ -11,7 +11,8 @@ Per fold: standardise on the training subjects, fit a class-balanced logistic re
 C of `C_GRID` on the training subjects only, keep the C with the best validation AUC (ties go to
 the smaller C, the stronger regularisation), and evaluate that model on the test subjects with the
 project's own metrics (`metrics.classification_metrics`), predicting a converter when
-p(converter) > 0.5. If a simple model on the last scan matches the STGNN, the temporal graph model
+p(converter) > 0.5 or, with `decision_threshold="val"` (as the STGNN's default), when it reaches
+the threshold that maximises the validation balanced accuracy (`metrics.balanced_threshold`). If a simple model on the last scan matches the STGNN, the temporal graph model
 is not what carries the signal; these numbers make that visible in every run.
 
 A fold that cannot be fitted (one class among the training subjects, features constant over them)
@@ -49,7 +50,9 @@ _MAX_ITER = 5000
 # choice of C; at 1e-6 the choices match 1e-8's, at no extra cost here.
 _TOL = 1e-6
 
-_METRIC_KEYS = ("C", "val_auc", "val_auc_by_C", "test_auc", "balanced_acc", "test_acc",
+DECISION_THRESHOLDS = ("val", "argmax")
+
+_METRIC_KEYS = ("C", "decision_threshold", "val_auc", "val_auc_by_C", "test_auc", "balanced_acc", "test_acc",
                 "minority_f1", "minority_precision", "minority_recall", "prediction_counts",
                 "test_p1", "converged")
 
@@ -89,6 +92,7 @@ def run_baselines(
     folds: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
     *,
     c_grid: Sequence[float] = C_GRID,
+    decision_threshold: str = "argmax",
 ) -> dict[str, dict[str, Any]]:
   """Every baseline, cross-validated on the given folds.
 
@@ -98,6 +102,8 @@ def run_baselines(
     folds: per fold `(train_idx, val_idx, test_idx)` int subject indices (the STGNN's own folds,
       e.g. `experiment.make_folds`).
     c_grid: inverse regularisation strengths (> 0) to choose from on validation AUC.
+    decision_threshold: "argmax" (p > 0.5) or "val" (the chosen model's balanced-accuracy
+      threshold on the validation split; p > 0.5 when the validation split has one class).
 
   Returns:
     A JSON-ready `{name: {"folds": [...], "summary": {metric: {"mean", "std", "n"}},
@@ -127,6 +133,9 @@ def run_baselines(
     raise ValueError(f"labels must be 0/1, got values {sorted(set(labels.tolist()))}")
   if not np.isfinite(last_fc).all():
     raise ValueError("last_fc has non-finite entries")
+  if decision_threshold not in DECISION_THRESHOLDS:
+    raise ValueError(f"decision_threshold must be one of {DECISION_THRESHOLDS}, got "
+                     f"{decision_threshold!r}")
   c_grid = sorted(float(c) for c in c_grid)  # ascending, so a tie keeps the smaller C
   if not c_grid or c_grid[0] <= 0:
     raise ValueError(f"c_grid must be positive values, got {c_grid}")
@@ -139,7 +148,7 @@ def run_baselines(
   with threadpool_limits(limits=1, user_api="blas"):
     for name in BASELINES:
       fold_results = [
-          _run_fold(k, features[name], labels, split, c_grid)
+          _run_fold(k, features[name], labels, split, c_grid, decision_threshold)
           for k, split in enumerate(folds)]
       results[name] = {
           "num_features": int(features[name].shape[1]),
@@ -180,8 +189,8 @@ def _log_odds(model, x: np.ndarray) -> np.ndarray:
   return np.asarray(model.decision_function(x), np.float64).reshape(-1)
 
 
-def _run_fold(k: int, x: np.ndarray, labels: np.ndarray, split,
-              c_grid: list[float]) -> dict[str, Any]:
+def _run_fold(k: int, x: np.ndarray, labels: np.ndarray, split, c_grid: list[float],
+              decision_threshold: str) -> dict[str, Any]:
   """One baseline on one fold: `x` `[subjects, F]` (see `run_baselines` for the fields)."""
   from stgnn_jax import metrics as metrics_lib
 
@@ -233,9 +242,14 @@ def _run_fold(k: int, x: np.ndarray, labels: np.ndarray, split,
   # Logits [0, z] have softmax p1 = sigmoid(z) = the model's p(converter) and argmax "z > 0",
   # i.e. p > 0.5, like [log(1 - p), log p] but without clipping saturated probabilities to ties.
   logits = np.stack([np.zeros_like(z), z], axis=-1)
-  m = metrics_lib.classification_metrics(labels[test], logits, report=False)
+  threshold = None
+  if decision_threshold == "val" and len(np.unique(y_val)) == 2:
+    val_p1 = 1 / (1 + np.exp(-_log_odds(model, x[val])))
+    threshold = metrics_lib.balanced_threshold(y_val, val_p1)
+  m = metrics_lib.classification_metrics(labels[test], logits, threshold=threshold, report=False)
   entry.update({
       "C": c,
+      "decision_threshold": threshold,
       "test_auc": m["auc"],
       "balanced_acc": m["balanced_accuracy"],
       "test_acc": m["accuracy"],

@@ -599,7 +599,8 @@ def run_cross_validation(model_config: ModelConfig, optim_config: OptimConfig, r
   if run.baselines:
     from stgnn_jax import baselines
 
-    output["baselines"] = baselines.run_baselines(subjects.last_fc, subjects.labels, folds)
+    output["baselines"] = baselines.run_baselines(
+        subjects.last_fc, subjects.labels, folds, decision_threshold=run.decision_threshold)
   atomic_write_json(os.path.join(out_dir, "results.json"), output)
   write_metrics_csv(out_dir, histories)
   from stgnn_jax import reports

@@ -263,3 +263,26 @@ def test_summary_is_numpy_over_the_defined_folds(signal_run):
       assert results[name]["summary"][key] == {
           "mean": pytest.approx(np.mean(values)), "std": pytest.approx(np.std(values)),
           "n": len(values)}
+
+
+def test_validation_threshold_maximises_validation_balanced_accuracy():
+  """With decision_threshold="val" the test predictions use the chosen model's threshold that is
+  best on validation (checked by brute force over every validation score)."""
+  last_fc, labels = cohort(90, signal=False, seed=3)
+  labels[:12] = 1  # a weak, partly visible signal: some converters get a raised block
+  last_fc[:8, 0, 3] = last_fc[:8, 3, 0] = 0.9
+  folds = make_folds(labels, 3, seed=1)
+  results = baselines.run_baselines(last_fc, labels, folds, decision_threshold="val")
+  features = baselines.baseline_features(last_fc)
+  for (train, val, test), fold in zip(folds, results["logreg_fc"]["folds"]):
+    model = reference_fit(features["logreg_fc"][train], labels[train], fold["C"])
+    val_p1 = model.predict_proba(features["logreg_fc"][val])[:, 1]
+    best = max(skm.balanced_accuracy_score(labels[val], val_p1 >= t)
+               for t in np.append(np.unique(val_p1), np.inf))
+    threshold = fold["decision_threshold"]
+    assert skm.balanced_accuracy_score(labels[val], val_p1 >= threshold) == pytest.approx(best)
+    predictions = np.asarray(fold["test_p1"]) >= threshold
+    assert fold["balanced_acc"] == pytest.approx(
+        skm.balanced_accuracy_score(labels[test], predictions))
+  with pytest.raises(ValueError, match="decision_threshold"):
+    baselines.run_baselines(last_fc, labels, folds, decision_threshold="median")
