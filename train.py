@@ -74,9 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
   model.add_argument("--gnn_hidden_dim", type=int, default=256)
   model.add_argument("--gnn_num_layers", type=int, default=2)
   model.add_argument("--gnn_activation", default="elu", choices=ACTIVATIONS)
+  add_bool(model, "graph_norm", True, "GraphNorm after each graph convolution (the reference)")
   add_bool(model, "use_topk_pooling", True, "TopK pooling after each graph layer")
   model.add_argument("--topk_ratio", type=float, default=0.3,
                      help="fraction of nodes kept by TopK (clamped to [0.3, 1] as in the reference)")
+  model.add_argument("--readout", default="meanmax", choices=("meanmax", "concat"),
+                     help="graph embedding: mean ‖ max over nodes (the reference) or every "
+                     "region's projected features in atlas order (needs --no-use_topk_pooling)")
+  model.add_argument("--readout_node_dim", type=int, default=8,
+                     help="per-region width of the concat readout")
   add_bool(model, "use_time_features", False, "fuse the time-to-predict into the embeddings")
   model.add_argument("--model_type", default="LSTM", choices=MODEL_TYPES)
   model.add_argument("--lstm_hidden_dim", type=int, default=64)
@@ -91,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
   train.add_argument("--n_epochs", type=int, default=100)
   train.add_argument("--batch_size", type=int, default=16)
   train.add_argument("--lr", type=float, default=1e-3)
+  train.add_argument("--weight_decay", type=float, default=1e-4,
+                     help="L2 penalty added to the gradient before Adam (torch Adam's "
+                     "weight_decay; the reference: 1e-4)")
   train.add_argument("--focal_alpha", type=parse_alpha, default="auto",
                      help="focal α of the converter class, or 'auto': the share of stable "
                      "subjects in each fold's training split (weights the minority class up; "
@@ -146,16 +155,17 @@ def configs_from_args(args: argparse.Namespace):
 
   # input_dim is the atlas size, set from the cohort when it is loaded.
   model = ModelConfig(
-      node_features=args.node_features, layer_type=args.layer_type, gnn_hidden_dim=args.gnn_hidden_dim,
+      node_features=args.node_features, layer_type=args.layer_type, graph_norm=args.graph_norm, gnn_hidden_dim=args.gnn_hidden_dim,
       gnn_num_layers=args.gnn_num_layers, gnn_activation=args.gnn_activation,
       use_topk_pooling=args.use_topk_pooling, topk_ratio=args.topk_ratio,
+      readout=args.readout, readout_node_dim=args.readout_node_dim,
       use_time_features=args.use_time_features, model_type=args.model_type,
       lstm_hidden_dim=args.lstm_hidden_dim, lstm_num_layers=args.lstm_num_layers,
       lstm_bidirectional=args.lstm_bidirectional, freeze_encoder=args.freeze_encoder)
   optim = OptimConfig(
       lr=args.lr, focal_alpha=args.focal_alpha, focal_gamma=args.focal_gamma,
       label_smoothing=args.label_smoothing, minority_focus_epochs=args.minority_focus_epochs,
-      plateau_metric=args.plateau_metric)
+      plateau_metric=args.plateau_metric, weight_decay=args.weight_decay)
   run = RunConfig(
       n_epochs=args.n_epochs, batch_size=args.batch_size, num_folds=args.num_folds,
       seed=args.seed, max_visits=args.max_visits, data_root=args.data_root,

@@ -11,6 +11,9 @@ MODEL_TYPES = ("LSTM", "GRU", "RNN")
 # "onehot": region index (the reference); "connection_profile": the region's row of thresholded FC
 # values (BrainGB's connection profile), the only way the encoder sees connection strengths.
 NODE_FEATURES = ("onehot", "connection_profile")
+# "meanmax": mean ‖ max over the kept nodes (the reference); "concat": every region's features in
+# atlas order (BrainGB's concatenation readout), so the embedding keeps where a change happened.
+READOUTS = ("meanmax", "concat")
 # The reference clamps --topk_ratio into this range before building its TopK layers.
 TOPK_RATIO_RANGE = (0.3, 1.0)
 
@@ -33,11 +36,18 @@ class ModelConfig:
     gnn_activation: "relu", "leaky_relu", "elu" or "gelu".
     gnn_dropout: dropout after each block's activation (also used in the time projection and
       the fusion layer).
+    graph_norm: GraphNorm after each convolution (the reference). GraphNorm rescales every
+      feature per graph, which also divides out a change in connection strength.
     use_topk_pooling: TopK pooling after each block.
     topk_ratio: fraction of nodes TopK keeps; like the reference it is clamped to [0.3, 1.0]
       (`effective_topk_ratio`), with a warning when that changes the value. PyTorch Geometric reads
       a ratio of exactly 1.0 as an absolute count (one node per graph); that quirk is kept for
       parity and warned about.
+    readout: "meanmax" (the reference: mean ‖ max over the nodes, `2 * output_dim` wide) or
+      "concat" (each region's last-layer features projected to `readout_node_dim` and
+      concatenated in atlas order, `node_slots * readout_node_dim` wide; needs
+      use_topk_pooling=False, since pooling keeps different regions in different graphs).
+    readout_node_dim: per-region width of the "concat" readout.
     use_time_features: fuse a per-visit time feature into each graph embedding.
     model_type: temporal classifier, "LSTM", "GRU" or "RNN" (tanh).
     lstm_hidden_dim: hidden size of the recurrent layers.
@@ -61,8 +71,11 @@ class ModelConfig:
   gnn_num_layers: int = 2
   gnn_activation: str = "elu"
   gnn_dropout: float = 0.2
+  graph_norm: bool = True
   use_topk_pooling: bool = True
   topk_ratio: float = 0.3
+  readout: str = "meanmax"
+  readout_node_dim: int = 8
   use_time_features: bool = False
   model_type: str = "LSTM"
   lstm_hidden_dim: int = 64
@@ -84,10 +97,15 @@ class ModelConfig:
       fail("gnn_activation", "unknown activation", f"use one of {', '.join(ACTIVATIONS)}")
     if self.node_features not in NODE_FEATURES:
       fail("node_features", "unknown node features", f"use one of {', '.join(NODE_FEATURES)}")
+    if self.readout not in READOUTS:
+      fail("readout", "unknown readout", f"use one of {', '.join(READOUTS)}")
+    if self.readout == "concat" and self.use_topk_pooling:
+      fail("readout", "the concat readout needs every region in atlas order",
+           "set use_topk_pooling=False with it (--no-use_topk_pooling)")
     if self.model_type not in MODEL_TYPES:
       fail("model_type", "unknown temporal model", f"use one of {', '.join(MODEL_TYPES)}")
     for name in ("input_dim", "gnn_hidden_dim", "output_dim", "gnn_num_layers",
-                 "lstm_hidden_dim", "lstm_num_layers"):
+                 "lstm_hidden_dim", "lstm_num_layers", "readout_node_dim"):
       value = getattr(self, name)
       if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         fail(name, "must be a positive integer", "pass an int >= 1")
@@ -131,7 +149,10 @@ class ModelConfig:
 
   @property
   def embedding_dim(self) -> int:
-    """Width of one visit's graph embedding: mean and max readout of the last layer."""
+    """Width of one visit's graph embedding: mean and max readout of the last layer, or the
+    concatenated per-region projections."""
+    if self.readout == "concat":
+      return self.node_slots * self.readout_node_dim
     return 2 * self.output_dim
 
   def layer_dims(self) -> list[tuple[int, int]]:

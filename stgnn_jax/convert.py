@@ -62,8 +62,18 @@ def _time_layers(config: ModelConfig) -> dict[str, tuple[str, int, int]]:
   }
 
 
+def _check_reference_encoder(config: ModelConfig) -> None:
+  if config.readout != "meanmax":
+    raise ValueError(f"ModelConfig.readout={config.readout!r} has no counterpart in the "
+                     "reference's encoder (mean ‖ max readout); convert a meanmax model.")
+  if not config.graph_norm:
+    raise ValueError("ModelConfig.graph_norm=False has no counterpart in the reference's encoder "
+                     "(it always has GraphNorm layers); convert a model trained with graph_norm.")
+
+
 def encoder_params_from_torch(state: Mapping[str, Any], config: ModelConfig) -> Params:
   """The reference encoder's state dict -> `GraphEncoder` params."""
+  _check_reference_encoder(config)
   reader = StateReader(state, "encoder state dict")
   params: Params = {}
   for i, (in_dim, out_dim) in enumerate(config.layer_dims()):
@@ -82,6 +92,7 @@ def encoder_params_from_torch(state: Mapping[str, Any], config: ModelConfig) -> 
 
 def encoder_params_to_torch(params: Mapping[str, Any], config: ModelConfig) -> dict[str, np.ndarray]:
   """`GraphEncoder` params -> a state dict with the reference encoder's keys."""
+  _check_reference_encoder(config)
   state: dict[str, np.ndarray] = {}
   for i in range(config.gnn_num_layers):
     state.update(layers.conv_params_to_torch(params[f"convs_{i}"], f"convs.{i}.", config.layer_type))

@@ -54,11 +54,13 @@ from stgnn_jax.training import (
     eval_step,
     auto_focal_alpha,
     init_params,
+    input_statistics,
     plateau_scheduler,
     plateau_step,
     plateau_value,
     replace_encoder,
     train_step,
+    with_input_statistics,
 )
 
 SUMMARY_METRICS = ("test_acc", "balanced_acc", "minority_f1", "test_auc", "train_acc",
@@ -390,6 +392,10 @@ def train_fold(fold: int, split, subjects: Subjects, model_config: ModelConfig,
   base_key = jax.random.fold_in(jax.random.key(run.seed), fold)
   first = next(subjects.batches(train_idx, run.batch_size, run))
   params = init_params(model_config, first, jax.random.fold_in(base_key, 0))
+  if subjects.features is not None:
+    # Standardised over this fold's training scans only: no test subject leaks into them.
+    params = with_input_statistics(
+        params, input_statistics([subjects.features[i] for i in train_idx]))
   params = load_encoder(params, model_config, run, subjects, train_idx, fold_dir, base_key, log)
   focal_alpha = (auto_focal_alpha(subjects.labels[train_idx])
                  if optim_config.focal_alpha == "auto" else optim_config.focal_alpha)

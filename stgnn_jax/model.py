@@ -16,6 +16,28 @@ TIME_HIDDEN_DIM = 16
 TIME_EMBEDDING_DIM = 32
 
 
+class InputStandardization(nn.Module):
+  """`(x - mean) * scale` per (region, feature) entry, with statistics fixed from training scans.
+
+  Connection-profile features are FC values whose spread differs from entry to entry, and a
+  conversion signal can be a small shift of a few entries; standardising each entry over the
+  training scans (as a linear model's `StandardScaler` does) puts every entry on the same
+  footing. The statistics are parameters so that a checkpoint carries them, but they are
+  constants here (`stop_gradient`) and left out of the optimiser (`training.create_optimizer`);
+  `training.input_statistics` computes them. Initialised to the identity (mean 0, scale 1).
+
+  Params `mean`, `scale` `[N, F]`.
+  """
+
+  @nn.compact
+  def __call__(self, nodes: jax.Array, node_mask: jax.Array) -> jax.Array:
+    """`nodes [G, N, F]`, `node_mask [G, N]` -> `[G, N, F]`, padding slots 0."""
+    shape = nodes.shape[-2:]
+    mean = jax.lax.stop_gradient(self.param("mean", nn.initializers.zeros_init(), shape))
+    scale = jax.lax.stop_gradient(self.param("scale", nn.initializers.ones_init(), shape))
+    return jnp.where(node_mask[..., None], (nodes - mean) * scale, 0)
+
+
 class GraphEncoder(nn.Module):
   """Embeds each graph of a batch: `[graphs, N, input_dim]` -> `[graphs, 2 * output_dim]`.
 
@@ -39,19 +61,35 @@ class GraphEncoder(nn.Module):
       raise ValueError(
           f"the graphs carry {width}-dimensional node features (one-hot features have one per "
           f"node slot) but ModelConfig.input_dim is {cfg.input_dim}.")
+    if cfg.node_features == "connection_profile":
+      if graphs.nodes is None:
+        raise ValueError("node_features='connection_profile' but the graphs carry no node "
+                         "features; pack them with features= (each visit's thresholded FC).")
+      graphs = graphs.replace(nodes=InputStandardization(name="input_standardization")(
+          graphs.nodes, graphs.node_mask))
     act = layers.activation(cfg.gnn_activation)
     conv_type = layers.CONV_TYPES[cfg.layer_type]
     for i, (_, out_dim) in enumerate(cfg.layer_dims()):
       x = conv_type(out_dim, name=f"convs_{i}")(graphs)
       dropout = layers.HashDropout(cfg.gnn_dropout)
-      seed = None if deterministic or cfg.gnn_dropout == 0 else dropout.draw_seed()
-      # GraphNorm -> activation -> dropout in one fused call; padding slots stay exactly 0.
-      x = layers.GraphNorm(name=f"gns_{i}")(x, graphs.node_mask, activation=act,
-                                            dropout_rate=cfg.gnn_dropout, dropout_seed=seed)
+      if cfg.graph_norm:
+        seed = None if deterministic or cfg.gnn_dropout == 0 else dropout.draw_seed()
+        # GraphNorm -> activation -> dropout in one fused call; padding slots stay exactly 0.
+        x = layers.GraphNorm(name=f"gns_{i}")(x, graphs.node_mask, activation=act,
+                                              dropout_rate=cfg.gnn_dropout, dropout_seed=seed)
+      else:
+        x = jnp.where(graphs.node_mask[..., None],
+                      dropout(act(x), deterministic=deterministic), 0)
       graphs = graphs.replace(nodes=x)
       if cfg.use_topk_pooling:
         graphs, _, _ = layers.TopKPool(cfg.effective_topk_ratio, name=f"topk_pools_{i}")(graphs)
-    embedding = layers.readout(graphs)
+    if cfg.readout == "concat":
+      # Regions are aligned across subjects by the atlas, so their order carries meaning.
+      nodes = nn.Dense(cfg.readout_node_dim, name="readout_projection")(graphs.nodes)
+      nodes = jnp.where(graphs.node_mask[..., None], nodes, 0)
+      embedding = nodes.reshape(nodes.shape[0], -1)
+    else:
+      embedding = layers.readout(graphs)
 
     if cfg.use_time_features:
       if time is None:

@@ -24,9 +24,11 @@ from stgnn_jax.model import GraphEncoder
 from stgnn_jax.training import (
     OptimConfig,
     create_optimizer,
+    input_statistics,
     plateau_scheduler,
     plateau_step,
     set_learning_rate,
+    with_input_statistics,
 )
 
 PRETRAIN_OPTIM = OptimConfig(lr=1e-3, weight_decay=1e-5, plateau_patience=5, min_lr=1e-5)
@@ -79,7 +81,10 @@ def pretrain_encoder(model_config: ModelConfig, adjacency: Sequence[np.ndarray],
   model = EncoderClassifier(model_config)
   first = next(_scan_batches(scans, scan_labels, scan_time, scan_features, train))
   params = model.init(jax.random.fold_in(key, 0), first, deterministic=True)["params"]
-  tx = create_optimizer(PRETRAIN_OPTIM)
+  fixed_inputs = model_config.node_features == "connection_profile"
+  if fixed_inputs:
+    params = with_input_statistics(params, input_statistics([scan_features[i] for i in train]))
+  tx = create_optimizer(PRETRAIN_OPTIM, fixed_inputs=fixed_inputs)
   opt_state = tx.init(params)
   plateau_state = plateau_scheduler(PRETRAIN_OPTIM).init(jnp.zeros(()))
 

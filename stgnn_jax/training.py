@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.struct
@@ -99,34 +99,71 @@ def auto_focal_alpha(labels: np.ndarray) -> float:
   return float(np.mean(labels == 0))
 
 
-def _not_encoder(params: Mapping[str, Any]) -> dict[str, Any]:
-  return {name: jax.tree.map(lambda _: name != "encoder", tree) for name, tree in params.items()}
+def input_statistics(features: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+  """`model.InputStandardization`'s params from node features `[visits, N, F]` (per subject):
+  the mean and 1 / std of each (region, feature) entry over every scan given (the fold's
+  training scans). An entry that never varies (e.g. the unit diagonal) gets scale 0."""
+  stacked = np.concatenate([np.asarray(f, np.float64) for f in features])
+  std = stacked.std(axis=0)
+  scale = np.where(std > 1e-6, 1 / np.maximum(std, 1e-6), 0.0)
+  return {"mean": stacked.mean(axis=0).astype(np.float32), "scale": scale.astype(np.float32)}
 
 
-def _adam_with_l2(learning_rate, *, weight_decay, clip_norm, b1, b2, eps, freeze_encoder):
+def with_input_statistics(params: Mapping[str, Any], stats: Mapping[str, np.ndarray]
+                          ) -> dict[str, Any]:
+  """`params` with the encoder's `input_standardization` set to `stats` (shapes checked)."""
+  current = params["encoder"]["input_standardization"]
+  for name in ("mean", "scale"):
+    if np.shape(stats[name]) != np.shape(current[name]):
+      raise ValueError(f"input statistics of shape {np.shape(stats[name])} for a model with "
+                       f"{np.shape(current[name])} node features.")
+  encoder = dict(params["encoder"], input_standardization={
+      name: jnp.asarray(stats[name], jnp.float32) for name in ("mean", "scale")})
+  return dict(params, encoder=encoder)
+
+
+def _trainable(params: Mapping[str, Any], freeze_encoder: bool) -> Any:
+  """False for the frozen encoder (if `freeze_encoder`) and the fixed input statistics."""
+  def trainable(path, _):
+    keys = [getattr(k, "key", None) for k in path]
+    return "input_standardization" not in keys and not (freeze_encoder and keys[0] == "encoder")
+  return jax.tree_util.tree_map_with_path(trainable, params)
+
+
+def _adam_with_l2(learning_rate, *, weight_decay, clip_norm, b1, b2, eps, freeze_encoder,
+                  fixed_inputs):
   chain = optax.chain(
       optax.clip_by_global_norm(clip_norm),
       optax.add_decayed_weights(weight_decay),
       optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
       optax.scale_by_learning_rate(learning_rate),
   )
-  if freeze_encoder:
+  if freeze_encoder or fixed_inputs:
     # The reference's frozen encoder gets no gradient at all (grad None), so torch's Adam skips
-    # it, weight decay included. Masking keeps its (exactly zero) gradients as the update.
-    return optax.masked(chain, _not_encoder)
+    # it, weight decay included; the input statistics are constants too. Masking keeps their
+    # (exactly zero, stop_gradient) gradients as the update.
+    return optax.masked(chain, functools.partial(_trainable, freeze_encoder=freeze_encoder))
   return chain
 
 
-def create_optimizer(cfg: OptimConfig, *, freeze_encoder: bool = False
-                     ) -> optax.GradientTransformation:
+def create_optimizer(cfg: OptimConfig, *, freeze_encoder: bool = False,
+                     fixed_inputs: bool = False) -> optax.GradientTransformation:
   """clip_by_global_norm -> add_decayed_weights -> scale_by_adam -> -learning_rate.
 
-  With `freeze_encoder`, parameters under "encoder" are left out of the chain: they never move.
+  With `freeze_encoder`, parameters under "encoder" are left out of the chain: they never move;
+  with `fixed_inputs` (connection-profile features), neither do the input statistics.
   """
   return optax.inject_hyperparams(_adam_with_l2, static_args=(
-      "weight_decay", "clip_norm", "b1", "b2", "eps", "freeze_encoder"))(
+      "weight_decay", "clip_norm", "b1", "b2", "eps", "freeze_encoder", "fixed_inputs"))(
           learning_rate=cfg.lr, weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm,
-          b1=cfg.adam_b1, b2=cfg.adam_b2, eps=cfg.adam_eps, freeze_encoder=freeze_encoder)
+          b1=cfg.adam_b1, b2=cfg.adam_b2, eps=cfg.adam_eps, freeze_encoder=freeze_encoder,
+          fixed_inputs=fixed_inputs)
+
+
+def model_optimizer(cfg: OptimConfig, model_config: ModelConfig) -> optax.GradientTransformation:
+  """`create_optimizer` for the parameters of `STGNN(model_config)`."""
+  return create_optimizer(cfg, freeze_encoder=model_config.freeze_encoder,
+                          fixed_inputs=model_config.node_features == "connection_profile")
 
 
 def plateau_scheduler(cfg: OptimConfig) -> optax.GradientTransformationExtraArgs:
@@ -193,7 +230,7 @@ class TrainState(flax.struct.PyTreeNode):
         raise ValueError("focal_alpha='auto' needs the fold's value: pass "
                          "focal_alpha=auto_focal_alpha(training labels).")
       focal_alpha = optim_config.focal_alpha
-    tx = create_optimizer(optim_config, freeze_encoder=model_config.freeze_encoder)
+    tx = model_optimizer(optim_config, model_config)
     return cls(step=jnp.zeros((), jnp.int32), epoch=jnp.zeros((), jnp.int32), params=params,
                opt_state=tx.init(params), focal_alpha=jnp.asarray(focal_alpha, jnp.float32),
                model_config=model_config, optim_config=optim_config)
@@ -288,7 +325,7 @@ def train_step(state: TrainState, batch: SubjectBatch | EmbeddedBatch,
     return terms["loss"], (terms, logits)
 
   grads, (terms, logits) = jax.grad(objective, has_aux=True)(state.params)
-  tx = create_optimizer(state.optim_config, freeze_encoder=state.model_config.freeze_encoder)
+  tx = model_optimizer(state.optim_config, state.model_config)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   correct = jnp.sum((jnp.argmax(logits, -1) == batch.labels) & batch.subject_mask)

@@ -21,7 +21,15 @@ from stgnn_jax import (
     params_to_torch,
     predict,
 )
+from stgnn_jax import data as data_lib
 from stgnn_jax.model import GraphEncoder
+from stgnn_jax.training import (
+    OptimConfig,
+    TrainState,
+    input_statistics,
+    train_step,
+    with_input_statistics,
+)
 from stgnn_jax.torch_state import CheckpointMismatchError
 from tests.torch_reference import TorchSTGNN, pyg_batch
 
@@ -334,3 +342,74 @@ def test_one_hot_fast_path_equals_explicit_identity_features(layer_type):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
                                                        atol=1e-5 * np.abs(b).max()),
                fast_grads, slow_grads)
+
+
+def test_connection_profile_encoder_matches_pyg_sage_without_norm_with_concat_readout():
+  """The learning recipe's encoder (standardised connection profiles -> SAGEConv -> elu, no
+  GraphNorm or TopK, concatenation readout), written independently with PyG's SAGEConv."""
+  from torch_geometric.nn import SAGEConv
+
+  config = ModelConfig(input_dim=10, gnn_hidden_dim=6, output_dim=6, gnn_num_layers=1,
+                       node_features="connection_profile", graph_norm=False,
+                       use_topk_pooling=False, readout="concat", readout_node_dim=3,
+                       lstm_hidden_dim=4)
+  rng = np.random.default_rng(13)
+  fc = [np.stack(random_fc(rng, 10, n)) for n in (2, 1, 3)]
+  values = [data_lib.threshold_fc(f, 0.4) for f in fc]
+  batch = pack_subjects([v != 0 for v in values], features=values, num_graphs=8)
+  stats = input_statistics(values)
+  params = with_input_statistics(
+      STGNN(config).init(jax.random.key(0), batch.graphs, batch.visit_slot, batch.lengths,
+                         max_visits=3)["params"], stats)
+  got = np.asarray(STGNN(config).apply({"params": params}, batch.graphs, method=STGNN.encode))
+
+  scans = np.concatenate(values).astype(np.float64)
+  np.testing.assert_allclose(stats["mean"], scans.mean(0), rtol=1e-5, atol=1e-6)
+  std = scans.std(0)
+  np.testing.assert_allclose(stats["scale"], np.where(std > 1e-6, 1 / np.maximum(std, 1e-6), 0),
+                             rtol=1e-5)
+  encoder = params["encoder"]
+  conv = SAGEConv(10, 6).double()
+  with torch.no_grad():
+    conv.lin_l.weight.copy_(torch.from_numpy(np.array(encoder["convs_0"]["lin_l"]["kernel"]).T))
+    conv.lin_l.bias.copy_(torch.from_numpy(np.array(encoder["convs_0"]["lin_l"]["bias"])))
+    conv.lin_r.weight.copy_(torch.from_numpy(np.array(encoder["convs_0"]["lin_r"]["kernel"]).T))
+  projection = encoder["readout_projection"]
+  for g, scan in enumerate(scans):
+    x = torch.from_numpy((scan - stats["mean"]) * stats["scale"])
+    receivers, senders = np.nonzero(scan != 0)
+    edge_index = torch.from_numpy(np.stack([senders, receivers]))
+    with torch.no_grad():
+      h = torch.nn.functional.elu(conv(x, edge_index)).numpy()
+    expected = (h @ np.asarray(projection["kernel"]) + np.asarray(projection["bias"])).reshape(-1)
+    np.testing.assert_allclose(got[g], expected, rtol=1e-4, atol=1e-5)
+  assert not got[6:].any()  # padding graphs embed to 0
+  assert config.embedding_dim == 30 and got.shape == (8, 30)
+
+
+def test_input_statistics_never_move_and_non_reference_encoders_do_not_convert():
+  config = ModelConfig(input_dim=8, gnn_hidden_dim=6, output_dim=6, gnn_num_layers=1,
+                       node_features="connection_profile", graph_norm=False,
+                       use_topk_pooling=False, readout="concat", lstm_hidden_dim=4)
+  rng = np.random.default_rng(14)
+  values = [data_lib.threshold_fc(np.stack(random_fc(rng, 8, n)), 0.4) for n in (2, 3, 1, 2)]
+  batch = pack_subjects([v != 0 for v in values], features=values, labels=[0, 1, 0, 1])
+  params = with_input_statistics(
+      STGNN(config).init(jax.random.key(1), batch.graphs, batch.visit_slot, batch.lengths,
+                         max_visits=3)["params"], input_statistics(values))
+  state = TrainState.create(params, config, OptimConfig(lr=1e-2, weight_decay=0.1))
+  for i in range(3):
+    state, _ = train_step(state, batch, jax.random.key(i))
+  jax.tree.map(np.testing.assert_array_equal, state.params["encoder"]["input_standardization"],
+               params["encoder"]["input_standardization"])
+  assert np.any(state.params["encoder"]["convs_0"]["lin_r"]["kernel"]
+                != params["encoder"]["convs_0"]["lin_r"]["kernel"])
+  with pytest.raises(ValueError, match="readout='concat' has no counterpart"):
+    params_to_torch(state.params, config)
+  with pytest.raises(ValueError, match="graph_norm=False has no counterpart"):
+    params_to_torch(state.params, dataclasses.replace(config, readout="meanmax"))
+  with pytest.raises(ValueError, match="use_topk_pooling=False"):
+    ModelConfig(readout="concat")
+  with pytest.raises(ValueError, match="no node features"):
+    STGNN(config).init(jax.random.key(1), pack_subjects([v != 0 for v in values]).graphs,
+                       batch.visit_slot, batch.lengths, max_visits=3)
