@@ -72,15 +72,22 @@ def build_parser() -> argparse.ArgumentParser:
                      "reference: only which edges exist)")
   model.add_argument("--layer_type", default="GraphSAGE", choices=LAYER_TYPES)
   model.add_argument("--gnn_hidden_dim", type=int, default=256)
-  model.add_argument("--gnn_num_layers", type=int, default=2)
+  model.add_argument("--gnn_num_layers", type=int, default=1,
+                     help="graph convolution blocks (the reference: 2)")
   model.add_argument("--gnn_activation", default="elu", choices=ACTIVATIONS)
-  add_bool(model, "graph_norm", True, "GraphNorm after each graph convolution (the reference)")
-  add_bool(model, "use_topk_pooling", True, "TopK pooling after each graph layer")
+  model.add_argument("--input_dropout", type=float, default=0.5,
+                     help="dropout on the standardised connection-profile entries before the "
+                     "first graph layer (the reference: 0)")
+  add_bool(model, "graph_norm", False,
+           "GraphNorm after each graph convolution (the reference: true; it rescales every "
+           "feature per graph, dividing out changes in connection strength)")
+  add_bool(model, "use_topk_pooling", False,
+           "TopK pooling after each graph layer (the reference: true)")
   model.add_argument("--topk_ratio", type=float, default=0.3,
                      help="fraction of nodes kept by TopK (clamped to [0.3, 1] as in the reference)")
-  model.add_argument("--readout", default="meanmax", choices=("meanmax", "concat"),
-                     help="graph embedding: mean ‖ max over nodes (the reference) or every "
-                     "region's projected features in atlas order (needs --no-use_topk_pooling)")
+  model.add_argument("--readout", default="concat", choices=("meanmax", "concat"),
+                     help="graph embedding: every region's projected features in atlas order "
+                     "(needs --no-use_topk_pooling) or mean ‖ max over nodes (the reference)")
   model.add_argument("--readout_node_dim", type=int, default=8,
                      help="per-region width of the concat readout")
   add_bool(model, "use_time_features", False, "fuse the time-to-predict into the embeddings")
@@ -97,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
   train.add_argument("--n_epochs", type=int, default=100)
   train.add_argument("--batch_size", type=int, default=16)
   train.add_argument("--lr", type=float, default=1e-3)
-  train.add_argument("--weight_decay", type=float, default=1e-4,
+  train.add_argument("--weight_decay", type=float, default=1e-2,
                      help="L2 penalty added to the gradient before Adam (torch Adam's "
                      "weight_decay; the reference: 1e-4)")
   train.add_argument("--focal_alpha", type=parse_alpha, default="auto",
@@ -155,7 +162,8 @@ def configs_from_args(args: argparse.Namespace):
 
   # input_dim is the atlas size, set from the cohort when it is loaded.
   model = ModelConfig(
-      node_features=args.node_features, layer_type=args.layer_type, graph_norm=args.graph_norm, gnn_hidden_dim=args.gnn_hidden_dim,
+      node_features=args.node_features, layer_type=args.layer_type, graph_norm=args.graph_norm,
+      input_dropout=args.input_dropout, gnn_hidden_dim=args.gnn_hidden_dim,
       gnn_num_layers=args.gnn_num_layers, gnn_activation=args.gnn_activation,
       use_topk_pooling=args.use_topk_pooling, topk_ratio=args.topk_ratio,
       readout=args.readout, readout_node_dim=args.readout_node_dim,

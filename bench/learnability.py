@@ -63,9 +63,11 @@ from stgnn_jax.synthetic import CohortSpec  # noqa: E402
 
 # The reference-faithful recipe. A flag train.py does not know makes its run fail with a usage
 # error, reported as a failed run; the other runs go on.
-REFERENCE_FLAGS = ["--freeze_encoder", "--node_features", "onehot", "--graph_norm", "true",
-                   "--focal_alpha", "0.9", "--decision_threshold", "argmax", "--plateau_metric",
-                   "balanced_acc", "--selection", "auc", "--early_stop_patience", "0",
+REFERENCE_FLAGS = ["--freeze_encoder", "--node_features", "onehot", "--gnn_num_layers", "2",
+                   "--graph_norm", "true", "--use_topk_pooling", "true", "--readout", "meanmax",
+                   "--input_dropout", "0", "--weight_decay", "1e-4", "--focal_alpha", "0.9",
+                   "--decision_threshold", "argmax", "--plateau_metric", "balanced_acc",
+                   "--selection", "auc", "--early_stop_patience", "0",
                    "--minority_focus_epochs", "20"]
 CONFIGS = {"default": [], "reference": REFERENCE_FLAGS}
 QUICK_FLAGS = ["--num_folds", "3", "--n_epochs", "30"]

@@ -36,6 +36,9 @@ class ModelConfig:
     gnn_activation: "relu", "leaky_relu", "elu" or "gelu".
     gnn_dropout: dropout after each block's activation (also used in the time projection and
       the fusion layer).
+    input_dropout: dropout on the (standardised) node features before the first convolution;
+      on connection profiles it drops single FC entries, a noise regulariser akin to a linear
+      model's L2 penalty on standardised features. 0 in the reference.
     graph_norm: GraphNorm after each convolution (the reference). GraphNorm rescales every
       feature per graph, which also divides out a change in connection strength.
     use_topk_pooling: TopK pooling after each block.
@@ -71,6 +74,7 @@ class ModelConfig:
   gnn_num_layers: int = 2
   gnn_activation: str = "elu"
   gnn_dropout: float = 0.2
+  input_dropout: float = 0.0
   graph_norm: bool = True
   use_topk_pooling: bool = True
   topk_ratio: float = 0.3
@@ -113,7 +117,7 @@ class ModelConfig:
       fail("num_classes", "must be an integer >= 2", "pass 2 for stable/converter")
     if self.max_nodes is not None and (not isinstance(self.max_nodes, int) or self.max_nodes < 1):
       fail("max_nodes", "must be None or a positive integer", "pass the largest graph size")
-    for name in ("gnn_dropout", "lstm_dropout", "classifier_dropout"):
+    for name in ("gnn_dropout", "input_dropout", "lstm_dropout", "classifier_dropout"):
       if not 0.0 <= getattr(self, name) < 1.0:
         fail(name, "dropout rate outside [0, 1)", "pass a rate such as 0.2")
     if not 0.0 < self.topk_ratio <= 1.0:

@@ -67,6 +67,11 @@ class GraphEncoder(nn.Module):
                          "features; pack them with features= (each visit's thresholded FC).")
       graphs = graphs.replace(nodes=InputStandardization(name="input_standardization")(
           graphs.nodes, graphs.node_mask))
+    if cfg.input_dropout:
+      if graphs.nodes is None:
+        raise ValueError("input_dropout needs explicit node features (connection_profile).")
+      graphs = graphs.replace(nodes=layers.HashDropout(cfg.input_dropout)(
+          graphs.nodes, deterministic=deterministic))
     act = layers.activation(cfg.gnn_activation)
     conv_type = layers.CONV_TYPES[cfg.layer_type]
     for i, (_, out_dim) in enumerate(cfg.layer_dims()):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -15,6 +16,8 @@ import numpy as np
 import pytest
 
 from stgnn_jax.checkpoints import load_checkpoint
+from stgnn_jax.config import ModelConfig
+from stgnn_jax.training import OptimConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 # A tiny but complete run: one graph bucket and one eval shape keep compilations to a minimum.
@@ -173,12 +176,14 @@ def test_boolean_flags_accept_both_forms():
               100, 16, 1e-3, "auto", 3.0, 0.05, 20, 5, 10, 0.3)
   # The reference's recipe, flag by flag, as the README's table of differences spells it out.
   reference = parser.parse_args([
-      "--freeze_encoder", "--node_features", "onehot", "--focal_alpha", "0.9",
-      "--plateau_metric", "balanced_acc", "--decision_threshold", "argmax", "--selection", "auc",
-      "--early_stop_patience", "0"])
+      "--freeze_encoder", "--node_features", "onehot", "--gnn_num_layers", "2", "--graph_norm",
+      "true", "--use_topk_pooling", "true", "--readout", "meanmax", "--input_dropout", "0",
+      "--weight_decay", "1e-4", "--focal_alpha", "0.9", "--plateau_metric", "balanced_acc",
+      "--decision_threshold", "argmax", "--selection", "auc", "--early_stop_patience", "0"])
   model, optim, run = train.configs_from_args(reference)
-  assert model.freeze_encoder and model.node_features == "onehot"
-  assert optim.focal_alpha == 0.9 and optim.plateau_metric == "balanced_acc"
+  # Every architecture field is the reference's (ModelConfig's defaults are the reference's).
+  assert model == dataclasses.replace(ModelConfig(), freeze_encoder=True)
+  assert optim == dataclasses.replace(OptimConfig(), focal_alpha=0.9)
   assert (run.decision_threshold, run.selection, run.early_stop_patience) == ("argmax", "auc", 0)
 
 
