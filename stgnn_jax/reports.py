@@ -80,11 +80,7 @@ def plot_roc_curves(out_dir: str, folds: Sequence[dict[str, Any]], labels: np.nd
       continue  # ROC undefined with one class
     fpr, tpr, _ = roc_curve(y, fold["test_p1"])
     ax.plot(fpr, tpr, label=f"fold {fold['fold']} (AUC {fold['test_auc']:.3f})")
-  ax.plot([0, 1], [0, 1], "k--", lw=0.8)
-  ax.set_xlabel("false positive rate")
-  ax.set_ylabel("true positive rate")
-  ax.set_title("test ROC per fold")
-  ax.legend(loc="lower right", fontsize=8)
+  _label_roc_axes(ax, "test ROC per fold")
   if baselines:
     ax = axes[0, 1]
     models = {"STGNN": folds}
@@ -99,11 +95,15 @@ def plot_roc_curves(out_dir: str, folds: Sequence[dict[str, Any]], labels: np.nd
         continue
       fpr, tpr, _ = roc_curve(y, p)
       ax.plot(fpr, tpr, label=f"{name} (pooled AUC {roc_auc_score(y, p):.3f})")
-    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title("all test folds pooled: STGNN vs baselines")
-    ax.legend(loc="lower right", fontsize=8)
+    _label_roc_axes(ax, "all test folds pooled: STGNN vs baselines")
   path = os.path.join(out_dir, "roc.png")
   atomic_write_bytes(path, _figure_bytes(fig))
   return path
+
+
+def _label_roc_axes(ax, title: str) -> None:
+  ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+  ax.set_xlabel("false positive rate")
+  ax.set_ylabel("true positive rate")
+  ax.set_title(title)
+  ax.legend(loc="lower right", fontsize=8)
