@@ -413,3 +413,23 @@ def test_input_statistics_never_move_and_non_reference_encoders_do_not_convert()
   with pytest.raises(ValueError, match="no node features"):
     STGNN(config).init(jax.random.key(1), pack_subjects([v != 0 for v in values]).graphs,
                        batch.visit_slot, batch.lengths, max_visits=3)
+
+
+def test_predict_feeds_connection_profiles_with_the_checkpoints_statistics():
+  config = ModelConfig(input_dim=8, gnn_hidden_dim=6, output_dim=6, gnn_num_layers=1,
+                       node_features="connection_profile", graph_norm=False,
+                       use_topk_pooling=False, readout="concat", lstm_hidden_dim=4)
+  rng = np.random.default_rng(15)
+  raw = [random_fc(rng, 8, n) for n in (2, 1, 3)]
+  values = [data_lib.threshold_fc(np.stack(r), 0.3) for r in raw]
+  batch = pack_subjects([v != 0 for v in values], features=values)
+  params = with_input_statistics(
+      STGNN(config).init(jax.random.key(2), batch.graphs, batch.visit_slot, batch.lengths,
+                         max_visits=3)["params"], input_statistics(values[:2]))
+  expected = STGNN(config).apply({"params": params}, batch.graphs, batch.visit_slot,
+                                 batch.lengths, max_visits=3)
+  np.testing.assert_allclose(predict(params, config, raw, threshold=0.3), expected, rtol=1e-5,
+                             atol=1e-6)
+  # The statistics matter: the identity standardisation gives other logits.
+  identity = with_input_statistics(params, {"mean": np.zeros((8, 8)), "scale": np.ones((8, 8))})
+  assert not np.allclose(predict(identity, config, raw, threshold=0.3), expected, atol=1e-4)
