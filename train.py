@@ -66,10 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="write the synthetic cohort in the reference's on-disk format and exit")
 
   model = p.add_argument_group("model")
-  model.add_argument("--node_features", default="connection_profile", choices=NODE_FEATURES,
-                     help="connection_profile: each region's row of thresholded FC values, so the "
-                     "encoder sees connection strengths; onehot: the region index (the "
-                     "reference: only which edges exist)")
+  model.add_argument("--node_features", default="profile_change", choices=NODE_FEATURES,
+                     help="profile_change: each region's row of thresholded FC values beside its "
+                     "change since the subject's first visit; connection_profile: the row only; "
+                     "onehot: the region index (the reference: only which edges exist)")
   model.add_argument("--layer_type", default="GraphSAGE", choices=LAYER_TYPES)
   model.add_argument("--gnn_hidden_dim", type=int, default=256)
   model.add_argument("--gnn_num_layers", type=int, default=1,

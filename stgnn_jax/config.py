@@ -10,7 +10,7 @@ ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu")
 MODEL_TYPES = ("LSTM", "GRU", "RNN")
 # "onehot": region index (the reference); "connection_profile": the region's row of thresholded FC
 # values (BrainGB's connection profile), the only way the encoder sees connection strengths.
-NODE_FEATURES = ("onehot", "connection_profile")
+NODE_FEATURES = ("onehot", "connection_profile", "profile_change")
 # "meanmax": mean ‖ max over the kept nodes (the reference); "concat": every region's features in
 # atlas order (BrainGB's concatenation readout), so the embedding keeps where a change happened.
 READOUTS = ("meanmax", "concat")
@@ -26,8 +26,11 @@ class ModelConfig:
     input_dim: node feature size; both kinds of node features have one entry per region, so this
       is the atlas size (100 in the reference).
     node_features: "onehot" (the reference: region i's feature is e_i, the encoder sees only
-      which edges exist) or "connection_profile" (region i's feature is its row of the
-      thresholded FC matrix, `data.threshold_fc`: the encoder also sees connection strengths).
+      which edges exist), "connection_profile" (region i's feature is its row of the
+      thresholded FC matrix, `data.threshold_fc`: the encoder also sees connection strengths) or
+      "profile_change" (that row beside its change since the subject's first input visit,
+      `data.connection_features`: a change over visits is an input, not something the recurrent
+      classifier must learn to compute). Both explicit kinds are standardised per entry.
     layer_type: graph convolution, one of "GraphSAGE", "GCN", "GAT".
     gnn_hidden_dim: width of the hidden graph layers.
     output_dim: width of the last graph layer; the graph embedding is `2 * output_dim` (mean and
@@ -152,6 +155,16 @@ class ModelConfig:
     return self.input_dim if self.max_nodes is None else self.max_nodes
 
   @property
+  def node_feature_dim(self) -> int:
+    """Width of one region's input features: one entry per region, two with their change."""
+    return 2 * self.input_dim if self.node_features == "profile_change" else self.input_dim
+
+  @property
+  def explicit_node_features(self) -> bool:
+    """Whether the graphs carry node features (standardised in the encoder) or are one-hot."""
+    return self.node_features != "onehot"
+
+  @property
   def embedding_dim(self) -> int:
     """Width of one visit's graph embedding: mean and max readout of the last layer, or the
     concatenated per-region projections."""
@@ -161,7 +174,7 @@ class ModelConfig:
 
   def layer_dims(self) -> list[tuple[int, int]]:
     """(in, out) of each graph convolution: in -> hidden -> ... -> hidden -> out."""
-    widths = [self.input_dim] + [self.gnn_hidden_dim] * (self.gnn_num_layers - 1)
+    widths = [self.node_feature_dim] + [self.gnn_hidden_dim] * (self.gnn_num_layers - 1)
     widths.append(self.output_dim)
     return list(zip(widths[:-1], widths[1:]))
 

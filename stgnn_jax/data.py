@@ -135,6 +135,26 @@ def threshold_fc(fc: np.ndarray, threshold: float = 0.2) -> np.ndarray:
   return np.where(edges, symmetric, 0).astype(np.float32)
 
 
+def connection_features(fc: np.ndarray, kind: str = "connection_profile") -> np.ndarray:
+  """Node features of a subject's visits from their edge values (`threshold_fc`).
+
+  Args:
+    fc: `[visits, N, N]` thresholded FC values, oldest visit first.
+    kind: "connection_profile" (region i's row of each visit) or "profile_change" (that row
+      beside its change since the first visit: `[fc[v], fc[v] - fc[0]]`; 0 for a single visit).
+
+  Returns:
+    `[visits, N, N]` or `[visits, N, 2N]` float32.
+  """
+  fc = np.asarray(fc, np.float32)
+  if kind == "connection_profile":
+    return fc
+  if kind == "profile_change":
+    return np.concatenate([fc, fc - fc[:1]], axis=-1)
+  raise ValueError(f"unknown node features {kind!r}; expected connection_profile or "
+                   "profile_change")
+
+
 def node_features(num_nodes: int, dtype: np.dtype = np.float32) -> np.ndarray:
   """The reference's node features: the `[N, N]` identity, row i = one-hot index of region i.
 

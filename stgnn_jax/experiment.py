@@ -171,8 +171,9 @@ class Subjects:
   def __init__(self, cohort: data_lib.Cohort, run: RunConfig, model_config: ModelConfig):
     use_time = model_config.use_time_features
     self.adjacency = [s.adjacency for s in cohort.subjects]
-    self.features = ([s.fc for s in cohort.subjects]
-                     if model_config.node_features == "connection_profile" else None)
+    self.features = ([data_lib.connection_features(s.fc, model_config.node_features)
+                      for s in cohort.subjects]
+                     if model_config.explicit_node_features else None)
     # What the classical baselines see: each subject's last input scan, edge values.
     self.last_fc = np.stack([s.fc[-1] for s in cohort.subjects])
     self.labels = cohort.labels().astype(np.int32)

@@ -11,7 +11,7 @@ import numpy as np
 
 from stgnn_jax.batching import SubjectBatch, pack_subjects
 from stgnn_jax.config import ModelConfig
-from stgnn_jax.data import threshold_fc
+from stgnn_jax.data import connection_features, threshold_fc
 from stgnn_jax.model import STGNN
 
 
@@ -62,7 +62,7 @@ def predict(params: Mapping[str, Any], config: ModelConfig,
           f"predict: subject {s} has {stack.shape[1]}x{stack.shape[2]} matrices but the model "
           f"expects {config.input_dim}x{config.input_dim} (ModelConfig.input_dim).")
     values.append(threshold_fc(stack, threshold))
-  connection_profile = config.node_features == "connection_profile"
-  batch = pack_subjects([v != 0 for v in values], time=time_gaps,
-                        features=values if connection_profile else None)
+  features = ([connection_features(v, config.node_features) for v in values]
+              if config.explicit_node_features else None)
+  batch = pack_subjects([v != 0 for v in values], time=time_gaps, features=features)
   return np.asarray(apply_model(params, config, batch))

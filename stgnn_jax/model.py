@@ -57,14 +57,15 @@ class GraphEncoder(nn.Module):
     """`graphs` (nodes `[G, N, input_dim]`, or None for one-hot) -> `[G, 2 * output_dim]`."""
     cfg = self.config
     width = graphs.max_nodes if graphs.nodes is None else graphs.nodes.shape[-1]
-    if width != cfg.input_dim:
+    if width != cfg.node_feature_dim:
       raise ValueError(
           f"the graphs carry {width}-dimensional node features (one-hot features have one per "
-          f"node slot) but ModelConfig.input_dim is {cfg.input_dim}.")
-    if cfg.node_features == "connection_profile":
+          f"node slot) but the model expects {cfg.node_feature_dim} (ModelConfig.input_dim "
+          f"{cfg.input_dim}, node_features {cfg.node_features!r}).")
+    if cfg.explicit_node_features:
       if graphs.nodes is None:
-        raise ValueError("node_features='connection_profile' but the graphs carry no node "
-                         "features; pack them with features= (each visit's thresholded FC).")
+        raise ValueError(f"node_features={cfg.node_features!r} but the graphs carry no node "
+                         "features; pack them with features= (data.connection_features).")
       graphs = graphs.replace(nodes=InputStandardization(name="input_standardization")(
           graphs.nodes, graphs.node_mask))
     if cfg.input_dropout:

@@ -81,7 +81,7 @@ def pretrain_encoder(model_config: ModelConfig, adjacency: Sequence[np.ndarray],
   model = EncoderClassifier(model_config)
   first = next(_scan_batches(scans, scan_labels, scan_time, scan_features, train))
   params = model.init(jax.random.fold_in(key, 0), first, deterministic=True)["params"]
-  fixed_inputs = model_config.node_features == "connection_profile"
+  fixed_inputs = model_config.explicit_node_features
   if fixed_inputs:
     params = with_input_statistics(params, input_statistics([scan_features[i] for i in train]))
   tx = create_optimizer(PRETRAIN_OPTIM, fixed_inputs=fixed_inputs)

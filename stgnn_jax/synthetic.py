@@ -448,6 +448,7 @@ def _edges(r: np.ndarray, threshold: float) -> np.ndarray:
 # The family: one generator per kind of conversion signal, for judging a model on many cohorts.
 
 SIGNALS = ("density", "strength", "rewiring", "trajectory", "regions", "null")
+ONSETS = ("progressive", "baseline")
 
 _HUB_TARGET_FRACTION = 0.4  # "regions": each hub is strongly tied to ~40% of the other regions
 
@@ -497,6 +498,9 @@ class CohortSpec:
     module_size: regions of the module ("regions": number of hubs); None for the default
       (module min(12, max(3, N // 4)), hubs 4).
     description: what the cohort is designed to test (tables).
+    onset: "progressive" (the effect grows from 0 at the first visit to full at the last) or
+      "baseline" (a converter carries its full effect at every visit, so the change over visits
+      says nothing: a check that a model does not rely on change alone).
   """
 
   name: str
@@ -512,10 +516,15 @@ class CohortSpec:
   threshold: float = 0.2
   module_size: int | None = None
   description: str = ""
+  onset: str = "progressive"
 
   def __post_init__(self):
     if self.signal not in SIGNALS:
       raise ValueError(f"signal must be one of {SIGNALS}, got {self.signal!r}")
+    if self.onset not in ONSETS:
+      raise ValueError(f"onset must be one of {ONSETS}, got {self.onset!r}")
+    if self.onset != "progressive" and self.signal == "rewiring":
+      raise ValueError("the rewiring signal (make_synthetic_cohort) is progressive only")
 
   @property
   def summary(self) -> str:
@@ -650,7 +659,8 @@ def make_cohort(spec: CohortSpec) -> SyntheticScans:
     mean[free] = scale * (atlas.structure[free] + rng.normal(0.0, _PAIR_SUBJECT_SD, free.size))
     mean[signal] = (pairs.level + rng.normal(0.0, pairs.subject_sd)
                     + rng.normal(0.0, pairs.pair_sd, signal.sum()))
-    progress = _progress(visits.months, pairs.single_visit_progress)
+    progress = (np.ones(len(visits.months)) if spec.onset == "baseline"
+                else _progress(visits.months, pairs.single_visit_progress))
     rate = rng.uniform(0.75, 1.25)
     r_visits = np.empty((len(progress), signal.size), np.float32)
     for k in range(len(progress)):
@@ -690,6 +700,10 @@ LEARNABILITY_SUITE: tuple[CohortSpec, ...] = (
     CohortSpec("density-200", "density", 140, num_regions=200, edge_density=0.25,
                converter_fraction=0.30, effect_size=0.6, seed=6,
                description="the density signal on a 200-region atlas (4x the compute per scan)"),
+    CohortSpec("strength-static", "strength", 200, edge_density=0.30, converter_fraction=0.30,
+               effect_size=0.3, seed=8, onset="baseline",
+               description="the strength signal present from the first visit on: the change "
+               "over visits carries nothing, one scan does"),
     CohortSpec("null", "null", 200, edge_density=0.40, converter_fraction=0.25, effect_size=0.0,
                seed=7,
                description="no effect, labels independent of the scans: every model should be "

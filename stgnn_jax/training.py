@@ -163,7 +163,7 @@ def create_optimizer(cfg: OptimConfig, *, freeze_encoder: bool = False,
 def model_optimizer(cfg: OptimConfig, model_config: ModelConfig) -> optax.GradientTransformation:
   """`create_optimizer` for the parameters of `STGNN(model_config)`."""
   return create_optimizer(cfg, freeze_encoder=model_config.freeze_encoder,
-                          fixed_inputs=model_config.node_features == "connection_profile")
+                          fixed_inputs=model_config.explicit_node_features)
 
 
 def plateau_scheduler(cfg: OptimConfig) -> optax.GradientTransformationExtraArgs:

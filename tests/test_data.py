@@ -118,6 +118,19 @@ def test_threshold_fc_keeps_the_values_on_exactly_the_edges():
     data.threshold_fc(np.full((3, 3), np.nan))
 
 
+def test_connection_features_profile_and_change_since_the_first_visit():
+  fc = data.threshold_fc(np.stack([random_fc(s) for s in range(3)]))
+  np.testing.assert_array_equal(data.connection_features(fc), fc)
+  both = data.connection_features(fc, "profile_change")
+  assert both.shape == (3, N, 2 * N) and both.dtype == np.float32
+  np.testing.assert_array_equal(both[..., :N], fc)
+  for v in range(3):
+    np.testing.assert_array_equal(both[v, :, N:], fc[v] - fc[0])
+  assert not data.connection_features(fc[:1], "profile_change")[..., N:].any()
+  with pytest.raises(ValueError, match="unknown node features"):
+    data.connection_features(fc, "onehot")
+
+
 def test_loaded_subjects_carry_the_edge_values(tmp_path):
   root, scans = two_subject_root(tmp_path)
   converter = data.load_cohort(root, use_cache=False).subjects[0]

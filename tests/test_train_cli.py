@@ -62,7 +62,7 @@ def test_outputs_of_a_run(reference_run):
   config = json.loads((out / "config.json").read_text())
   assert config["model"]["gnn_hidden_dim"] == 16 and config["model"]["input_dim"] == 20
   assert config["optim"]["focal_alpha"] == "auto" and config["run"]["n_epochs"] == 3
-  assert config["model"]["node_features"] == "connection_profile"
+  assert config["model"]["node_features"] == "profile_change"
 
   with open(out / "metrics.csv") as f:
     rows = list(csv.DictReader(f))
