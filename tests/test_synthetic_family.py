@@ -226,3 +226,26 @@ def test_suite_spans_the_cohorts_it_promises():
   large = [s for s in suite if s.num_regions != 100]
   assert [s.num_regions for s in large] == [200] and large[0].num_subjects <= 150
   assert all(s.description for s in suite)
+
+
+def test_baseline_onset_puts_the_whole_effect_in_every_visit():
+  """With onset="baseline" a converter's first visit already carries the effect it has at the
+  last, so the change over visits carries nothing: the first scans alone separate the classes
+  about as well as the last, and the first-to-last change does not."""
+  spec = small("strength", num_subjects=120, effect_size=0.6, min_visits=2, onset="baseline")
+  scans = make_cohort(spec)
+  module = np.zeros((spec.num_regions,) * 2, bool)
+  module[np.ix_(scans.module, scans.module)] = True
+  strength = lambda fc: upper(np.where(module, fc, 0)).sum(-1)  # noqa: E731
+  first = np.array([strength(f[0]) for f in scans.fc])
+  last = np.array([strength(f[-1]) for f in scans.fc])
+  labels = scans.labels
+  assert auc(-first, labels) > 0.9 and auc(-last, labels) > 0.9
+  assert abs(auc(last - first, labels) - 0.5) < 0.15
+  progressive = make_cohort(dataclasses.replace(spec, onset="progressive"))
+  first = np.array([strength(f[0]) for f in progressive.fc])
+  assert abs(auc(-first, progressive.labels) - 0.5) < 0.15
+  with pytest.raises(ValueError, match="onset"):
+    CohortSpec("x", "density", 50, onset="sudden")
+  with pytest.raises(ValueError, match="progressive only"):
+    CohortSpec("x", "rewiring", 50, onset="baseline")
