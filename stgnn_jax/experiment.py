@@ -50,9 +50,9 @@ from stgnn_jax.config import ModelConfig
 from stgnn_jax.training import (
     OptimConfig,
     TrainState,
+    auto_focal_alpha,
     encode_graphs,
     eval_step,
-    auto_focal_alpha,
     init_params,
     input_statistics,
     plateau_scheduler,

@@ -151,7 +151,7 @@ def create_optimizer(cfg: OptimConfig, *, freeze_encoder: bool = False,
   """clip_by_global_norm -> add_decayed_weights -> scale_by_adam -> -learning_rate.
 
   With `freeze_encoder`, parameters under "encoder" are left out of the chain: they never move;
-  with `fixed_inputs` (connection-profile features), neither do the input statistics.
+  with `fixed_inputs` (explicit node features), neither do the input statistics.
   """
   return optax.inject_hyperparams(_adam_with_l2, static_args=(
       "weight_decay", "clip_norm", "b1", "b2", "eps", "freeze_encoder", "fixed_inputs"))(
@@ -353,6 +353,7 @@ def replace_encoder(params: Mapping[str, Any], encoder: Mapping[str, Any]) -> di
   if expected != found:
     raise ValueError(
         "the pretrained encoder does not fit this model: its parameter shapes differ "
-        f"({jax.tree.structure(found)} vs {jax.tree.structure(expected)}); check layer_type, "
-        "gnn_hidden_dim, gnn_num_layers, use_topk_pooling and use_time_features.")
+        f"({jax.tree.structure(found)} vs {jax.tree.structure(expected)}); check node_features, "
+        "layer_type, gnn_hidden_dim, gnn_num_layers, graph_norm, use_topk_pooling, readout and "
+        "use_time_features (a reference encoder needs the reference's flags, README).")
   return dict(params, encoder=jax.tree.map(jnp.asarray, encoder))
