@@ -13,7 +13,17 @@ import os
 import sys
 import warnings
 
-from stgnn_jax.config import ACTIVATIONS, LAYER_TYPES, MODEL_TYPES, NODE_FEATURES, ModelConfig
+from stgnn_jax.config import (
+    ACTIVATIONS,
+    DECISION_THRESHOLDS,
+    LAYER_TYPES,
+    MODEL_TYPES,
+    NODE_FEATURES,
+    PLATEAU_METRICS,
+    READOUTS,
+    SELECTION_RULES,
+    ModelConfig,
+)
 
 
 def parse_bool(text: str) -> bool:
@@ -31,7 +41,8 @@ def parse_alpha(text: str) -> float | str:
   try:
     return float(text)
   except ValueError:
-    raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or 'auto', got {text!r}") from None
+    raise argparse.ArgumentTypeError(
+        f"expected a number in [0, 1] or 'auto', got {text!r}") from None
 
 
 def add_bool(parser: argparse.ArgumentParser, name: str, default: bool | None, help: str) -> None:
@@ -85,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
            "TopK pooling after each graph layer (the reference: true)")
   model.add_argument("--topk_ratio", type=float, default=0.3,
                      help="fraction of nodes kept by TopK (clamped to [0.3, 1] as in the reference)")
-  model.add_argument("--readout", default="concat", choices=("meanmax", "concat"),
+  model.add_argument("--readout", default="concat", choices=READOUTS,
                      help="graph embedding: every region's projected features in atlas order "
                      "(needs --no-use_topk_pooling) or mean ‖ max over nodes (the reference)")
   model.add_argument("--readout_node_dim", type=int, default=8,
@@ -114,14 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
   train.add_argument("--focal_gamma", type=float, default=3.0)
   train.add_argument("--label_smoothing", type=float, default=0.05)
   train.add_argument("--minority_focus_epochs", type=int, default=20)
-  train.add_argument("--plateau_metric", default="auc", choices=("auc", "loss", "balanced_acc"),
+  train.add_argument("--plateau_metric", default="auc", choices=PLATEAU_METRICS,
                      help="validation metric the learning-rate plateau watches (the reference: "
                      "balanced_acc)")
-  train.add_argument("--decision_threshold", default="val", choices=("val", "argmax"),
+  train.add_argument("--decision_threshold", default="val", choices=DECISION_THRESHOLDS,
                      help="val: the threshold on p(converter) that maximises validation balanced "
                      "accuracy, chosen with the best epoch and applied to the test fold; argmax: "
                      "the reference")
-  train.add_argument("--selection", default="auc_loss", choices=("auc_loss", "auc"),
+  train.add_argument("--selection", default="auc_loss", choices=SELECTION_RULES,
                      help="best epoch: highest validation AUC, ties by lower validation loss "
                      "(auc_loss) or the first (auc, the reference)")
   train.add_argument("--early_stop_patience", type=int, default=30,

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from stgnn_jax.config import DECISION_THRESHOLDS
+
 BASELINES = ("logreg_fc", "logreg_edges", "logreg_degree")
 
 # Inverse L2 strengths on standardised features, one decade apart. The AUC depends only on the
@@ -49,8 +51,6 @@ _MAX_ITER = 5000
 # at solver-dependent points whose validation AUCs differ in the third decimal, enough to flip the
 # choice of C; at 1e-6 the choices match 1e-8's, at no extra cost here.
 _TOL = 1e-6
-
-DECISION_THRESHOLDS = ("val", "argmax")
 
 _METRIC_KEYS = ("C", "decision_threshold", "val_auc", "val_auc_by_C", "test_auc", "balanced_acc", "test_acc",
                 "minority_f1", "minority_precision", "minority_recall", "prediction_counts",

@@ -14,6 +14,11 @@ NODE_FEATURES = ("onehot", "connection_profile", "profile_change")
 # "meanmax": mean ‖ max over the kept nodes (the reference); "concat": every region's features in
 # atlas order (BrainGB's concatenation readout), so the embedding keeps where a change happened.
 READOUTS = ("meanmax", "concat")
+# Choices of the training recipe (OptimConfig, RunConfig), here so that train.py's flags offer
+# exactly them without importing JAX.
+PLATEAU_METRICS = ("balanced_acc", "auc", "loss")
+DECISION_THRESHOLDS = ("val", "argmax")
+SELECTION_RULES = ("auc", "auc_loss")
 # The reference clamps --topk_ratio into this range before building its TopK layers.
 TOPK_RATIO_RANGE = (0.3, 1.0)
 

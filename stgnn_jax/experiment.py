@@ -46,7 +46,7 @@ from stgnn_jax.checkpoints import (
     save_checkpoint,
     save_state,
 )
-from stgnn_jax.config import ModelConfig
+from stgnn_jax.config import DECISION_THRESHOLDS, SELECTION_RULES, ModelConfig
 from stgnn_jax.training import (
     OptimConfig,
     TrainState,
@@ -67,8 +67,6 @@ SUMMARY_METRICS = ("test_acc", "balanced_acc", "minority_f1", "test_auc", "train
                    "balanced_train_acc")
 METRICS_COLUMNS = ("fold", "epoch", "train_loss", "train_acc", "val_loss", "val_acc",
                    "val_balanced_acc", "val_auc", "val_threshold", "lr", "epoch_seconds")
-DECISION_THRESHOLDS = ("val", "argmax")
-SELECTION_RULES = ("auc", "auc_loss")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,12 +32,9 @@ import optax.contrib
 
 from focal_jax import focal_loss
 from stgnn_jax.batching import EmbeddedBatch, SubjectBatch
-from stgnn_jax.config import ModelConfig
+from stgnn_jax.config import PLATEAU_METRICS, ModelConfig
 from stgnn_jax.graphs import DenseGraphs
 from stgnn_jax.model import STGNN
-
-
-PLATEAU_METRICS = ("balanced_acc", "auc", "loss")
 
 
 @dataclasses.dataclass(frozen=True)
