@@ -12,8 +12,9 @@ C of `C_GRID` on the training subjects only, keep the C with the best validation
 the smaller C, the stronger regularisation), and evaluate that model on the test subjects with the
 project's own metrics (`metrics.classification_metrics`), predicting a converter when
 p(converter) > 0.5 or, with `decision_threshold="val"` (as the STGNN's default), when it reaches
-the threshold that maximises the validation balanced accuracy (`metrics.balanced_threshold`). If a simple model on the last scan matches the STGNN, the temporal graph model
-is not what carries the signal; these numbers make that visible in every run.
+the threshold that maximises the validation balanced accuracy (`metrics.balanced_threshold`).
+If a simple model on the last scan matches the STGNN, the temporal graph model is not what carries
+the signal; these numbers make that visible in every run.
 
 A fold that cannot be fitted (one class among the training subjects, features constant over them)
 is reported with every metric None and the reason in `undefined`; `run_baselines` does not raise
@@ -52,8 +53,8 @@ _MAX_ITER = 5000
 # choice of C; at 1e-6 the choices match 1e-8's, at no extra cost here.
 _TOL = 1e-6
 
-_METRIC_KEYS = ("C", "decision_threshold", "val_auc", "val_auc_by_C", "test_auc", "balanced_acc", "test_acc",
-                "minority_f1", "minority_precision", "minority_recall", "prediction_counts",
+_METRIC_KEYS = ("C", "decision_threshold", "val_auc", "val_auc_by_C", "test_auc", "balanced_acc",
+                "test_acc", "minority_f1", "minority_precision", "minority_recall", "prediction_counts",
                 "test_p1", "converged")
 
 

@@ -92,6 +92,11 @@ def _symmetrised(fc: np.ndarray, threshold: float) -> np.ndarray:
   return (fc + np.swapaxes(fc, -1, -2)) / 2
 
 
+def _edges(symmetric: np.ndarray, threshold: float) -> np.ndarray:
+  """The reference's edge rule on a symmetrised matrix: |A_ij| >= threshold and A_ij != 0."""
+  return (np.abs(symmetric) >= threshold) & (symmetric != 0)
+
+
 def fc_to_adjacency(fc: np.ndarray, threshold: float = 0.2) -> np.ndarray:
   """Turns FC matrices into boolean adjacency matrices (the reference's rules 1-2).
 
@@ -110,8 +115,7 @@ def fc_to_adjacency(fc: np.ndarray, threshold: float = 0.2) -> np.ndarray:
   Raises:
     ValueError: non-square, non-real or non-finite input, or a negative threshold.
   """
-  symmetric = _symmetrised(fc, threshold)
-  return (np.abs(symmetric) >= threshold) & (symmetric != 0)
+  return _edges(_symmetrised(fc, threshold), threshold)
 
 
 def threshold_fc(fc: np.ndarray, threshold: float = 0.2) -> np.ndarray:
@@ -131,8 +135,7 @@ def threshold_fc(fc: np.ndarray, threshold: float = 0.2) -> np.ndarray:
     `[..., N, N]` float32, symmetric, 0 where there is no edge.
   """
   symmetric = _symmetrised(fc, threshold)
-  edges = (np.abs(symmetric) >= threshold) & (symmetric != 0)
-  return np.where(edges, symmetric, 0).astype(np.float32)
+  return np.where(_edges(symmetric, threshold), symmetric, 0).astype(np.float32)
 
 
 def connection_features(fc: np.ndarray, kind: str = "connection_profile") -> np.ndarray:
