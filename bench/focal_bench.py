@@ -12,9 +12,9 @@ and one ``jnp.exp`` pass over the same logits, a floor for any softmax loss.
 Prints medians (and, since a shared machine is noisy, minima) in milliseconds
 and ratios as markdown tables, then checks the targets of issue 2.
 
-  python bench/focal_bench.py              # full: batch 2^10, 2^14, 2^17, 2^20
-  python bench/focal_bench.py --quick      # batch 2^10 and 2^14, fewer runs
-  python bench/focal_bench.py --no-compile # skip torch.compile (slow start)
+  python -m bench.focal_bench              # full: batch 2^10, 2^14, 2^17, 2^20
+  python -m bench.focal_bench --quick      # batch 2^10 and 2^14, fewer runs
+  python -m bench.focal_bench --no-compile # skip torch.compile (slow start)
 
 Run from the repository root after ``pip install -e .`` (or with
 ``PYTHONPATH=.``). This is a benchmark, not a test: its numbers depend on the
@@ -24,7 +24,6 @@ machine and on what else runs on it, so the load average is printed too.
 import argparse
 import os
 import platform
-import sys
 import time
 from typing import Callable, Optional
 
@@ -33,9 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import focal_jax  # noqa: E402  (the repo root is on the path)
-from tests.torch_reference import SeedFocalLoss  # noqa: E402
+import focal_jax
+from tests.torch_reference import SeedFocalLoss
 
 
 def seed_transcription_jax(logits, labels, alpha, gamma, smoothing):

@@ -4,7 +4,6 @@ A model must be judged on many cohorts that span what real FC cohorts do, never 
 cohort of `stgnn_jax.synthetic.LEARNABILITY_SUITE` (a signal in edge density, in FC strength
 above the threshold, in degree-matched rewiring, in the change over visits, in a few hub regions,
 the density signal on a 200-region atlas, and a null cohort without signal):
-
   * the cohort is written in the reference's on-disk format to `WORK_DIR/cohorts/<name>/`
     (skipped when `cohort_spec.json` there records the same spec: it is written last);
   * train.py's real entry point runs in this process, `train.main([...flags, "--data_root", ...,
@@ -28,13 +27,13 @@ and configurations asked for) is printed and written to `WORK_DIR/learnability.m
 everything in it in `WORK_DIR/learnability.json`. Each pass rewrites both; `--report_only`
 tabulates finished runs again without training.
 
-  python bench/learnability.py                      # the whole suite, both configurations
-  python bench/learnability.py --quick              # 3 folds x 30 epochs per run (iteration)
-  python bench/learnability.py --cohorts density,null --configs default
-  python bench/learnability.py --extra_flags="--lr 3e-4" --tag lr3e-4 --configs default
-  python bench/learnability.py --report_only        # tabulate the runs already there
-  python bench/learnability.py --cohorts_only       # write the cohorts, train nothing
-  python bench/learnability.py --list               # the suite's specs
+  python -m bench.learnability                      # the whole suite, both configurations
+  python -m bench.learnability --quick              # 3 folds x 30 epochs per run (iteration)
+  python -m bench.learnability --cohorts density,null --configs default
+  python -m bench.learnability --extra_flags="--lr 3e-4" --tag lr3e-4 --configs default
+  python -m bench.learnability --report_only        # tabulate the runs already there
+  python -m bench.learnability --cohorts_only       # write the cohorts, train nothing
+  python -m bench.learnability --list               # the suite's specs
 
 This is a benchmark, not a test: a full pass trains 2 x 7 cohorts x 5 folds (hours on 2 cores).
 """
@@ -54,12 +53,8 @@ import time
 import traceback
 from typing import Any
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-  sys.path.insert(0, REPO_ROOT)
-
-from stgnn_jax import synthetic  # noqa: E402
-from stgnn_jax.synthetic import CohortSpec  # noqa: E402
+from stgnn_jax.data import synthetic
+from stgnn_jax.data.synthetic import CohortSpec
 
 # The reference-faithful recipe. A flag train.py does not know makes its run fail with a usage
 # error, reported as a failed run; the other runs go on.

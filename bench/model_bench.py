@@ -29,10 +29,10 @@ interleaved round by round so that a load change on the machine hits both alike.
 scans/s = real graphs in the batch / median time; speed-up = JAX scans/s / PyTorch scans/s.
 The results and the compile times end the output as markdown tables, ready for the README.
 
-  python bench/model_bench.py               # GraphSAGE, GCN, GAT x 20%, 50% density
-  python bench/model_bench.py --quick       # default config only, fewer repeats (smoke test)
-  python bench/model_bench.py --repeats 30
-  python bench/model_bench.py --torch-threads 1   # e.g. to compare on a busy machine
+  python -m bench.model_bench               # GraphSAGE, GCN, GAT x 20%, 50% density
+  python -m bench.model_bench --quick       # default config only, fewer repeats (smoke test)
+  python -m bench.model_bench --repeats 30
+  python -m bench.model_bench --torch-threads 1   # e.g. to compare on a busy machine
 
 This is a benchmark, not a test: numbers depend on the machine and on its load (the load average
 is printed before and after).
@@ -45,7 +45,6 @@ import dataclasses
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -56,13 +55,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-  sys.path.insert(0, REPO_ROOT)
-
-from stgnn_jax import STGNN, ModelConfig, SubjectBatch, pack_subjects, params_from_torch  # noqa: E402
-from stgnn_jax.convert import params_to_torch  # noqa: E402
-from tests.torch_reference import TorchSTGNN, pyg_batch  # noqa: E402
+from stgnn_jax.config import ModelConfig
+from stgnn_jax.input_pipeline import SubjectBatch, pack_subjects
+from stgnn_jax.nn.model import STGNN
+from stgnn_jax.torch_interop.convert import params_from_torch, params_to_torch
+from tests.torch_reference import TorchSTGNN, pyg_batch
 
 NUM_SUBJECTS = 16
 MAX_VISITS = 10

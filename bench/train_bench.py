@@ -45,10 +45,10 @@ the machine hits both alike. Reported: median seconds per epoch over `--epochs` 
 5), subjects/s = 120 / median, and the speed-up = JAX subjects/s / PyTorch subjects/s. The last
 table is markdown, ready for the README.
 
-  python bench/train_bench.py             # 5 timed epochs per mode and framework
-  python bench/train_bench.py --quick     # 2 timed epochs (smoke test)
-  python bench/train_bench.py --epochs 10 --torch-threads 1
-  python bench/train_bench.py --breakdown # + synced ms per end-to-end train_step per bucket,
+  python -m bench.train_bench             # 5 timed epochs per mode and framework
+  python -m bench.train_bench --quick     # 2 timed epochs (smoke test)
+  python -m bench.train_bench --epochs 10 --torch-threads 1
+  python -m bench.train_bench --breakdown # + synced ms per end-to-end train_step per bucket,
                                           #   with and without encoder dropout
 
 This is a benchmark, not a test: numbers depend on the machine and on its load (the load average
@@ -59,43 +59,36 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import platform
 import statistics
-import sys
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-  sys.path.insert(0, REPO_ROOT)
-
-from bench.model_bench import (  # noqa: E402
-    load_average,
-    time_once,
-    use_torch_threads,
-    warn_if_loaded,
+from bench.model_bench import (
+  load_average,
+  time_once,
+  use_torch_threads,
+  warn_if_loaded,
 )
-from stgnn_jax import ModelConfig, params_from_torch, synthetic  # noqa: E402
-from stgnn_jax.batching import SubjectBatch  # noqa: E402
-from stgnn_jax.batching import iterate_embedded_batches  # noqa: E402
-from stgnn_jax.experiment import (  # noqa: E402
-    FrozenEncoderScans,
-    Placement,
-    RunConfig,
-    Subjects,
-    make_folds,
-    train_epoch,
+from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
+from stgnn_jax.data import synthetic
+from stgnn_jax.input_pipeline import (
+  SubjectBatch,
+  Subjects,
+  iterate_embedded_batches,
+  make_folds,
 )
-from stgnn_jax.training import OptimConfig, TrainState, init_params, train_step  # noqa: E402
-from tests.torch_reference import TorchSTGNN, pyg_batch  # noqa: E402
+from stgnn_jax.torch_interop.convert import params_from_torch
+from stgnn_jax.train.loop import FrozenEncoderScans, train_epoch
+from stgnn_jax.train.sharding import Placement
+from stgnn_jax.train.state import TrainState, init_params
+from stgnn_jax.train.step import train_step
+from tests.torch_reference import SeedFocalLoss, TorchSTGNN, pyg_batch
 
 COHORT_SUBJECTS = 300  # the reference's measurement cohort (fold 0 trains on ~190 of them)
 NUM_TRAIN_SUBJECTS = 120
@@ -191,16 +184,6 @@ def graph_buckets(data: Data, order: np.ndarray) -> dict[int, SubjectBatch]:
 
 # --- PyTorch + PyG: the reference's pipeline ----------------------------------------------------
 
-def seed_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float, gamma: float,
-                    smoothing: float) -> torch.Tensor:
-  """The seed's FocalLoss.forward (smoothing branch), reduction 'mean'."""
-  classes = logits.shape[1]
-  soft = F.one_hot(targets, classes).float() * (1 - smoothing) + smoothing / classes
-  ce = -torch.sum(soft * F.log_softmax(logits, dim=1), dim=1)
-  alpha_t = torch.where(targets == 1, alpha, 1 - alpha)
-  return (alpha_t * (1 - torch.exp(-ce)) ** gamma * ce).mean()
-
-
 def minority_forcing(logits: torch.Tensor, targets: torch.Tensor, epoch: int,
                      focus_epochs: int) -> torch.Tensor:
   """The reference's 0.1 (M - epoch) / M * CE(converters' logits, class 1), 0-based epochs."""
@@ -243,7 +226,8 @@ class TorchPipeline:
     sequences = sequences.index_put((inputs["subject"], inputs["visit"]), embedding)
     logits = self.model.classifier(sequences, lengths)
     o = self.optim
-    loss = (seed_focal_loss(logits, labels, o.focal_alpha, o.focal_gamma, o.label_smoothing)
+    loss = (SeedFocalLoss(o.focal_alpha, o.focal_gamma, label_smoothing=o.label_smoothing)(
+                logits, labels)
             + minority_forcing(logits, labels, epoch, o.minority_focus_epochs))
     self.optimizer.zero_grad(set_to_none=True)
     loss.backward()

@@ -1,9 +1,23 @@
-"""The model's hyper-parameters, named after the reference's command-line flags."""
+"""Every setting of a run, declared once: the model, the optimisation and the protocol.
+
+`ModelConfig` (architecture), `OptimConfig` (loss and optimiser) and `RunConfig` (data, protocol,
+bookkeeping) are frozen dataclasses. A field that is a command-line flag of `train.py` carries
+its flag in the field's metadata (`setting`): help text, choices, the command line's default
+where it differs from the field's, and the reference's value where that differs from the
+command line's. `train.py` builds its parser from these fields (`flag_fields`) and the
+reference's recipe is read from them (`reference_overrides`), so nothing is declared twice.
+
+`ModelConfig()` and `OptimConfig()` are the reference's architecture and optimiser (the parity
+tests build them); `train.py`'s defaults are the recipe that learns on cohorts it was not tuned
+to (README, "Differences from the reference"). This module imports no JAX.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
 
 LAYER_TYPES = ("GraphSAGE", "GCN", "GAT")
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu")
@@ -14,13 +28,105 @@ NODE_FEATURES = ("onehot", "connection_profile", "profile_change")
 # "meanmax": mean ‖ max over the kept nodes (the reference); "concat": every region's features in
 # atlas order (BrainGB's concatenation readout), so the embedding keeps where a change happened.
 READOUTS = ("meanmax", "concat")
-# Choices of the training recipe (OptimConfig, RunConfig), here so that train.py's flags offer
-# exactly them without importing JAX.
 PLATEAU_METRICS = ("balanced_acc", "auc", "loss")
 DECISION_THRESHOLDS = ("val", "argmax")
 SELECTION_RULES = ("auc", "auc_loss")
+TIME_NORMALIZATIONS = ("log", "minmax", "buckets", "raw")
 # The reference clamps --topk_ratio into this range before building its TopK layers.
 TOPK_RATIO_RANGE = (0.3, 1.0)
+# The groups of train.py's --help, in order.
+FLAG_GROUPS = ("data", "model", "training")
+
+_UNSET = object()
+
+
+def parse_bool(text: str) -> bool:
+  """"true"/"false" and their usual spellings, for boolean flags."""
+  value = text.strip().lower()
+  if value in ("true", "t", "yes", "y", "1", "on"):
+    return True
+  if value in ("false", "f", "no", "n", "0", "off"):
+    return False
+  raise ValueError(f"expected true or false, got {text!r}")
+
+
+def parse_alpha(text: str) -> float | str:
+  """A focal α: a number, or "auto"."""
+  if text.strip().lower() == "auto":
+    return "auto"
+  try:
+    return float(text)
+  except ValueError:
+    raise ValueError(f"expected a number in [0, 1] or 'auto', got {text!r}") from None
+
+
+def setting(default: Any, help: str, *, group: str, choices: tuple | None = None,
+            cli_default: Any = _UNSET, reference: Any = _UNSET,
+            parse: Callable[[str], Any] | None = None) -> Any:
+  """A config field that is also a flag of train.py (`--<field name>`).
+
+  Args:
+    default: the field's default.
+    help: the flag's help text.
+    group: its group in `--help`, one of `FLAG_GROUPS`.
+    choices: the values the flag accepts.
+    cli_default: train.py's default, where it differs from `default`.
+    reference: the reference's value, where it differs from train.py's default and from
+      `default` (e.g. a protocol setting whose field default is already the recipe's).
+    parse: the flag's parser, where the field's type does not say it (e.g. "0.9" or "auto").
+  """
+  if group not in FLAG_GROUPS:
+    raise ValueError(f"setting: group {group!r} is not one of {FLAG_GROUPS}")
+  metadata = {"help": help, "group": group, "choices": choices, "parse": parse}
+  if cli_default is not _UNSET:
+    metadata["cli_default"] = cli_default
+  if reference is not _UNSET:
+    metadata["reference"] = reference
+  return dataclasses.field(default=default, metadata=metadata)
+
+
+def flag_fields(config_class: type) -> Iterator[dataclasses.Field]:
+  """The fields of a config class that are train.py flags, in declaration order."""
+  return (f for f in dataclasses.fields(config_class) if "help" in f.metadata)
+
+
+def cli_default(field: dataclasses.Field) -> Any:
+  """train.py's default of a flag field."""
+  return field.metadata.get("cli_default", field.default)
+
+
+def reference_value(field: dataclasses.Field) -> Any:
+  """The reference's value of a flag field: `reference`, else the field's own default."""
+  return field.metadata.get("reference", field.default)
+
+
+def reference_overrides() -> dict[str, Any]:
+  """{flag: the reference's value} for every flag whose train.py default is not the reference's:
+  `train.py` with these flags runs the reference's recipe (README, "Differences from the
+  reference")."""
+  return {f.name: reference_value(f)
+          for config_class in (ModelConfig, OptimConfig, RunConfig)
+          for f in flag_fields(config_class) if reference_value(f) != cli_default(f)}
+
+
+def reference_flags() -> list[str]:
+  """`reference_overrides()` as train.py arguments."""
+  args = []
+  for name, value in reference_overrides().items():
+    args += [f"--{name}", str(value).lower() if isinstance(value, bool) else str(value)]
+  return args
+
+
+def _validate(config: Any, checks: list[tuple[str, bool, str]]) -> None:
+  """Raises ValueError naming the first failed check: "<Config>.<field>=<value> <problem>."."""
+  for name, ok, problem in checks:
+    if not ok:
+      raise ValueError(
+          f"{type(config).__name__}.{name}={getattr(config, name)!r} {problem}.")
+
+
+def _positive_int(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,61 +181,81 @@ class ModelConfig:
   """
 
   input_dim: int = 100
-  node_features: str = "onehot"
-  layer_type: str = "GraphSAGE"
-  gnn_hidden_dim: int = 256
+  node_features: str = setting(
+      "onehot", "profile_change: each region's row of thresholded FC values beside its change "
+      "since the subject's first visit; connection_profile: the row only; onehot: the region "
+      "index (the reference: only which edges exist)",
+      group="model", choices=NODE_FEATURES, cli_default="profile_change")
+  layer_type: str = setting("GraphSAGE", "graph convolution", group="model", choices=LAYER_TYPES)
+  gnn_hidden_dim: int = setting(256, "width of the hidden graph layers", group="model")
   output_dim: int = 256
-  gnn_num_layers: int = 2
-  gnn_activation: str = "elu"
+  gnn_num_layers: int = setting(2, "graph convolution blocks (the reference: 2)", group="model",
+                                cli_default=1)
+  gnn_activation: str = setting("elu", "activation of the graph blocks", group="model",
+                                choices=ACTIVATIONS)
   gnn_dropout: float = 0.2
-  input_dropout: float = 0.0
-  graph_norm: bool = True
-  use_topk_pooling: bool = True
-  topk_ratio: float = 0.3
-  readout: str = "meanmax"
-  readout_node_dim: int = 8
-  use_time_features: bool = False
-  model_type: str = "LSTM"
-  lstm_hidden_dim: int = 64
-  lstm_num_layers: int = 1
-  lstm_bidirectional: bool | None = None
+  input_dropout: float = setting(
+      0.0, "dropout on the standardised connection-profile entries before the first graph "
+      "layer (the reference: 0)", group="model", cli_default=0.5)
+  graph_norm: bool = setting(
+      True, "GraphNorm after each graph convolution (the reference: true; it rescales every "
+      "feature per graph, dividing out changes in connection strength)", group="model",
+      cli_default=False)
+  use_topk_pooling: bool = setting(
+      True, "TopK pooling after each graph layer (the reference: true)", group="model",
+      cli_default=False)
+  topk_ratio: float = setting(
+      0.3, "fraction of nodes kept by TopK (clamped to [0.3, 1] as in the reference)",
+      group="model")
+  readout: str = setting(
+      "meanmax", "graph embedding: every region's projected features in atlas order (needs "
+      "--no-use_topk_pooling) or mean ‖ max over nodes (the reference)", group="model",
+      choices=READOUTS, cli_default="concat")
+  readout_node_dim: int = setting(8, "per-region width of the concat readout", group="model")
+  use_time_features: bool = setting(False, "fuse the time-to-predict into the embeddings",
+                                    group="model")
+  model_type: str = setting("LSTM", "temporal classifier", group="model", choices=MODEL_TYPES)
+  lstm_hidden_dim: int = setting(64, "hidden size of the recurrent layers", group="model")
+  lstm_num_layers: int = setting(1, "stacked recurrent layers", group="model")
+  lstm_bidirectional: bool | None = setting(
+      None, "bidirectional recurrence; unset = the reference (LSTM bidirectional, GRU/RNN not)",
+      group="model")
   lstm_dropout: float = 0.45
   classifier_dropout: float = 0.45
   num_classes: int = 2
-  freeze_encoder: bool = False
+  freeze_encoder: bool = setting(
+      False, "the reference's behaviour: graph embeddings without gradient (the encoder never "
+      "learns unless pretrained); by default the encoder trains end to end", group="model",
+      reference=True)
   max_nodes: int | None = None
 
   def __post_init__(self):
-    def fail(field: str, problem: str, fix: str):
-      raise ValueError(f"ModelConfig.{field}={getattr(self, field)!r}: {problem}; {fix}.")
-
-    if self.layer_type not in LAYER_TYPES:
-      fail("layer_type", "unknown graph layer", f"use one of {', '.join(LAYER_TYPES)}")
-    if self.gnn_activation not in ACTIVATIONS:
-      fail("gnn_activation", "unknown activation", f"use one of {', '.join(ACTIVATIONS)}")
-    if self.node_features not in NODE_FEATURES:
-      fail("node_features", "unknown node features", f"use one of {', '.join(NODE_FEATURES)}")
-    if self.readout not in READOUTS:
-      fail("readout", "unknown readout", f"use one of {', '.join(READOUTS)}")
-    if self.readout == "concat" and self.use_topk_pooling:
-      fail("readout", "the concat readout needs every region in atlas order",
-           "set use_topk_pooling=False with it (--no-use_topk_pooling)")
-    if self.model_type not in MODEL_TYPES:
-      fail("model_type", "unknown temporal model", f"use one of {', '.join(MODEL_TYPES)}")
-    for name in ("input_dim", "gnn_hidden_dim", "output_dim", "gnn_num_layers",
-                 "lstm_hidden_dim", "lstm_num_layers", "readout_node_dim"):
-      value = getattr(self, name)
-      if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        fail(name, "must be a positive integer", "pass an int >= 1")
-    if not isinstance(self.num_classes, int) or self.num_classes < 2:
-      fail("num_classes", "must be an integer >= 2", "pass 2 for stable/converter")
-    if self.max_nodes is not None and (not isinstance(self.max_nodes, int) or self.max_nodes < 1):
-      fail("max_nodes", "must be None or a positive integer", "pass the largest graph size")
-    for name in ("gnn_dropout", "input_dropout", "lstm_dropout", "classifier_dropout"):
-      if not 0.0 <= getattr(self, name) < 1.0:
-        fail(name, "dropout rate outside [0, 1)", "pass a rate such as 0.2")
-    if not 0.0 < self.topk_ratio <= 1.0:
-      fail("topk_ratio", "ratio outside (0, 1]", "pass a fraction of nodes to keep, e.g. 0.3")
+    _validate(self, [
+        ("layer_type", self.layer_type in LAYER_TYPES,
+         f"is not a graph layer; use one of {', '.join(LAYER_TYPES)}"),
+        ("gnn_activation", self.gnn_activation in ACTIVATIONS,
+         f"is not an activation; use one of {', '.join(ACTIVATIONS)}"),
+        ("node_features", self.node_features in NODE_FEATURES,
+         f"is not a kind of node features; use one of {', '.join(NODE_FEATURES)}"),
+        ("readout", self.readout in READOUTS,
+         f"is not a readout; use one of {', '.join(READOUTS)}"),
+        ("readout", not (self.readout == "concat" and self.use_topk_pooling),
+         "needs every region in atlas order; set use_topk_pooling=False with it "
+         "(--no-use_topk_pooling)"),
+        ("model_type", self.model_type in MODEL_TYPES,
+         f"is not a temporal model; use one of {', '.join(MODEL_TYPES)}"),
+        *[(name, _positive_int(getattr(self, name)), "must be a positive integer")
+          for name in ("input_dim", "gnn_hidden_dim", "output_dim", "gnn_num_layers",
+                       "lstm_hidden_dim", "lstm_num_layers", "readout_node_dim")],
+        ("num_classes", _positive_int(self.num_classes) and self.num_classes >= 2,
+         "must be an integer >= 2 (2: stable, converter)"),
+        ("max_nodes", self.max_nodes is None or _positive_int(self.max_nodes),
+         "must be None or a positive integer (the largest graph size)"),
+        *[(name, 0.0 <= getattr(self, name) < 1.0, "is a dropout rate outside [0, 1)")
+          for name in ("gnn_dropout", "input_dropout", "lstm_dropout", "classifier_dropout")],
+        ("topk_ratio", 0.0 < self.topk_ratio <= 1.0,
+         "is outside (0, 1]; pass the fraction of nodes to keep, e.g. 0.3"),
+    ])
     if self.use_topk_pooling and self.effective_topk_ratio != self.topk_ratio:
       warnings.warn(
           f"topk_ratio={self.topk_ratio} is clamped to {self.effective_topk_ratio} as in the "
@@ -150,10 +276,6 @@ class ModelConfig:
     if self.lstm_bidirectional is None:
       return self.model_type == "LSTM"
     return self.lstm_bidirectional
-
-  @property
-  def num_directions(self) -> int:
-    return 2 if self.bidirectional else 1
 
   @property
   def node_slots(self) -> int:
@@ -191,5 +313,140 @@ class ModelConfig:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-      raise ValueError(f"ModelConfig: unknown field(s) {unknown}; known fields are {sorted(known)}.")
+      raise ValueError(
+          f"ModelConfig: unknown field(s) {unknown}; known fields are {sorted(known)}.")
     return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+  """Loss and optimiser; names and defaults are the reference's flags and constants.
+
+  `focal_alpha` is a number in [0, 1] or "auto" (`train.state.auto_focal_alpha` of each fold's
+  training labels). `plateau_metric` is the validation metric the learning-rate plateau watches:
+  "balanced_acc" (the reference), "auc" or "loss".
+  """
+
+  lr: float = setting(1e-3, "Adam's learning rate", group="training")
+  focal_alpha: float | str = setting(
+      0.90, "focal α of the converter class, or 'auto': the share of stable subjects in each "
+      "fold's training split (weights the minority class up; the reference: 0.9)",
+      group="training", cli_default="auto", parse=parse_alpha)
+  focal_gamma: float = setting(3.0, "focal γ", group="training")
+  label_smoothing: float = setting(0.05, "label smoothing of the focal loss", group="training")
+  minority_focus_epochs: int = setting(
+      20, "epochs of the reference's decaying extra cross-entropy on converters",
+      group="training")
+  weight_decay: float = setting(
+      1e-4, "L2 penalty added to the gradient before Adam (torch Adam's weight_decay; the "
+      "reference: 1e-4)", group="training", cli_default=1e-2)
+  clip_norm: float = 1.0
+  adam_b1: float = 0.9
+  adam_b2: float = 0.999
+  adam_eps: float = 1e-8
+  plateau_factor: float = 0.5
+  plateau_patience: int = 10
+  min_lr: float = 1e-6
+  plateau_metric: str = setting(
+      "balanced_acc", "validation metric the learning-rate plateau watches (the reference: "
+      "balanced_acc)", group="training", choices=PLATEAU_METRICS, cli_default="auc")
+
+  def __post_init__(self):
+    alpha_ok = self.focal_alpha == "auto" or (
+        not isinstance(self.focal_alpha, str) and 0 <= self.focal_alpha <= 1)
+    _validate(self, [
+        ("lr", self.lr > 0, "must be positive"),
+        ("focal_alpha", alpha_ok, "must lie in [0, 1] or be 'auto'"),
+        ("plateau_metric", self.plateau_metric in PLATEAU_METRICS,
+         f"must be one of {', '.join(PLATEAU_METRICS)}"),
+        ("focal_gamma", self.focal_gamma >= 0, "must be >= 0"),
+        ("label_smoothing", 0 <= self.label_smoothing <= 1, "must lie in [0, 1]"),
+        ("minority_focus_epochs", self.minority_focus_epochs >= 0, "must be >= 0"),
+        ("weight_decay", self.weight_decay >= 0, "must be >= 0"),
+        ("clip_norm", self.clip_norm > 0, "must be positive"),
+        ("plateau_factor", 0 < self.plateau_factor < 1, "must lie in (0, 1)"),
+        ("plateau_patience", self.plateau_patience >= 0, "must be >= 0"),
+        ("min_lr", 0 <= self.min_lr <= self.lr, "must lie in [0, lr]"),
+    ])
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """Data, protocol and bookkeeping settings of a cross-validated run (`train.cross_validation`).
+
+  Its defaults are train.py's; the reference's protocol differs in `decision_threshold`
+  ("argmax"), `selection` ("auc") and `early_stop_patience` (0): `reference_overrides`.
+  """
+
+  data_root: str | None = setting(
+      None, "folder with FC_Matrices/ and TADPOLE_TEMPORAL.csv; without it the built-in "
+      "synthetic cohort is used", group="data")
+  var_name: str = setting("fc_matrix", "array key inside each .npz", group="data")
+  threshold: float = setting(0.2, "|FC| below it is no edge", group="data")
+  max_visits: int = setting(10, "keep the last N visits", group="data")
+  exclude_target_visit: bool = setting(
+      False, "predict the last visit's label from the visits before it", group="data")
+  time_normalization: str = setting("log", "how the time-to-predict is scaled", group="data",
+                                    choices=TIME_NORMALIZATIONS)
+  single_visit_horizon: float = setting(
+      6.0, "months to predict for a subject with one visit", group="data")
+  # 150 subjects (~510 scans) keep `python train.py` to a few minutes on 2 CPU cores; 300 is the
+  # scale of the reference's own synthetic measurements.
+  synthetic_subjects: int = setting(
+      150, "subjects of the built-in synthetic cohort (300: the scale of the reference's "
+      "synthetic measurements, about twice the run time)", group="data")
+  synthetic_regions: int = setting(
+      100, "regions (nodes) per scan of the built-in synthetic cohort", group="data")
+  n_epochs: int = setting(100, "epochs per fold", group="training")
+  batch_size: int = setting(16, "subjects per training batch", group="training")
+  decision_threshold: str = setting(
+      "val", "val: the threshold on p(converter) that maximises validation balanced accuracy, "
+      "chosen with the best epoch and applied to the test fold; argmax: the reference",
+      group="training", choices=DECISION_THRESHOLDS, reference="argmax")
+  selection: str = setting(
+      "auc_loss", "best epoch: highest validation AUC, ties by lower validation loss (auc_loss) "
+      "or the first (auc, the reference)", group="training", choices=SELECTION_RULES,
+      reference="auc")
+  early_stop_patience: int = setting(
+      30, "stop a fold this many epochs after its best epoch (0: never, the reference)",
+      group="training", reference=0)
+  baselines: bool = setting(
+      True, "fit logistic-regression baselines on the last scan of the same folds",
+      group="training")
+  num_folds: int = setting(5, "stratified cross-validation folds", group="training")
+  seed: int = setting(42, "seed of the folds, the initialisation and the batch order",
+                      group="training")
+  pretrain_encoder: bool = setting(
+      False, "supervised encoder pretraining on each fold's training subjects first",
+      group="training")
+  pretrain_epochs: int = setting(100, "epochs of encoder pretraining", group="training")
+  pretrained: str | None = setting(
+      None, "encoder to start from: a stgnn-jax checkpoint or a reference .pth",
+      group="training")
+  num_devices: int | None = setting(
+      None, "JAX devices for data parallelism (default: all)", group="training")
+  graph_multiple: int = setting(
+      32, "graph slots per batch are rounded up to this multiple (fewer distinct shapes = "
+      "fewer compilations, more padding)", group="training")
+  eval_batch_size: int = setting(64, "subjects per evaluation batch", group="training")
+
+  def __post_init__(self):
+    _validate(self, [
+        ("n_epochs", self.n_epochs >= 1, "must be >= 1"),
+        ("batch_size", self.batch_size >= 1, "must be >= 1"),
+        ("num_folds", self.num_folds >= 2, "must be >= 2 (cross-validation)"),
+        ("max_visits", self.max_visits >= 1, "must be >= 1"),
+        ("threshold", self.threshold >= 0, "must be >= 0"),
+        ("time_normalization", self.time_normalization in TIME_NORMALIZATIONS,
+         f"must be one of {', '.join(TIME_NORMALIZATIONS)}"),
+        ("single_visit_horizon", self.single_visit_horizon > 0, "must be positive (months)"),
+        ("pretrain_epochs", self.pretrain_epochs >= 1, "must be >= 1"),
+        ("num_devices", self.num_devices is None or self.num_devices >= 1, "must be >= 1"),
+        ("graph_multiple", self.graph_multiple >= 1, "must be >= 1"),
+        ("eval_batch_size", self.eval_batch_size >= 1, "must be >= 1"),
+        ("decision_threshold", self.decision_threshold in DECISION_THRESHOLDS,
+         f"must be one of {', '.join(DECISION_THRESHOLDS)}"),
+        ("selection", self.selection in SELECTION_RULES,
+         f"must be one of {', '.join(SELECTION_RULES)}"),
+        ("early_stop_patience", self.early_stop_patience >= 0, "must be >= 0 (0: off)"),
+    ])

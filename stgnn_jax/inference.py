@@ -9,10 +9,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from stgnn_jax.batching import SubjectBatch, pack_subjects
 from stgnn_jax.config import ModelConfig
-from stgnn_jax.data import connection_features, threshold_fc
-from stgnn_jax.model import STGNN
+from stgnn_jax.data.preprocessing import connection_features, threshold_fc
+from stgnn_jax.input_pipeline import SubjectBatch, pack_subjects
+from stgnn_jax.nn.model import STGNN
 
 
 @functools.partial(jax.jit, static_argnames=("config", "deterministic"))

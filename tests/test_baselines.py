@@ -12,8 +12,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from stgnn_jax import baselines, data
-from stgnn_jax.experiment import make_folds
+from stgnn_jax import data
+from stgnn_jax.eval import baselines
+from stgnn_jax.input_pipeline import make_folds
 
 N = 12
 METRICS = ("C", "val_auc", "val_auc_by_C", "test_auc", "balanced_acc", "test_acc", "minority_f1",

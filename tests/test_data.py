@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stgnn_jax import data, synthetic
-from stgnn_jax.data import CohortError, CohortWarning
+from stgnn_jax import data
+from stgnn_jax.data import reference_format
+from stgnn_jax.data import CohortError, CohortWarning, synthetic
 
 TEMPORAL_HEADER = ["Subject", "Visit", "Label_CS_Num", "Visit_Order", "Months_From_Baseline",
                    "Months_To_Next_Original"]
@@ -144,10 +145,6 @@ def test_loaded_subjects_carry_the_edge_values(tmp_path):
   with pytest.raises(ValueError, match="nonzero exactly on the edges"):
     data.Subject("X", 0, np.eye(2, dtype=bool)[None], np.zeros(1), 6.0,
                  fc=np.full((1, 2, 2), 0.5, np.float32))
-
-
-def test_node_features_are_the_identity():
-  np.testing.assert_array_equal(data.node_features(5), np.eye(5, dtype=np.float32))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,13 +415,13 @@ def test_no_scans(tmp_path):
 
 def count_scan_reads(monkeypatch) -> list[Path]:
   reads = []
-  real = data._read_scan
+  real = reference_format._read_scan
 
   def counting(path, var_name):
     reads.append(path)
     return real(path, var_name)
 
-  monkeypatch.setattr(data, "_read_scan", counting)
+  monkeypatch.setattr(reference_format, "_read_scan", counting)
   return reads
 
 
@@ -462,7 +459,7 @@ def test_cache_reissues_warnings(tmp_path):
 def test_cache_falls_back_to_user_cache_and_survives_corruption(tmp_path, monkeypatch):
   root, _ = two_subject_root(tmp_path / "data")
   (root / ".stgnn_cache").write_text("a file where the cache folder would go")
-  monkeypatch.setattr(data, "_user_cache_dir", lambda: tmp_path / "user-cache")
+  monkeypatch.setattr(reference_format, "user_cache_dir", lambda: tmp_path / "user-cache")
   reads = count_scan_reads(monkeypatch)
   first = data.load_cohort(root)
   (cached,) = (tmp_path / "user-cache").glob("cohort-*.npz")

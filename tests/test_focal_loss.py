@@ -12,18 +12,16 @@ import itertools
 
 import chex
 import hypothesis
-from hypothesis import strategies as st
 import jax
 import jax.numpy as jnp
-from jax.test_util import check_grads
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+from hypothesis import strategies as st
+from jax.test_util import check_grads
 
 import focal_jax
 from tests.torch_reference import SeedFocalLoss
-
 
 # ---------------------------------------------------------------------------
 # The reference: the seed's formula, in PyTorch.
@@ -283,7 +281,6 @@ def all_reductions(logits, labels, alpha=0.25, gamma=2.0, smoothing=0.0,
 
 
 class FocalLossTest(chex.TestCase):
-
   @chex.variants(with_jit=True, without_jit=True)
   def test_seed_worked_example(self):
     """The seed's example, with and without smoothing, every reduction.
@@ -556,7 +553,6 @@ def gradient_loop(rows):
 
 
 class TransformationTest(chex.TestCase):
-
   @chex.variants(with_jit=True, without_jit=True)
   def test_vmapped_seed_grid_equals_python_loop(self):
     """The seed's tuning grid in one vmapped call, against FocalLoss calls.

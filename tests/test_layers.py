@@ -22,10 +22,27 @@ import torch.nn.functional as F
 import torch_geometric.nn as pyg_nn
 from torch_geometric.nn.pool.select.topk import topk as pyg_topk
 
-from stgnn_jax import layers
-from stgnn_jax.graphs import DenseGraphs, dense_graphs_from_jraph
-from stgnn_jax.torch_state import CheckpointMismatchError, StateReader
-from tests.pyg_reference import GraphBatch, edge_counts, fc_graph_batch, random_graph_batch
+from stgnn_jax.nn.activations import activation
+from stgnn_jax.nn.conv import CONV_TYPES
+from stgnn_jax.nn.dropout import HashDropout, _hash_keep
+from stgnn_jax.nn.graphs import DenseGraphs, dense_graphs_from_jraph
+from stgnn_jax.nn.norm import GraphNorm
+from stgnn_jax.nn.pooling import TopKPool, readout, topk_size
+from stgnn_jax.torch_interop.layers import (
+  conv_params_from_torch,
+  conv_params_to_torch,
+  graph_norm_params_from_torch,
+  graph_norm_params_to_torch,
+  topk_params_from_torch,
+  topk_params_to_torch,
+)
+from stgnn_jax.torch_interop.state_dict import CheckpointMismatchError, StateReader
+from tests.pyg_reference import (
+  GraphBatch,
+  edge_counts,
+  fc_graph_batch,
+  random_graph_batch,
+)
 
 TOL = 1e-5
 SIZES = (5, 12, 1, 30)
@@ -65,7 +82,7 @@ def _to_dense(max_nodes: int, padded: bool):
 @functools.cache
 def _jit_apply(module: nn.Module):
   """`(variables, DenseGraphs) -> output`, compiled once per module and shape."""
-  if isinstance(module, layers.GraphNorm):
+  if isinstance(module, GraphNorm):
     return jax.jit(lambda v, dense: module.apply(v, dense.nodes, dense.node_mask))
   return jax.jit(module.apply)
 
@@ -139,7 +156,7 @@ def _torch_conv(
 
 def _conv_variables(module: torch.nn.Module, layer_type: str, in_dim: int, out_dim: int) -> dict:
   reader = StateReader(module.state_dict())
-  params = layers.conv_params_from_torch(reader, "", layer_type, in_dim, out_dim)
+  params = conv_params_from_torch(reader, "", layer_type, in_dim, out_dim)
   reader.check_all_used()
   return {"params": params}
 
@@ -152,7 +169,7 @@ def test_conv_matches_pyg(layer_type, in_dim, out_dim):
   x, edge_index, _ = batch.to_pyg()
   expected = torch_conv(x, edge_index)
 
-  module = layers.CONV_TYPES[layer_type](out_dim)
+  module = CONV_TYPES[layer_type](out_dim)
   out = _run_both_ways(module, _conv_variables(torch_conv, layer_type, in_dim, out_dim), batch)
   _assert_nodes_match(out, expected, batch)
 
@@ -164,9 +181,9 @@ def test_conv_params_round_trip(layer_type):
   # The converted tree is exactly the tree the module initialises.
   graphs = DenseGraphs(nodes=jnp.zeros((1, 4, 5)), adjacency=jnp.zeros((1, 4, 4)),
                        node_mask=jnp.ones((1, 4), bool))
-  init = jax.eval_shape(layers.CONV_TYPES[layer_type](3).init, jax.random.PRNGKey(0), graphs)
+  init = jax.eval_shape(CONV_TYPES[layer_type](3).init, jax.random.PRNGKey(0), graphs)
   assert jax.tree.map(np.shape, init) == jax.tree.map(np.shape, variables)
-  state = layers.conv_params_to_torch(variables["params"], "convs.1.", layer_type)
+  state = conv_params_to_torch(variables["params"], "convs.1.", layer_type)
   expected = {"convs.1." + k: v.numpy() for k, v in torch_conv.state_dict().items()}
   assert state.keys() == expected.keys()
   for key, value in expected.items():
@@ -177,8 +194,8 @@ def test_init_mirrors_pyg_bounds():
   in_dim, out_dim = 100, 256
   dense = DenseGraphs(nodes=jnp.zeros((1, 2, in_dim)), adjacency=jnp.zeros((1, 2, 2)),
                       node_mask=jnp.ones((1, 2), bool))
-  modules = {name: layers.CONV_TYPES[name](out_dim) for name in LAYER_TYPES}
-  modules["TopK"] = layers.TopKPool(0.5)
+  modules = {name: CONV_TYPES[name](out_dim) for name in LAYER_TYPES}
+  modules["TopK"] = TopKPool(0.5)
 
   @jax.jit
   def init_all(key):
@@ -218,12 +235,12 @@ def test_graph_norm_matches_pyg():
   expected = torch_norm(x, graph_index)
 
   reader = StateReader(torch_norm.state_dict())
-  variables = {"params": layers.graph_norm_params_from_torch(reader, "", features)}
+  variables = {"params": graph_norm_params_from_torch(reader, "", features)}
   reader.check_all_used()
-  out = _run_both_ways(layers.GraphNorm(), variables, batch)
+  out = _run_both_ways(GraphNorm(), variables, batch)
   _assert_nodes_match(out, expected, batch)
 
-  state = layers.graph_norm_params_to_torch(variables["params"], "gns.0.")
+  state = graph_norm_params_to_torch(variables["params"], "gns.0.")
   for key, value in torch_norm.state_dict().items():
     np.testing.assert_array_equal(state["gns.0." + key], value.numpy())
 
@@ -231,7 +248,7 @@ def test_graph_norm_matches_pyg():
 def test_graph_norm_empty_graph_is_zero():
   x = jnp.ones((2, 3, 4))
   node_mask = jnp.array([[True, True, False], [False, False, False]])
-  module = layers.GraphNorm()
+  module = GraphNorm()
   variables = {"params": {name: jnp.full((4,), 2.0) for name in ("weight", "bias", "mean_scale")}}
   out = np.asarray(jax.jit(module.apply)(variables, x, node_mask))
   assert np.isfinite(out).all()
@@ -247,15 +264,15 @@ def test_topk_size_matches_pyg(ratio):
   graph_index = torch.from_numpy(np.repeat(np.arange(len(sizes)), sizes))
   kept = np.bincount(graph_index[pyg_topk(scores, ratio, graph_index)].numpy(),
                      minlength=len(sizes))
-  np.testing.assert_array_equal([layers.topk_size(ratio, int(n)) for n in sizes], kept)
+  np.testing.assert_array_equal([topk_size(ratio, int(n)) for n in sizes], kept)
 
 
 def test_topk_size_pyg_quirks():
-  assert layers.topk_size(0.3, 100) == 31  # float32 ceil, not 30
-  assert layers.topk_size(0.3, 31) == 10
-  assert layers.topk_size(1.0, 100) == 1  # ratio >= 1 is an absolute count
+  assert topk_size(0.3, 100) == 31  # float32 ceil, not 30
+  assert topk_size(0.3, 31) == 10
+  assert topk_size(1.0, 100) == 1  # ratio >= 1 is an absolute count
   with pytest.raises(ValueError, match="positive"):
-    layers.topk_size(0.0, 100)
+    topk_size(0.0, 100)
 
 
 def _assert_pool_matches(pooled: DenseGraphs, perm, score, torch_out, batch: GraphBatch) -> None:
@@ -288,13 +305,13 @@ def test_topk_matches_pyg(ratio):
   expected = torch_pool(x, edge_index, batch=graph_index)
 
   reader = StateReader(torch_pool.state_dict())
-  variables = {"params": layers.topk_params_from_torch(reader, "select.", features)}
+  variables = {"params": topk_params_from_torch(reader, "select.", features)}
   reader.check_all_used()
-  pooled, perm, score = _run_both_ways(layers.TopKPool(ratio), variables, batch)
-  assert pooled.max_nodes == layers.topk_size(ratio, MAX_NODES)
+  pooled, perm, score = _run_both_ways(TopKPool(ratio), variables, batch)
+  assert pooled.max_nodes == topk_size(ratio, MAX_NODES)
   _assert_pool_matches(pooled, perm, score, expected, batch)
 
-  state = layers.topk_params_to_torch(variables["params"], "topk_pools.0.select.")
+  state = topk_params_to_torch(variables["params"], "topk_pools.0.select.")
   np.testing.assert_array_equal(
       state["topk_pools.0.select.weight"], torch_pool.state_dict()["select.weight"].numpy())
 
@@ -304,7 +321,7 @@ def test_topk_matches_pyg(ratio):
 class _Readout(nn.Module):
   @nn.compact
   def __call__(self, graphs: DenseGraphs) -> jax.Array:
-    return layers.readout(graphs)
+    return readout(graphs)
 
 
 def test_readout_matches_pyg():
@@ -319,7 +336,7 @@ def test_readout_matches_pyg():
 def test_readout_empty_graph_is_zero():
   graphs = DenseGraphs(nodes=jnp.zeros((1, 3, 2)), adjacency=jnp.zeros((1, 3, 3)),
                        node_mask=jnp.zeros((1, 3), bool))
-  np.testing.assert_array_equal(jax.jit(layers.readout)(graphs), np.zeros((1, 4)))
+  np.testing.assert_array_equal(jax.jit(readout)(graphs), np.zeros((1, 4)))
 
 
 # --- The atlas case: conv -> GraphNorm -> elu -> TopK, twice --------------------------------
@@ -352,20 +369,20 @@ def test_atlas_stack_matches_pyg(layer_type):
 
   variables = {
       "convs": [_conv_variables(c, layer_type, i, o) for c, (i, o) in zip(convs, dims)],
-      "gns": [{"params": layers.graph_norm_params_from_torch(StateReader(n.state_dict()), "",
+      "gns": [{"params": graph_norm_params_from_torch(StateReader(n.state_dict()), "",
                                                              hidden)} for n in norms],
-      "pools": [{"params": layers.topk_params_from_torch(StateReader(p.state_dict()), "select.",
+      "pools": [{"params": topk_params_from_torch(StateReader(p.state_dict()), "select.",
                                                          hidden)} for p in pools],
   }
-  conv = layers.CONV_TYPES[layer_type](hidden)
-  norm, pool = layers.GraphNorm(), layers.TopKPool(ratio)
+  conv = CONV_TYPES[layer_type](hidden)
+  norm, pool = GraphNorm(), TopKPool(ratio)
 
   @jax.jit
   def encoder(variables, dense):
     perms = []
     for i in range(2):
       h = conv.apply(variables["convs"][i], dense)
-      h = layers.activation("elu")(norm.apply(variables["gns"][i], h, dense.node_mask))
+      h = activation("elu")(norm.apply(variables["gns"][i], h, dense.node_mask))
       dense, perm, score = pool.apply(variables["pools"][i], dense.replace(nodes=h))
       perms.append(perm)
     return dense, perms[0], perms[1], score
@@ -384,7 +401,7 @@ def test_atlas_stack_matches_pyg(layer_type):
 
 @pytest.mark.parametrize("layer_type", LAYER_TYPES)
 def test_gradients_finite_with_padding(layer_type):
-  conv, norm, pool = layers.CONV_TYPES[layer_type](4), layers.GraphNorm(), layers.TopKPool(0.5)
+  conv, norm, pool = CONV_TYPES[layer_type](4), GraphNorm(), TopKPool(0.5)
   dense = _to_dense(MAX_NODES, True)(_pad(_batch(7).to_jraph()))
   # Random values in the initialised shapes; eval_shape traces init without compiling it.
   key = jax.random.PRNGKey(0)
@@ -403,20 +420,20 @@ def test_gradients_finite_with_padding(layer_type):
     h = conv.apply(variables["conv"], dense)
     h = jax.nn.elu(norm.apply(variables["norm"], h, dense.node_mask))
     pooled, _, _ = pool.apply(variables["pool"], dense.replace(nodes=h))
-    return layers.readout(pooled).sum()
+    return readout(pooled).sum()
 
   for path, leaf in jax.tree_util.tree_leaves_with_path(grad(variables)):
     assert np.isfinite(leaf).all(), jax.tree_util.keystr(path)
     assert np.abs(leaf).sum() > 0, jax.tree_util.keystr(path)
 
 
-@pytest.mark.parametrize("activation", ["elu", "gelu", "relu", "leaky_relu"])
+@pytest.mark.parametrize("name", ["elu", "gelu", "relu", "leaky_relu"])
 @pytest.mark.parametrize("rate", [0.0, 0.3])
-def test_fused_norm_activation_dropout_matches_pyg_in_float64(activation, rate):
+def test_fused_norm_activation_dropout_matches_pyg_in_float64(name, rate):
   """GraphNorm -> activation -> dropout in one call (hand-written backward) against PyG's
   GraphNorm, torch's activation and the same dropout mask, autograd in float64: outputs and
   every gradient, with real nodes of uneven graphs, padding slots and an empty graph."""
-  rng = np.random.default_rng(_seed("fused", activation, rate))
+  rng = np.random.default_rng(_seed("fused", name, rate))
   sizes, slots, features = (9, 4, 0, 7), 10, 6
   node_mask = np.arange(slots) < np.array(sizes)[:, None]  # [G, N]
   # A feature with a tiny spread around a large mean (as the one-hot GAT layer gives) makes
@@ -430,15 +447,15 @@ def test_fused_norm_activation_dropout_matches_pyg_in_float64(activation, rate):
   seed = jnp.array([1234, 5678], jnp.uint32) if rate else None
 
   def fused(x, params):
-    return layers.GraphNorm().apply(
-        {"params": params}, x, jnp.asarray(node_mask), activation=layers.activation(activation),
+    return GraphNorm().apply(
+        {"params": params}, x, jnp.asarray(node_mask), activation=activation(name),
         dropout_rate=rate, dropout_seed=seed)
 
   out, vjp = jax.vjp(fused, jnp.asarray(x), params)
   dx, dparams = vjp(jnp.asarray(dy))
 
   keep = np.ones(x.shape, bool) if seed is None else np.asarray(
-      layers._hash_keep(x.shape, seed, rate))
+      _hash_keep(x.shape, seed, rate))
   real = node_mask.reshape(-1)
   norm = pyg_nn.GraphNorm(features).double()
   with torch.no_grad():
@@ -448,7 +465,7 @@ def test_fused_norm_activation_dropout_matches_pyg_in_float64(activation, rate):
   batch = torch.from_numpy(np.repeat(np.arange(len(sizes)), sizes))
   torch_act = {"relu": F.relu, "leaky_relu": F.leaky_relu, "elu": F.elu, "gelu": F.gelu}
   keep_t = torch.from_numpy(keep.reshape(-1, features)[real])
-  expected = torch_act[activation](norm(x_t, batch)) * keep_t / (1 - rate)
+  expected = torch_act[name](norm(x_t, batch)) * keep_t / (1 - rate)
   expected.backward(torch.from_numpy(dy.reshape(-1, features)[real].astype(np.float64)))
 
   out = np.asarray(out).reshape(-1, features)
@@ -469,10 +486,10 @@ def test_fused_dropout_draws_the_hash_dropout_mask():
   rngs = {"dropout": jax.random.key(9)}
   norm_vars = {"params": {"weight": jnp.ones(5), "bias": jnp.zeros(5),
                           "mean_scale": jnp.ones(5)}}
-  normed = layers.GraphNorm().apply(norm_vars, x, node_mask)
-  expected = layers.HashDropout(0.4).apply({}, normed, deterministic=False, rngs=rngs)
-  seed = layers.HashDropout(0.4).apply({}, rngs=rngs, method=layers.HashDropout.draw_seed)
-  fused = layers.GraphNorm().apply(norm_vars, x, node_mask, dropout_rate=0.4, dropout_seed=seed)
+  normed = GraphNorm().apply(norm_vars, x, node_mask)
+  expected = HashDropout(0.4).apply({}, normed, deterministic=False, rngs=rngs)
+  seed = HashDropout(0.4).apply({}, rngs=rngs, method=HashDropout.draw_seed)
+  fused = GraphNorm().apply(norm_vars, x, node_mask, dropout_rate=0.4, dropout_seed=seed)
   np.testing.assert_array_equal(fused, expected)
   assert 0 < float((np.asarray(fused) == 0).mean()) < 1
 
@@ -484,13 +501,13 @@ def test_fused_dropout_draws_the_hash_dropout_mask():
 def test_activation_matches_torch(name, torch_fn):
   x = np.linspace(-8, 8, 1001, dtype=np.float32)
   np.testing.assert_allclose(
-      layers.activation(name)(jnp.asarray(x)), torch_fn(torch.from_numpy(x)).numpy(),
+      activation(name)(jnp.asarray(x)), torch_fn(torch.from_numpy(x)).numpy(),
       atol=TOL, rtol=0)
 
 
 def test_unknown_activation_lists_valid_names():
   with pytest.raises(ValueError, match="'elu', 'gelu', 'leaky_relu', 'relu'"):
-    layers.activation("swish")
+    activation("swish")
 
 
 # --- Converter errors -----------------------------------------------------------------------
@@ -498,21 +515,19 @@ def test_unknown_activation_lists_valid_names():
 def test_converter_errors_name_the_key():
   state = {"convs.0." + k: v for k, v in _torch_conv("GCN", 5, 3, seed=0).state_dict().items()}
   with pytest.raises(CheckpointMismatchError, match=r"'convs\.0\.lin\.weight' has shape \(3, 5\)"):
-    layers.conv_params_from_torch(StateReader(state), "convs.0.", "GCN", 4, 3)
+    conv_params_from_torch(StateReader(state), "convs.0.", "GCN", 4, 3)
   with pytest.raises(CheckpointMismatchError, match=r"missing key 'convs\.0\.lin_l\.weight'"):
-    layers.conv_params_from_torch(StateReader(state), "convs.0.", "GraphSAGE", 5, 3)
+    conv_params_from_torch(StateReader(state), "convs.0.", "GraphSAGE", 5, 3)
   with pytest.raises(ValueError, match="unknown layer_type 'GIN'"):
-    layers.conv_params_from_torch(StateReader(state), "", "GIN", 5, 3)
+    conv_params_from_torch(StateReader(state), "", "GIN", 5, 3)
   with pytest.raises(CheckpointMismatchError, match=r"missing key 'gns\.0\.weight'"):
-    layers.graph_norm_params_from_torch(StateReader(state), "gns.0.", 3)
+    graph_norm_params_from_torch(StateReader(state), "gns.0.", 3)
   with pytest.raises(CheckpointMismatchError, match=r"'select\.weight' has shape \(1, 6\)"):
-    layers.topk_params_from_torch(
+    topk_params_from_torch(
         StateReader(pyg_nn.TopKPooling(6).state_dict()), "select.", 5)
 
 
 def test_hash_dropout_statistics_and_determinism():
-  from stgnn_jax.layers import HashDropout
-
   x = jnp.ones((64, 100, 32))
   drop = HashDropout(0.2)
   apply = jax.jit(lambda key: drop.apply({}, x, deterministic=False, rngs={"dropout": key}))

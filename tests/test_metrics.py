@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score
 
-from stgnn_jax import metrics
+from stgnn_jax.eval import metrics
 
 
 def _best_balanced_accuracy_brute_force(labels, scores):

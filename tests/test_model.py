@@ -12,29 +12,25 @@ import numpy as np
 import pytest
 import torch
 
-from stgnn_jax import (
-    STGNN,
-    ModelConfig,
-    apply_model,
-    pack_subjects,
-    params_from_torch,
-    params_to_torch,
-    predict,
+from stgnn_jax.config import ModelConfig, OptimConfig
+from stgnn_jax.data.preprocessing import threshold_fc
+from stgnn_jax.inference import apply_model, predict
+from stgnn_jax.input_pipeline import pack_subjects
+from stgnn_jax.nn.model import STGNN, GraphEncoder
+from stgnn_jax.torch_interop.convert import params_from_torch, params_to_torch
+from stgnn_jax.torch_interop.state_dict import CheckpointMismatchError
+from stgnn_jax.train.state import TrainState, input_statistics, with_input_statistics
+from stgnn_jax.train.step import train_step
+from tests.torch_reference import (
+  SMALL,
+  TorchSTGNN,
+  checkpoint_of,
+  params_for,
+  pyg_batch,
+  torch_model,
 )
-from stgnn_jax import data as data_lib
-from stgnn_jax.model import GraphEncoder
-from stgnn_jax.training import (
-    OptimConfig,
-    TrainState,
-    input_statistics,
-    train_step,
-    with_input_statistics,
-)
-from stgnn_jax.torch_state import CheckpointMismatchError
-from tests.torch_reference import TorchSTGNN, pyg_batch
 
 # Small dimensions keep the 36-configuration sweep fast; the defaults get their own test.
-SMALL = dict(input_dim=24, gnn_hidden_dim=16, output_dim=12, lstm_hidden_dim=8)
 LENGTHS = (3, 1, 4, 2, 1)
 
 
@@ -51,26 +47,6 @@ def random_adjacency(rng: np.random.Generator, n: int, visits: int) -> np.ndarra
   fc = np.stack(random_fc(rng, n, visits))
   sym = (fc + np.swapaxes(fc, 1, 2)) / 2
   return np.abs(sym) >= 0.4
-
-
-def torch_model(config: ModelConfig, seed: int = 0) -> TorchSTGNN:
-  torch.manual_seed(seed)
-  model = TorchSTGNN(config)
-  with torch.no_grad():  # non-trivial GraphNorm/TopK parameters, not just their init values
-    for name, p in model.named_parameters():
-      if name.endswith(("mean_scale", "gns.0.weight", "gns.1.weight")):
-        p.uniform_(0.5, 1.5)
-  return model.eval()
-
-
-def checkpoint_of(model: TorchSTGNN) -> dict:
-  return {"encoder": model.encoder.state_dict(), "classifier": model.classifier.state_dict(),
-          "epoch": 3, "val_results": {"auc": 0.5}}
-
-
-def params_for(config: ModelConfig, seed: int = 0) -> dict:
-  """Random params via the reference module and the converter (much faster than an eager init)."""
-  return params_from_torch(checkpoint_of(torch_model(config, seed)), config)
 
 
 def both_logits(config: ModelConfig, adjacency, time=None, seed=0):
@@ -355,7 +331,7 @@ def test_connection_profile_encoder_matches_pyg_sage_without_norm_with_concat_re
                        lstm_hidden_dim=4)
   rng = np.random.default_rng(13)
   fc = [np.stack(random_fc(rng, 10, n)) for n in (2, 1, 3)]
-  values = [data_lib.threshold_fc(f, 0.4) for f in fc]
+  values = [threshold_fc(f, 0.4) for f in fc]
   batch = pack_subjects([v != 0 for v in values], features=values, num_graphs=8)
   stats = input_statistics(values)
   params = with_input_statistics(
@@ -392,7 +368,7 @@ def test_input_statistics_never_move_and_non_reference_encoders_do_not_convert()
                        node_features="connection_profile", graph_norm=False,
                        use_topk_pooling=False, readout="concat", lstm_hidden_dim=4)
   rng = np.random.default_rng(14)
-  values = [data_lib.threshold_fc(np.stack(random_fc(rng, 8, n)), 0.4) for n in (2, 3, 1, 2)]
+  values = [threshold_fc(np.stack(random_fc(rng, 8, n)), 0.4) for n in (2, 3, 1, 2)]
   batch = pack_subjects([v != 0 for v in values], features=values, labels=[0, 1, 0, 1])
   params = with_input_statistics(
       STGNN(config).init(jax.random.key(1), batch.graphs, batch.visit_slot, batch.lengths,
@@ -421,7 +397,7 @@ def test_predict_feeds_connection_profiles_with_the_checkpoints_statistics():
                        use_topk_pooling=False, readout="concat", lstm_hidden_dim=4)
   rng = np.random.default_rng(15)
   raw = [random_fc(rng, 8, n) for n in (2, 1, 3)]
-  values = [data_lib.threshold_fc(np.stack(r), 0.3) for r in raw]
+  values = [threshold_fc(np.stack(r), 0.3) for r in raw]
   batch = pack_subjects([v != 0 for v in values], features=values)
   params = with_input_statistics(
       STGNN(config).init(jax.random.key(2), batch.graphs, batch.visit_slot, batch.lengths,

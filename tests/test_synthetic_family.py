@@ -6,8 +6,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from stgnn_jax import data, synthetic
-from stgnn_jax.synthetic import CohortSpec, make_cohort
+from stgnn_jax import data
+from stgnn_jax.data import synthetic
+from stgnn_jax.data.synthetic import CohortSpec, make_cohort
 
 SMALL = dict(num_subjects=60, num_regions=30, seed=3)
 GENERATED = [s for s in synthetic.SIGNALS if s != "rewiring"]  # made by make_cohort itself

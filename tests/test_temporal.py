@@ -15,13 +15,12 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from stgnn_jax.temporal import (
-    StackedRNN,
-    TemporalClassifier,
-    temporal_params_from_torch,
-    temporal_params_to_torch,
+from stgnn_jax.nn.temporal import StackedRNN, TemporalClassifier
+from stgnn_jax.torch_interop.state_dict import CheckpointMismatchError, StateReader
+from stgnn_jax.torch_interop.temporal import (
+  temporal_params_from_torch,
+  temporal_params_to_torch,
 )
-from stgnn_jax.torch_state import CheckpointMismatchError, StateReader
 
 torch.set_num_threads(1)  # the test machine's cores are shared
 

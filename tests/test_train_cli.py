@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stgnn_jax.checkpoints import load_checkpoint
-from stgnn_jax.config import ModelConfig
-from stgnn_jax.training import OptimConfig
+from stgnn_jax.config import ModelConfig, OptimConfig
+from stgnn_jax.train.checkpoints import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 # A tiny but complete run: one graph bucket and one eval shape keep compilations to a minimum.

@@ -12,21 +12,30 @@ import optax
 import pytest
 import torch
 
-from stgnn_jax import ModelConfig, pack_subjects
-from stgnn_jax.batching import graph_budget, iterate_batches
-from stgnn_jax.training import (
-    OptimConfig,
-    TrainState,
-    auto_focal_alpha,
-    create_optimizer,
-    loss_terms,
-    minority_weight,
-    plateau_scheduler,
-    plateau_step,
-    plateau_value,
-    set_learning_rate,
-    train_step,
+from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
+from stgnn_jax.data import synthetic
+from stgnn_jax.input_pipeline import (
+  EmbeddedBatch,
+  Subjects,
+  graph_budget,
+  iterate_batches,
+  iterate_embedded_batches,
+  pack_scans,
+  pack_subjects,
 )
+from stgnn_jax.train.loop import FrozenEncoderScans, train_epoch
+from stgnn_jax.train.optimizer import (
+  create_optimizer,
+  plateau_scheduler,
+  plateau_step,
+  plateau_value,
+  set_learning_rate,
+)
+from stgnn_jax.train.pretrain import pretrain_encoder, read_pretrained_encoder
+from stgnn_jax.train.sharding import Placement
+from stgnn_jax.train.state import TrainState, auto_focal_alpha
+from stgnn_jax.train.step import loss_terms, minority_weight, train_step
+from tests.torch_reference import SMALL, params_for, torch_model
 
 
 @contextlib.contextmanager
@@ -153,7 +162,6 @@ def test_auto_focal_alpha_is_the_stable_share_and_a_traced_value():
   rng = np.random.default_rng(4)
   batch = pack_subjects([rng.random((n, 12, 12)) < 0.4 for n in (1, 2, 3, 2)],
                         labels=[0, 1, 0, 0])
-  from tests.test_model import params_for
 
   params = params_for(config)
   train_step.clear_cache()
@@ -253,7 +261,6 @@ def test_train_step_compiles_once_per_bucket_across_epochs():
     return list(iterate_batches(adjacency, labels, None, batch_size=8, max_visits=3,
                                 graph_multiple=8, order=order))
 
-  from tests.test_model import params_for
 
   state = TrainState.create(params_for(config), config, OptimConfig())
   train_step.clear_cache()
@@ -276,7 +283,6 @@ def test_train_step_reduces_the_loss_on_a_fixed_batch():
   rng = np.random.default_rng(3)
   adjacency = [rng.random((n, 12, 12)) < 0.4 for n in (1, 2, 3, 2)]
   batch = pack_subjects(adjacency, labels=[0, 1, 0, 1])
-  from tests.test_model import params_for
 
   state = TrainState.create(params_for(config), config, OptimConfig(lr=1e-2))
   losses = []
@@ -286,30 +292,23 @@ def test_train_step_reduces_the_loss_on_a_fixed_batch():
   assert losses[-1] < 0.5 * losses[0]
 
 
-def test_encoder_pretraining_uses_only_the_given_subjects_and_returns_encoder_params():
-  from stgnn_jax import pretrain
-  from tests.test_model import params_for
-
+def test_encoder_pretraining_uses_only_the_given_subjects_and_returns_encoder_params(caplog):
   config = ModelConfig(input_dim=12, gnn_hidden_dim=8, output_dim=8, lstm_hidden_dim=4)
   rng = np.random.default_rng(5)
   adjacency = [rng.random((n, 12, 12)) < 0.4 for n in rng.integers(1, 4, size=30)]
   labels = np.array([i % 2 for i in range(30)])
-  logs = []
   training_subjects = np.arange(20)  # subjects 20..29 play the test fold: never seen
-  encoder = pretrain.pretrain_encoder(
-      config, adjacency, labels, None, training_subjects, epochs=2, seed=0,
-      key=jax.random.key(0), log=logs.append)
+  with caplog.at_level(logging.INFO, logger="stgnn_jax.train.pretrain"):
+    encoder = pretrain_encoder(config, adjacency, labels, None, training_subjects, epochs=2,
+                               seed=0, key=jax.random.key(0))
   expected = jax.tree.map(np.shape, params_for(config)["encoder"])
   assert jax.tree.map(np.shape, encoder) == expected
   scans = sum(len(adjacency[i]) for i in training_subjects)
   held_out = int(np.ceil(0.2 * scans))  # scikit-learn rounds the test share up
-  assert f"{scans - held_out} training / {held_out} validation scans" in logs[0]
+  assert f"{scans - held_out} training / {held_out} validation scans" in caplog.text
 
 
 def test_pretrained_encoder_from_a_reference_pth_file(tmp_path):
-  from stgnn_jax.experiment import read_pretrained_encoder
-  from tests.test_model import SMALL, torch_model
-
   config = ModelConfig(**SMALL)
   model = torch_model(config, seed=1)
   path = tmp_path / "pretrained_gnn_encoder.pth"
@@ -321,8 +320,6 @@ def test_pretrained_encoder_from_a_reference_pth_file(tmp_path):
 
 
 def test_frozen_encoder_parameters_never_move():
-  from tests.test_model import params_for
-
   config = ModelConfig(input_dim=12, gnn_hidden_dim=8, output_dim=8, lstm_hidden_dim=4,
                        freeze_encoder=True)
   rng = np.random.default_rng(6)
@@ -341,8 +338,6 @@ def test_frozen_encoder_parameters_never_move():
 
 def _small_cohort_subjects(num_subjects: int, seed: int):
   """A `Subjects` of a tiny synthetic cohort (24 regions) and its RunConfig."""
-  from stgnn_jax import synthetic
-  from stgnn_jax.experiment import RunConfig, Subjects
 
   run = RunConfig(batch_size=8, graph_multiple=8, max_visits=4)
   scans = synthetic.make_synthetic_cohort(num_subjects=num_subjects, num_regions=24, seed=seed)
@@ -354,8 +349,6 @@ def test_frozen_encoder_epoch_on_precomputed_embeddings_equals_the_graph_batches
   """Embedding every scan once per epoch and stepping on `EmbeddedBatch`es gives the same
   training as running the frozen encoder inside each step (dropout off, so both paths see the
   same numbers); it compiles train_step once instead of once per graph bucket."""
-  from stgnn_jax.experiment import FrozenEncoderScans, Placement, train_epoch
-  from tests.test_model import params_for
 
   _, run, subjects = _small_cohort_subjects(40, seed=3)
   config = ModelConfig(input_dim=24, gnn_hidden_dim=16, output_dim=16, lstm_hidden_dim=8,
@@ -390,8 +383,6 @@ def test_frozen_encoder_epoch_on_precomputed_embeddings_equals_the_graph_batches
 
 
 def test_embedded_batches_pick_each_subjects_visits_in_order():
-  from stgnn_jax.batching import iterate_embedded_batches, pack_scans
-
   rng = np.random.default_rng(8)
   lengths = [3, 1, 4, 2, 2]
   adjacency = [rng.random((n, 6, 6)) < 0.5 for n in lengths]
@@ -410,9 +401,6 @@ def test_embedded_batches_pick_each_subjects_visits_in_order():
 
 
 def test_train_step_refuses_embeddings_when_the_encoder_is_trained():
-  from stgnn_jax.batching import EmbeddedBatch
-  from tests.test_model import params_for
-
   config = ModelConfig(input_dim=12, gnn_hidden_dim=8, output_dim=8, lstm_hidden_dim=4)
   state = TrainState.create(params_for(config), config, OptimConfig())
   batch = EmbeddedBatch(embeddings=np.zeros((4, 16), np.float32),

@@ -12,14 +12,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch_geometric.nn import (
-    GATConv,
-    GCNConv,
-    GraphNorm,
-    SAGEConv,
-    TopKPooling,
-    global_max_pool,
-    global_mean_pool,
+  GATConv,
+  GCNConv,
+  GraphNorm,
+  SAGEConv,
+  TopKPooling,
+  global_max_pool,
+  global_mean_pool,
 )
+
+from stgnn_jax.config import ModelConfig
+from stgnn_jax.torch_interop.convert import params_from_torch
+
 
 class SeedFocalLoss(torch.nn.Module):
   """The seed's FocalLoss (its documentation, FocalLoss.py lines 5-32), for the parity tests
@@ -184,3 +188,29 @@ def pyg_batch(adjacency_per_subject, time=None):
       visit=torch.tensor(visit),
       lengths=torch.tensor([len(a) for a in adjacency_per_subject]),
       time=torch.tensor(times, dtype=torch.float32))
+
+
+# --- Shared by the tests: small configs and random params through the converter -----------------
+
+# Small enough to compile in seconds, large enough for every layer to matter.
+SMALL = dict(input_dim=24, gnn_hidden_dim=16, output_dim=12, lstm_hidden_dim=8)
+
+
+def torch_model(config: ModelConfig, seed: int = 0) -> TorchSTGNN:
+  torch.manual_seed(seed)
+  model = TorchSTGNN(config)
+  with torch.no_grad():  # non-trivial GraphNorm/TopK parameters, not just their init values
+    for name, p in model.named_parameters():
+      if name.endswith(("mean_scale", "gns.0.weight", "gns.1.weight")):
+        p.uniform_(0.5, 1.5)
+  return model.eval()
+
+
+def checkpoint_of(model: TorchSTGNN) -> dict:
+  return {"encoder": model.encoder.state_dict(), "classifier": model.classifier.state_dict(),
+          "epoch": 3, "val_results": {"auc": 0.5}}
+
+
+def params_for(config: ModelConfig, seed: int = 0) -> dict:
+  """Random params via the reference module and the converter (much faster than an eager init)."""
+  return params_from_torch(checkpoint_of(torch_model(config, seed)), config)

@@ -9,7 +9,9 @@ subjects, so test subjects leak into the encoder; here only the fold's training 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+import os
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -18,18 +20,23 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from stgnn_jax.batching import SubjectBatch, iterate_batches
-from stgnn_jax.config import ModelConfig
-from stgnn_jax.model import GraphEncoder
-from stgnn_jax.training import (
-    OptimConfig,
-    create_optimizer,
-    input_statistics,
-    plateau_scheduler,
-    plateau_step,
-    set_learning_rate,
-    with_input_statistics,
+from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
+from stgnn_jax.input_pipeline import SubjectBatch, Subjects, iterate_batches
+from stgnn_jax.nn.model import GraphEncoder
+from stgnn_jax.train.checkpoints import load_checkpoint, save_checkpoint
+from stgnn_jax.train.optimizer import (
+  create_optimizer,
+  plateau_scheduler,
+  plateau_step,
+  set_learning_rate,
 )
+from stgnn_jax.train.state import (
+  input_statistics,
+  replace_encoder,
+  with_input_statistics,
+)
+
+logger = logging.getLogger(__name__)
 
 PRETRAIN_OPTIM = OptimConfig(lr=1e-3, weight_decay=1e-5, plateau_patience=5, min_lr=1e-5)
 PRETRAIN_BATCH = 32
@@ -60,8 +67,7 @@ def _scan_batches(adjacency, labels, time, features, order):
 def pretrain_encoder(model_config: ModelConfig, adjacency: Sequence[np.ndarray],
                      labels: np.ndarray, time: np.ndarray | None, subject_indices: np.ndarray,
                      *, epochs: int, seed: int, key: jax.Array,
-                     features: Sequence[np.ndarray] | None = None,
-                     log: Callable[[str], None] = print) -> Any:
+                     features: Sequence[np.ndarray] | None = None) -> Any:
   """Pretrains a `GraphEncoder` on the scans of `subject_indices`; returns its params.
 
   `features`: per subject `[visits, N, F]` node features (None: one-hot).
@@ -117,6 +123,39 @@ def pretrain_encoder(model_config: ModelConfig, adjacency: Sequence[np.ndarray],
     opt_state = set_learning_rate(opt_state, PRETRAIN_OPTIM.lr * plateau_state.scale)
     if acc > best_acc:
       best_acc, best = acc, params["encoder"]
-  log(f"encoder pretraining: {len(train)} training / {len(val)} validation scans, best "
-      f"validation accuracy {best_acc:.3f}")
+  logger.info("encoder pretraining: %d training / %d validation scans, best validation "
+              "accuracy %.3f", len(train), len(val), best_acc)
   return best
+
+
+def load_encoder(params: Any, model_config: ModelConfig, run: RunConfig, subjects: Subjects,
+                 train_idx: np.ndarray, fold_dir: str, key: jax.Array) -> Any:
+  """Applies --pretrained (a file) or --pretrain_encoder (on this fold's training subjects)."""
+  if run.pretrained:
+    encoder = read_pretrained_encoder(run.pretrained, model_config)
+    logger.info("loaded the pretrained encoder %s", run.pretrained)
+    return replace_encoder(params, encoder)
+  if run.pretrain_encoder:
+    path = os.path.join(fold_dir, "pretrained_encoder.msgpack")
+    if os.path.exists(path):
+      encoder = load_checkpoint(path)[0]["encoder"]
+    else:
+      encoder = pretrain_encoder(
+          model_config, subjects.adjacency, subjects.labels, subjects.time, train_idx,
+          epochs=run.pretrain_epochs, seed=run.seed, key=jax.random.fold_in(key, 2),
+          features=subjects.features)
+      save_checkpoint(path, {"encoder": encoder}, model_config, kind="pretrained_encoder")
+    return replace_encoder(params, encoder)
+  return params
+
+
+def read_pretrained_encoder(path: str, model_config: ModelConfig):
+  """Encoder params from a stgnn-jax checkpoint or a reference PyTorch `.pth` file."""
+  if path.endswith((".pth", ".pt")):
+    from stgnn_jax.torch_interop.convert import params_from_torch
+
+    return params_from_torch(path, model_config)["encoder"]
+  params = load_checkpoint(path)[0]
+  if "encoder" not in params:
+    raise ValueError(f"{path!r} holds no encoder parameters.")
+  return params["encoder"]

@@ -123,7 +123,7 @@ def run_baselines(
   """
   from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
-  from stgnn_jax import metrics as metrics_lib
+  from stgnn_jax.eval import metrics as metrics_lib
 
   features = baseline_features(last_fc)
   num_subjects = len(features["logreg_degree"])
@@ -193,7 +193,7 @@ def _log_odds(model, x: np.ndarray) -> np.ndarray:
 def _run_fold(k: int, x: np.ndarray, labels: np.ndarray, split, c_grid: list[float],
               decision_threshold: str) -> dict[str, Any]:
   """One baseline on one fold: `x` `[subjects, F]` (see `run_baselines` for the fields)."""
-  from stgnn_jax import metrics as metrics_lib
+  from stgnn_jax.eval import metrics as metrics_lib
 
   train, val, test = (np.asarray(idx, np.int64).reshape(-1) for idx in split)
   entry: dict[str, Any] = {

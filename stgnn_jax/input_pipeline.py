@@ -16,7 +16,10 @@ import flax.struct
 import jax
 import numpy as np
 
-from stgnn_jax.graphs import DenseGraphs
+from stgnn_jax.config import ModelConfig, RunConfig
+from stgnn_jax.data.cohort import Cohort, conversion_type, time_features
+from stgnn_jax.data.preprocessing import connection_features, horizon_bucket
+from stgnn_jax.nn.graphs import DenseGraphs
 
 
 @flax.struct.dataclass
@@ -266,3 +269,47 @@ def iterate_embedded_batches(table: ScanTable, embeddings: jax.Array, *, batch_s
                                table.first_row[chosen][:, None] + visits, 0)
     yield EmbeddedBatch(embeddings=embeddings, visit_index=visit_index, lengths=lengths,
                         labels=labels, subject_mask=np.arange(batch_size) < n)
+
+
+
+def make_folds(labels: np.ndarray, num_folds: int, seed: int):
+  """[(train, val, test) subject indices] per fold, the reference's stratified protocol."""
+  from sklearn.model_selection import StratifiedKFold, train_test_split
+
+  counts = np.bincount(labels, minlength=2)
+  if counts.min() < num_folds:
+    raise ValueError(
+        f"num_folds={num_folds} but the smaller class has only {counts.min()} subjects; lower "
+        "--num_folds or add subjects.")
+  folds = []
+  splitter = StratifiedKFold(n_splits=num_folds, shuffle=True, random_state=seed)
+  for k, (train_val, test) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+    train, val = train_test_split(train_val, test_size=0.2, stratify=labels[train_val],
+                                  random_state=seed + k)
+    folds.append((np.sort(train), np.sort(val), np.sort(test)))
+  return folds
+
+
+class Subjects:
+  """The cohort as the arrays the batcher needs, plus report groupings."""
+
+  def __init__(self, cohort: Cohort, run: RunConfig, model_config: ModelConfig):
+    use_time = model_config.use_time_features
+    self.adjacency = [s.adjacency for s in cohort.subjects]
+    self.features = ([connection_features(s.fc, model_config.node_features)
+                      for s in cohort.subjects]
+                     if model_config.explicit_node_features else None)
+    # What the classical baselines see: each subject's last input scan, edge values.
+    self.last_fc = np.stack([s.fc[-1] for s in cohort.subjects])
+    self.labels = cohort.labels().astype(np.int32)
+    self.time = (time_features(cohort, run.time_normalization) if use_time else None)
+    self.conversion_types = [conversion_type(s) for s in cohort.subjects]
+    self.has_groups = any(s.group is not None for s in cohort.subjects)
+    self.horizons = ([horizon_bucket(s.time_to_predict) for s in cohort.subjects]
+                     if use_time else None)
+    self.num_nodes = cohort.num_nodes
+
+  def batches(self, indices: np.ndarray, batch_size: int, run: RunConfig):
+    return iterate_batches(self.adjacency, self.labels, self.time, batch_size=batch_size,
+                           max_visits=run.max_visits, graph_multiple=run.graph_multiple,
+                           order=indices, features=self.features)

@@ -16,13 +16,24 @@ from typing import Any
 
 import numpy as np
 
-from stgnn_jax import layers, temporal
 from stgnn_jax.config import ModelConfig
-from stgnn_jax.model import TIME_EMBEDDING_DIM, TIME_HIDDEN_DIM
-from stgnn_jax.torch_state import (
-    StateReader,
-    dense_params_from_torch,
-    dense_params_to_torch,
+from stgnn_jax.nn.model import TIME_EMBEDDING_DIM, TIME_HIDDEN_DIM
+from stgnn_jax.torch_interop.layers import (
+  conv_params_from_torch,
+  conv_params_to_torch,
+  graph_norm_params_from_torch,
+  graph_norm_params_to_torch,
+  topk_params_from_torch,
+  topk_params_to_torch,
+)
+from stgnn_jax.torch_interop.state_dict import (
+  StateReader,
+  dense_params_from_torch,
+  dense_params_to_torch,
+)
+from stgnn_jax.torch_interop.temporal import (
+  temporal_params_from_torch,
+  temporal_params_to_torch,
 )
 
 Params = dict[str, Any]
@@ -77,11 +88,11 @@ def encoder_params_from_torch(state: Mapping[str, Any], config: ModelConfig) -> 
   reader = StateReader(state, "encoder state dict")
   params: Params = {}
   for i, (in_dim, out_dim) in enumerate(config.layer_dims()):
-    params[f"convs_{i}"] = layers.conv_params_from_torch(
+    params[f"convs_{i}"] = conv_params_from_torch(
         reader, f"convs.{i}.", config.layer_type, in_dim, out_dim)
-    params[f"gns_{i}"] = layers.graph_norm_params_from_torch(reader, f"gns.{i}.", out_dim)
+    params[f"gns_{i}"] = graph_norm_params_from_torch(reader, f"gns.{i}.", out_dim)
     if config.use_topk_pooling:
-      params[f"topk_pools_{i}"] = layers.topk_params_from_torch(
+      params[f"topk_pools_{i}"] = topk_params_from_torch(
           reader, f"topk_pools.{i}.select.", out_dim)
   if config.use_time_features:
     for name, (prefix, in_dim, out_dim) in _time_layers(config).items():
@@ -95,10 +106,10 @@ def encoder_params_to_torch(params: Mapping[str, Any], config: ModelConfig) -> d
   _check_reference_encoder(config)
   state: dict[str, np.ndarray] = {}
   for i in range(config.gnn_num_layers):
-    state.update(layers.conv_params_to_torch(params[f"convs_{i}"], f"convs.{i}.", config.layer_type))
-    state.update(layers.graph_norm_params_to_torch(params[f"gns_{i}"], f"gns.{i}."))
+    state.update(conv_params_to_torch(params[f"convs_{i}"], f"convs.{i}.", config.layer_type))
+    state.update(graph_norm_params_to_torch(params[f"gns_{i}"], f"gns.{i}."))
     if config.use_topk_pooling:
-      state.update(layers.topk_params_to_torch(params[f"topk_pools_{i}"], f"topk_pools.{i}.select."))
+      state.update(topk_params_to_torch(params[f"topk_pools_{i}"], f"topk_pools.{i}.select."))
   if config.use_time_features:
     for name, (prefix, _, _) in _time_layers(config).items():
       state.update(dense_params_to_torch(params[name], prefix))
@@ -114,14 +125,14 @@ def _classifier_kwargs(config: ModelConfig) -> dict:
 def classifier_params_from_torch(state: Mapping[str, Any], config: ModelConfig) -> Params:
   """The reference classifier's state dict -> `TemporalClassifier` params."""
   reader = StateReader(state, "classifier state dict")
-  params = temporal.temporal_params_from_torch(reader, **_classifier_kwargs(config))
+  params = temporal_params_from_torch(reader, **_classifier_kwargs(config))
   reader.check_all_used()
   return params
 
 
 def classifier_params_to_torch(params: Mapping[str, Any], config: ModelConfig) -> dict[str, np.ndarray]:
   """`TemporalClassifier` params -> a state dict with the reference classifier's keys."""
-  return temporal.temporal_params_to_torch(
+  return temporal_params_to_torch(
       params, model_type=config.model_type, num_layers=config.lstm_num_layers,
       bidirectional=config.bidirectional)
 

@@ -9,50 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any
 
 import flax.serialization
 import jax
 import numpy as np
 
+from stgnn_jax import atomic
 from stgnn_jax.config import ModelConfig
 
 CHECKPOINT_FORMAT = "stgnn-jax/1"
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-  """Writes `data` to `path` atomically (temporary file + fsync + rename)."""
-  path = os.fspath(path)
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-" + os.path.basename(path))
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-  atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: str | os.PathLike, value: Any) -> None:
-  atomic_write_text(path, json.dumps(value, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
-def _json_default(value: Any) -> Any:
-  if isinstance(value, (np.generic, jax.Array)):
-    return np.asarray(value).item()
-  if isinstance(value, np.ndarray):
-    return value.tolist()
-  raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def save_checkpoint(path: str | os.PathLike, params: Any, config: ModelConfig,
@@ -61,10 +27,10 @@ def save_checkpoint(path: str | os.PathLike, params: Any, config: ModelConfig,
   payload = {
       "format": CHECKPOINT_FORMAT,
       "model_config": json.dumps(config.to_dict()),
-      "metadata": json.dumps(metadata, default=_json_default),
+      "metadata": json.dumps(metadata, default=atomic.json_default),
       "params": jax.tree.map(np.asarray, flax.serialization.to_state_dict(params)),
   }
-  atomic_write_bytes(path, flax.serialization.msgpack_serialize(payload))
+  atomic.write_bytes(path, flax.serialization.msgpack_serialize(payload))
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], ModelConfig, dict[str, Any]]:
@@ -92,7 +58,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], ModelConfi
 
 def save_state(path: str | os.PathLike, tree: Any) -> None:
   """Saves any pytree of arrays/scalars (e.g. a training run's progress) atomically."""
-  atomic_write_bytes(path, flax.serialization.msgpack_serialize(
+  atomic.write_bytes(path, flax.serialization.msgpack_serialize(
       flax.serialization.to_state_dict(tree)))
 
 
@@ -101,3 +67,9 @@ def restore_state(path: str | os.PathLike, template: Any) -> Any:
   with open(path, "rb") as f:
     raw = flax.serialization.msgpack_restore(f.read())
   return flax.serialization.from_state_dict(template, raw)
+
+
+def copy_checkpoint(source: str | os.PathLike, destination: str | os.PathLike) -> None:
+  """Copies a checkpoint file atomically (a reader never sees half of it)."""
+  with open(source, "rb") as f:
+    atomic.write_bytes(destination, f.read())

@@ -7,10 +7,14 @@ import jax
 import jax.numpy as jnp
 import jraph
 
-from stgnn_jax import layers
 from stgnn_jax.config import ModelConfig
-from stgnn_jax.graphs import DenseGraphs, dense_graphs_from_jraph
-from stgnn_jax.temporal import TemporalClassifier
+from stgnn_jax.nn.activations import activation
+from stgnn_jax.nn.conv import CONV_TYPES
+from stgnn_jax.nn.dropout import HashDropout
+from stgnn_jax.nn.graphs import DenseGraphs, dense_graphs_from_jraph
+from stgnn_jax.nn.norm import GraphNorm
+from stgnn_jax.nn.pooling import TopKPool, readout
+from stgnn_jax.nn.temporal import TemporalClassifier
 
 TIME_HIDDEN_DIM = 16
 TIME_EMBEDDING_DIM = 32
@@ -71,31 +75,31 @@ class GraphEncoder(nn.Module):
     if cfg.input_dropout:
       if graphs.nodes is None:
         raise ValueError("input_dropout needs explicit node features (connection_profile).")
-      graphs = graphs.replace(nodes=layers.HashDropout(cfg.input_dropout)(
+      graphs = graphs.replace(nodes=HashDropout(cfg.input_dropout)(
           graphs.nodes, deterministic=deterministic))
-    act = layers.activation(cfg.gnn_activation)
-    conv_type = layers.CONV_TYPES[cfg.layer_type]
+    act = activation(cfg.gnn_activation)
+    conv_type = CONV_TYPES[cfg.layer_type]
     for i, (_, out_dim) in enumerate(cfg.layer_dims()):
       x = conv_type(out_dim, name=f"convs_{i}")(graphs)
-      dropout = layers.HashDropout(cfg.gnn_dropout)
+      dropout = HashDropout(cfg.gnn_dropout)
       if cfg.graph_norm:
         seed = None if deterministic or cfg.gnn_dropout == 0 else dropout.draw_seed()
         # GraphNorm -> activation -> dropout in one fused call; padding slots stay exactly 0.
-        x = layers.GraphNorm(name=f"gns_{i}")(x, graphs.node_mask, activation=act,
+        x = GraphNorm(name=f"gns_{i}")(x, graphs.node_mask, activation=act,
                                               dropout_rate=cfg.gnn_dropout, dropout_seed=seed)
       else:
         x = jnp.where(graphs.node_mask[..., None],
                       dropout(act(x), deterministic=deterministic), 0)
       graphs = graphs.replace(nodes=x)
       if cfg.use_topk_pooling:
-        graphs, _, _ = layers.TopKPool(cfg.effective_topk_ratio, name=f"topk_pools_{i}")(graphs)
+        graphs, _, _ = TopKPool(cfg.effective_topk_ratio, name=f"topk_pools_{i}")(graphs)
     if cfg.readout == "concat":
       # Regions are aligned across subjects by the atlas, so their order carries meaning.
       nodes = nn.Dense(cfg.readout_node_dim, name="readout_projection")(graphs.nodes)
       nodes = jnp.where(graphs.node_mask[..., None], nodes, 0)
       embedding = nodes.reshape(nodes.shape[0], -1)
     else:
-      embedding = layers.readout(graphs)
+      embedding = readout(graphs)
 
     if cfg.use_time_features:
       if time is None:
@@ -103,11 +107,11 @@ class GraphEncoder(nn.Module):
             "use_time_features=True but no time feature was given; pass `time` with one value "
             "per graph.")
       t = nn.Dense(TIME_HIDDEN_DIM, name="time_projection_0")(time[:, None].astype(embedding.dtype))
-      t = layers.HashDropout(cfg.gnn_dropout)(nn.relu(t), deterministic=deterministic)
+      t = HashDropout(cfg.gnn_dropout)(nn.relu(t), deterministic=deterministic)
       t = nn.Dense(TIME_EMBEDDING_DIM, name="time_projection_3")(t)
       fused = nn.Dense(cfg.embedding_dim, name="fusion_layer_0")(
           jnp.concatenate([embedding, t], axis=-1))
-      embedding = layers.HashDropout(cfg.gnn_dropout)(nn.relu(fused), deterministic=deterministic)
+      embedding = HashDropout(cfg.gnn_dropout)(nn.relu(fused), deterministic=deterministic)
     return embedding
 
 

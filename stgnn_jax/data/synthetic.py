@@ -52,7 +52,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from stgnn_jax import data
+from stgnn_jax.data.cohort import Cohort, VisitRecord, build_cohort
+from stgnn_jax.data.preprocessing import threshold_fc
+from stgnn_jax.data.reference_format import (
+  FC_DIR,
+  SCAN_FILE_PATTERN,
+  SIMPLIFIED_CSV,
+  TEMPORAL_CSV,
+)
 
 # P(1..6 visits): mean 3.31 visits, like the reference's synthetic 976 scans / 300 subjects.
 _VISIT_COUNT_WEIGHTS = (0.08, 0.24, 0.27, 0.20, 0.12, 0.09)
@@ -440,7 +447,7 @@ def _rewire(r: np.ndarray, lost: np.ndarray, swap_order: np.ndarray, pair_index:
 
 
 def _edges(r: np.ndarray, threshold: float) -> np.ndarray:
-  # Same test as data.fc_to_adjacency on a symmetric matrix, so edge counts here are exact there.
+  # Same test as preprocessing.fc_to_adjacency on a symmetric matrix, so edge counts here are exact there.
   return (np.abs(r) >= threshold) & (r != 0)
 
 
@@ -744,25 +751,25 @@ def cohort_from_scans(
     max_visits: int = 10,
     exclude_target_visit: bool = False,
     single_visit_horizon: float = 6.0,
-) -> data.Cohort:
+) -> Cohort:
   """The `Cohort` that `load_cohort` gives for `scans` written by `write_synthetic`, built in memory
   (same arguments as `load_cohort`; `threshold` defaults to the one the scans were made for)."""
   threshold = scans.threshold if threshold is None else threshold
   adjacency, visits, groups = {}, {}, {}
   for i, subject in enumerate(scans.subject_ids):
     key = subject.replace("_", "")
-    adjacency[key] = {k + 1: a for k, a in enumerate(data.threshold_fc(scans.fc[i], threshold))}
-    visits[key] = [data.VisitRecord(order=k + 1, months=float(m), months_to_next=float(t),
+    adjacency[key] = {k + 1: a for k, a in enumerate(threshold_fc(scans.fc[i], threshold))}
+    visits[key] = [VisitRecord(order=k + 1, months=float(m), months_to_next=float(t),
                                     label=int(y))
                    for k, (m, t, y) in enumerate(zip(scans.months[i], scans.months_to_next[i],
                                                      scans.visit_labels[i]))]
     groups[key] = scans.groups[i][0]
-  return data.build_cohort(adjacency, visits, groups, max_visits=max_visits,
+  return build_cohort(adjacency, visits, groups, max_visits=max_visits,
                            exclude_target_visit=exclude_target_visit,
                            single_visit_horizon=single_visit_horizon)
 
 
-def synthetic_cohort(**kwargs) -> data.Cohort:
+def synthetic_cohort(**kwargs) -> Cohort:
   """`cohort_from_scans(make_synthetic_cohort(**kwargs))`: equals `load_cohort(directory)` after
   `write_synthetic(directory, **kwargs)` (with load_cohort's default settings)."""
   return cohort_from_scans(make_synthetic_cohort(**kwargs))
@@ -788,13 +795,13 @@ def write_scans(directory: str | os.PathLike, scans: SyntheticScans, *,
       folder raises `FileExistsError` (stale scans would mix into the new cohort).
   """
   root = Path(directory)
-  fc_dir = root / data.FC_DIR
+  fc_dir = root / FC_DIR
   fc_dir.mkdir(parents=True, exist_ok=True)
   existing = [p for p in fc_dir.iterdir()]
   if existing and not overwrite:
     raise FileExistsError(f"{fc_dir} is not empty; pass overwrite=True to replace its scans")
   for path in existing:
-    if data.SCAN_FILE_PATTERN.fullmatch(path.name):
+    if SCAN_FILE_PATTERN.fullmatch(path.name):
       path.unlink()
 
   temporal_rows, simplified_rows = [], []
@@ -808,12 +815,12 @@ def write_scans(directory: str | os.PathLike, scans: SyntheticScans, *,
       temporal_rows.append([subject, _viscode(months), label, k + 1, repr(months),
                             "" if math.isnan(to_next) else repr(to_next)])
       simplified_rows.append([subject, k, scans.groups[i][k], label])
-  with open(root / data.TEMPORAL_CSV, "w", newline="") as f:
+  with open(root / TEMPORAL_CSV, "w", newline="") as f:
     writer = csv.writer(f)
     writer.writerow(["Subject", "Visit", "Label_CS_Num", "Visit_Order", "Months_From_Baseline",
                      "Months_To_Next_Original"])
     writer.writerows(temporal_rows)
-  with open(root / data.SIMPLIFIED_CSV, "w", newline="") as f:
+  with open(root / SIMPLIFIED_CSV, "w", newline="") as f:
     writer = csv.writer(f)
     writer.writerow(["Subject", "Visit_idx", "Group", "Label_CS_Num"])
     writer.writerows(simplified_rows)

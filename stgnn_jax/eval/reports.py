@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 from collections.abc import Sequence
@@ -9,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from stgnn_jax.checkpoints import atomic_write_bytes
+from stgnn_jax import atomic
 
 
 def _figure_bytes(fig) -> bytes:
@@ -58,7 +59,7 @@ def plot_training_curves(out_dir: str, histories: Sequence[Sequence[dict[str, An
       ax.grid(alpha=0.3)
     fig.suptitle(f"fold {k}")
     path = os.path.join(out_dir, f"curves_fold{k}.png")
-    atomic_write_bytes(path, _figure_bytes(fig))
+    atomic.write_bytes(path, _figure_bytes(fig))
     paths.append(path)
   return paths
 
@@ -97,7 +98,7 @@ def plot_roc_curves(out_dir: str, folds: Sequence[dict[str, Any]], labels: np.nd
       ax.plot(fpr, tpr, label=f"{name} (pooled AUC {roc_auc_score(y, p):.3f})")
     _label_roc_axes(ax, "all test folds pooled: STGNN vs baselines")
   path = os.path.join(out_dir, "roc.png")
-  atomic_write_bytes(path, _figure_bytes(fig))
+  atomic.write_bytes(path, _figure_bytes(fig))
   return path
 
 
@@ -107,3 +108,45 @@ def _label_roc_axes(ax, title: str) -> None:
   ax.set_ylabel("true positive rate")
   ax.set_title(title)
   ax.legend(loc="lower right", fontsize=8)
+
+
+
+METRICS_COLUMNS = ("fold", "epoch", "train_loss", "train_acc", "val_loss", "val_acc",
+                   "val_balanced_acc", "val_auc", "val_threshold", "lr", "epoch_seconds")
+
+
+def write_metrics_csv(out_dir: str, histories: Sequence[Sequence[dict[str, Any]]]) -> None:
+  buffer = io.StringIO()
+  writer = csv.DictWriter(buffer, fieldnames=METRICS_COLUMNS, lineterminator="\n")
+  writer.writeheader()
+  for history in histories:
+    for row in history:
+      writer.writerow({k: ("" if row[k] is None else row[k]) for k in METRICS_COLUMNS})
+  atomic.write_text(os.path.join(out_dir, "metrics.csv"), buffer.getvalue())
+
+
+def format_summary(summary: dict[str, dict[str, Any]],
+                   baselines: dict[str, dict[str, Any]] | None = None) -> str:
+  """The STGNN's mean ± std over folds, with the classical baselines' in columns beside it."""
+  columns = {"STGNN": summary}
+  columns.update({name: b["summary"] for name, b in (baselines or {}).items()})
+  lines = ["cross-validation summary (mean ± std over folds; baselines: logistic regression on "
+           "the last scan):" if baselines else "cross-validation summary (mean ± std over folds):",
+           " " * 22 + "".join(f"{name:>17}" for name in columns)]
+  for key in summary:
+    cells = []
+    for column in columns.values():
+      value = column.get(key)
+      if value is None:
+        cells.append("")
+      elif value["mean"] is None:
+        cells.append("undefined")
+      else:
+        cells.append(f"{value['mean']:.4f} ± {value['std']:.4f}")
+    lines.append(f"  {key:>20}" + "".join(f"{cell:>17}" for cell in cells))
+  return "\n".join(lines)
+
+
+def format_value(value: float | None) -> str:
+  """A metric to 3 decimals, or \"undefined\"."""
+  return "undefined" if value is None else f"{value:.3f}"

@@ -1,0 +1,53 @@
+"""Atomic file writes: the one way stgnn-jax writes a file.
+
+Every file of a run is written to a temporary file in the same folder, flushed to disk and moved
+over the old one with `os.replace`, so a run killed at any moment (SIGKILL included) leaves either
+the old or the new complete file, never a torn one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+  """Writes `data` to `path` atomically (temporary file + fsync + rename)."""
+  path = os.fspath(path)
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-" + os.path.basename(path))
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+  """`write_bytes` of UTF-8 text."""
+  write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, value: Any) -> None:
+  """`write_text` of `value` as indented JSON (NumPy and JAX scalars and arrays included)."""
+  write_text(path, json.dumps(value, indent=2, default=json_default) + "\n")
+
+
+def json_default(value: Any) -> Any:
+  """`json.dumps(default=...)` for NumPy and JAX values."""
+  if isinstance(value, (np.generic, jax.Array)):
+    return np.asarray(value).item()
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  raise TypeError(f"not JSON serialisable: {type(value).__name__}")

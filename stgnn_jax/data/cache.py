@@ -1,0 +1,126 @@
+"""Cohort data: FC matrices + TADPOLE visit tables -> labelled per-subject graph sequences.
+
+Reads the reference's on-disk format (kept byte-compatible) and applies its "from matrix to graph"
+rules (`/work/shared/reference/original-stgnn.md`):
+
+    ROOT/FC_Matrices/sub-<ID>_run-<NN>_fc_matrix.npz   one scan; the [N, N] matrix under `var_name`
+    ROOT/TADPOLE_TEMPORAL.csv    Subject, Visit, Label_CS_Num, Visit_Order, Months_From_Baseline,
+                                 Months_To_Next_Original    (one row per visit)
+    ROOT/TADPOLE_Simplified.csv  Subject, Visit_idx, Group[, Label_CS_Num]   (optional)
+
+Graphs: `fc_to_adjacency` symmetrises, thresholds `|A| < threshold` away and keeps every other
+nonzero entry as an edge, self loops included; `threshold_fc` keeps the FC values on those edges.
+A `Subject` stores both: the reference's convolutions read only the edges (with one-hot node
+features, `node_features`), the connection-profile node features and the baselines read the values.
+
+Differences from the reference, all deliberate (it silently mislabels or mis-reads in these cases):
+  - A scan whose subject has no row in TADPOLE_TEMPORAL.csv is skipped with a warning and counted
+    (the reference labels it 0).
+  - Non-finite matrix entries raise `CohortError` naming the file (the reference's threshold keeps
+    NaN and inf as edges).
+  - Every malformed input (missing file or column, bad value, missing npz key, wrong matrix shape)
+    raises `CohortError` naming the file and the problem; skips are `CohortWarning`s and counted.
+
+This module depends on numpy and the standard library only.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+import zipfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from stgnn_jax import atomic
+from stgnn_jax.data.cohort import Cohort, CohortWarning, Subject
+
+CACHE_FORMAT_VERSION = 2
+
+
+CACHE_DIR_NAME = ".stgnn_cache"
+
+
+def user_cache_dir() -> Path:
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return Path(base) / "stgnn_jax"
+
+
+def _cohort_to_arrays(cohort: Cohort) -> dict[str, np.ndarray]:
+  subjects = cohort.subjects
+  adjacency = np.concatenate([s.adjacency for s in subjects])
+  return {
+      "version": np.array(CACHE_FORMAT_VERSION),
+      "subject_ids": np.array([s.subject_id for s in subjects], dtype=str),
+      "labels": cohort.labels(),
+      "num_visits": cohort.num_visits(),
+      "months": np.concatenate([s.months for s in subjects]),
+      "time_to_predict": cohort.time_to_predict(),
+      "groups": np.array([s.group or "" for s in subjects], dtype=str),
+      "has_group": np.array([s.group is not None for s in subjects]),
+      # Bit-packed: ~1000 scans of 100x100 edges is 1.2 MB instead of 10 MB.
+      "adjacency_bits": np.packbits(adjacency.reshape(-1)),
+      # The edge values only (20-50% of the pairs), in the adjacency's row-major order.
+      "fc_values": np.concatenate([s.fc[s.adjacency] for s in subjects]),
+      "counts": np.array([cohort.num_nodes, cohort.n_scans_used, cohort.n_scans_unused,
+                          cohort.n_scans_skipped, cohort.n_subjects_skipped,
+                          cohort.n_files_ignored], np.int64),
+      "warnings": np.array(cohort.warnings, dtype=str).reshape(-1),
+  }
+
+
+def _cohort_from_arrays(arrays: Mapping[str, np.ndarray]) -> Cohort:
+  if int(arrays["version"]) != CACHE_FORMAT_VERSION:
+    raise ValueError("cache written by another version")
+  num_nodes, used, unused, skipped, subjects_skipped, ignored = (int(c) for c in arrays["counts"])
+  num_visits = arrays["num_visits"]
+  total = int(num_visits.sum())
+  adjacency = np.unpackbits(arrays["adjacency_bits"], count=total * num_nodes * num_nodes)
+  adjacency = adjacency.astype(bool).reshape(total, num_nodes, num_nodes)
+  fc = np.zeros(adjacency.shape, np.float32)
+  fc[adjacency] = arrays["fc_values"]
+  starts = np.concatenate([[0], np.cumsum(num_visits)])
+  subjects = tuple(
+      Subject(subject_id=str(arrays["subject_ids"][i]), label=int(arrays["labels"][i]),
+              adjacency=adjacency[starts[i]:starts[i + 1]],
+              months=arrays["months"][starts[i]:starts[i + 1]],
+              time_to_predict=float(arrays["time_to_predict"][i]),
+              group=str(arrays["groups"][i]) if arrays["has_group"][i] else None,
+              fc=fc[starts[i]:starts[i + 1]])
+      for i in range(len(num_visits)))
+  return Cohort(subjects=subjects, num_nodes=num_nodes, n_scans_used=used, n_scans_unused=unused,
+                n_scans_skipped=skipped, n_subjects_skipped=subjects_skipped,
+                n_files_ignored=ignored, warnings=tuple(str(w) for w in arrays["warnings"]))
+
+
+def read_cache(path: Path) -> Cohort | None:
+  if not path.is_file():
+    return None
+  try:
+    with np.load(path, allow_pickle=False) as archive:
+      return _cohort_from_arrays(archive)
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+    warnings.warn(f"{path}: unreadable cohort cache ({e}); rebuilding it", CohortWarning,
+                  stacklevel=3)
+    return None
+
+
+def write_cache(cohort: Cohort, directories: Iterable[Path], name: str) -> Path | None:
+  """Writes the cache atomically into the first writable directory; returns its path or None."""
+  arrays = _cohort_to_arrays(cohort)
+  errors = []
+  buffer = io.BytesIO()
+  np.savez_compressed(buffer, **arrays)
+  for directory in directories:
+    try:
+      # A concurrent or interrupted run never sees a half-written cache.
+      atomic.write_bytes(directory / name, buffer.getvalue())
+      return directory / name
+    except OSError as e:
+      errors.append(f"{directory}: {e}")
+  warnings.warn("could not write the cohort cache (" + "; ".join(errors) + "); continuing "
+                "without it", CohortWarning, stacklevel=3)
+  return None

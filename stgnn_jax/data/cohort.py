@@ -1,0 +1,327 @@
+"""Cohort data: FC matrices + TADPOLE visit tables -> labelled per-subject graph sequences.
+
+Reads the reference's on-disk format (kept byte-compatible) and applies its "from matrix to graph"
+rules (`/work/shared/reference/original-stgnn.md`):
+
+    ROOT/FC_Matrices/sub-<ID>_run-<NN>_fc_matrix.npz   one scan; the [N, N] matrix under `var_name`
+    ROOT/TADPOLE_TEMPORAL.csv    Subject, Visit, Label_CS_Num, Visit_Order, Months_From_Baseline,
+                                 Months_To_Next_Original    (one row per visit)
+    ROOT/TADPOLE_Simplified.csv  Subject, Visit_idx, Group[, Label_CS_Num]   (optional)
+
+Graphs: `fc_to_adjacency` symmetrises, thresholds `|A| < threshold` away and keeps every other
+nonzero entry as an edge, self loops included; `threshold_fc` keeps the FC values on those edges.
+A `Subject` stores both: the reference's convolutions read only the edges (with one-hot node
+features, `node_features`), the connection-profile node features and the baselines read the values.
+
+Differences from the reference, all deliberate (it silently mislabels or mis-reads in these cases):
+  - A scan whose subject has no row in TADPOLE_TEMPORAL.csv is skipped with a warning and counted
+    (the reference labels it 0).
+  - Non-finite matrix entries raise `CohortError` naming the file (the reference's threshold keeps
+    NaN and inf as edges).
+  - Every malformed input (missing file or column, bad value, missing npz key, wrong matrix shape)
+    raises `CohortError` naming the file and the problem; skips are `CohortWarning`s and counted.
+
+This module depends on numpy and the standard library only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from stgnn_jax.data.preprocessing import normalize_time
+
+
+class CohortError(ValueError):
+  """The data on disk cannot be turned into a cohort; the message names the file and the problem."""
+
+
+class CohortWarning(UserWarning):
+  """Something was skipped or ignored while loading a cohort (the `Cohort` counts it too)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VisitRecord:
+  """One row of TADPOLE_TEMPORAL.csv for a subject.
+
+  Attributes:
+    order: `Visit_Order`; a subject's rows are sorted by it (ties keep table order).
+    months: `Months_From_Baseline`.
+    months_to_next: `Months_To_Next_Original`, NaN when blank.
+    label: `Label_CS_Num`, 0 stable or 1 converter.
+  """
+
+  order: float
+  months: float
+  months_to_next: float
+  label: int
+
+
+def _readonly(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+  array = np.array(array, dtype=dtype)  # a private copy, so freezing it cannot surprise a caller
+  array.setflags(write=False)
+  return array
+
+
+@dataclasses.dataclass(frozen=True)
+class Subject:
+  """One subject's input sequence and label.
+
+  Attributes:
+    subject_id: file-name form of the id, e.g. "002S0295" (the CSV's "002_S_0295" without "_").
+    label: 0 stable, 1 converter: `Label_CS_Num` of the subject's last CSV row in Visit_Order.
+    adjacency: `[visits, N, N]` bool, input visits only, oldest first, at most `max_visits`.
+    months: `[visits]` float64 Months_From_Baseline of each input visit.
+    time_to_predict: months (raw) for the time feature, see `load_cohort`.
+    group: baseline Group from TADPOLE_Simplified.csv (CN/MCI/AD), None if unknown.
+    fc: `[visits, N, N]` float32 edge values (`threshold_fc`: the symmetrised FC where there is
+      an edge, 0 elsewhere), nonzero exactly where `adjacency` is True. None (graphs given
+      without values) means every edge weighs 1.
+  """
+
+  subject_id: str
+  label: int
+  adjacency: np.ndarray
+  months: np.ndarray
+  time_to_predict: float
+  group: str | None = None
+  fc: np.ndarray | None = None
+
+  def __post_init__(self):
+    # Frozen and read-only: a cohort is shared by folds and caches, nothing may edit it in place.
+    object.__setattr__(self, "adjacency", _readonly(self.adjacency, np.bool_))
+    object.__setattr__(self, "fc", _readonly(
+        self.adjacency if self.fc is None else self.fc, np.float32))
+    object.__setattr__(self, "months", _readonly(self.months, np.float64))
+    object.__setattr__(self, "label", int(self.label))
+    object.__setattr__(self, "time_to_predict", float(self.time_to_predict))
+    if self.adjacency.ndim != 3 or self.adjacency.shape[1] != self.adjacency.shape[2]:
+      raise ValueError(f"subject {self.subject_id}: adjacency must be [visits, N, N], got "
+                       f"{self.adjacency.shape}")
+    if self.months.shape != self.adjacency.shape[:1] or not len(self.months):
+      raise ValueError(f"subject {self.subject_id}: {len(self.months)} months for "
+                       f"{self.adjacency.shape[0]} visits")
+    if self.label not in (0, 1):
+      raise ValueError(f"subject {self.subject_id}: label must be 0 or 1, got {self.label}")
+    if self.fc.shape != self.adjacency.shape or not np.array_equal(self.fc != 0, self.adjacency):
+      raise ValueError(f"subject {self.subject_id}: fc values must be nonzero exactly on the "
+                       "edges of adjacency (use data.threshold_fc)")
+
+  @property
+  def num_visits(self) -> int:
+    return self.adjacency.shape[0]
+
+  def __eq__(self, other: object) -> bool:
+    if not isinstance(other, Subject):
+      return NotImplemented
+    return (self.subject_id == other.subject_id and self.label == other.label
+            and self.group == other.group
+            and _same_float(self.time_to_predict, other.time_to_predict)
+            and np.array_equal(self.adjacency, other.adjacency)
+            and np.array_equal(self.fc, other.fc)
+            and np.array_equal(self.months, other.months, equal_nan=True))
+
+  __hash__ = None  # holds arrays
+
+
+def _same_float(a: float, b: float) -> bool:
+  return a == b or (math.isnan(a) and math.isnan(b))
+
+
+@dataclasses.dataclass(frozen=True)
+class Cohort:
+  """A labelled cohort, subjects sorted by id.
+
+  Attributes:
+    subjects: the subjects.
+    num_nodes: N, regions per scan (the node-feature dimension, identity features).
+    n_scans_used: scans in the input sequences (= total visits over subjects).
+    n_scans_unused: valid scans outside every input sequence: target visits held out by
+      `exclude_target_visit` and visits older than the last `max_visits`.
+    n_scans_skipped: scans dropped because of a problem (subject without label row, run without
+      visit row); each is named in `warnings`.
+    n_subjects_skipped: subjects whose scans were all skipped.
+    n_files_ignored: files in FC_Matrices that are not scans by name (stray or mis-named files).
+    warnings: the warning messages issued while loading (re-issued on a cache hit).
+  """
+
+  subjects: tuple[Subject, ...]
+  num_nodes: int
+  n_scans_used: int = 0
+  n_scans_unused: int = 0
+  n_scans_skipped: int = 0
+  n_subjects_skipped: int = 0
+  n_files_ignored: int = 0
+  warnings: tuple[str, ...] = ()
+
+  def __post_init__(self):
+    object.__setattr__(self, "subjects", tuple(self.subjects))
+    object.__setattr__(self, "warnings", tuple(self.warnings))
+
+  def __len__(self) -> int:
+    return len(self.subjects)
+
+  def __eq__(self, other: object) -> bool:
+    if not isinstance(other, Cohort):
+      return NotImplemented
+    return all(getattr(self, f.name) == getattr(other, f.name) for f in dataclasses.fields(self))
+
+  __hash__ = None
+
+  @property
+  def subject_ids(self) -> tuple[str, ...]:
+    return tuple(s.subject_id for s in self.subjects)
+
+  def labels(self) -> np.ndarray:
+    """`[subjects]` int32 labels, 1 = converter."""
+    return np.array([s.label for s in self.subjects], np.int32)
+
+  def num_visits(self) -> np.ndarray:
+    """`[subjects]` int32 number of input visits."""
+    return np.array([s.num_visits for s in self.subjects], np.int32)
+
+  def time_to_predict(self) -> np.ndarray:
+    """`[subjects]` float64 raw time-to-predict in months."""
+    return np.array([s.time_to_predict for s in self.subjects], np.float64)
+
+  def summary(self) -> str:
+    """One line, e.g. "300 subjects (92 converters), 976 scans used, 0 skipped (...), N = 100"."""
+    n_conv = int(self.labels().sum())
+    text = (f"{len(self.subjects)} subjects ({n_conv} converters), {self.n_scans_used} scans used, "
+            f"{self.n_scans_skipped} skipped ({self.n_subjects_skipped} subjects without usable "
+            f"label/visit rows)")
+    if self.n_scans_unused:
+      text += f", {self.n_scans_unused} not used as input (target visits / beyond max_visits)"
+    if self.n_files_ignored:
+      text += f", {self.n_files_ignored} files ignored"
+    text += f", {self.num_nodes} regions"
+    if self.warnings:
+      text += f", {len(self.warnings)} warnings"
+    return text
+
+
+def time_features(cohort: Cohort, normalization: str = "log", *,
+                  max_months: float | None = None) -> np.ndarray:
+  """`[subjects]` float32 normalised time-to-predict (`normalize_time`); for `minmax` the default
+  scale is the maximum over this cohort."""
+  return normalize_time(cohort.time_to_predict(), normalization, max_months=max_months)
+
+
+def conversion_type(subject: Subject) -> str:
+  """Per-conversion-type report category from baseline group + label.
+
+  CN -> "CN→MCI" / "CN-Stable", MCI -> "MCI→AD" / "MCI-Stable", AD -> "AD-Stable"; an AD subject
+  labelled converter has no worse stage to reach, so it is reported as "AD-Converter" (a data issue
+  to look at, not hidden in another category). Any other group G gives "G-Converter" / "G-Stable";
+  an unknown group (None) gives "Unknown-Converter" / "Unknown-Stable".
+  """
+  group = subject.group if subject.group else "Unknown"
+  if subject.label == 1:
+    return {"CN": "CN→MCI", "MCI": "MCI→AD"}.get(group, f"{group}-Converter")
+  return f"{group}-Stable"
+
+
+def build_cohort(
+    scans: Mapping[str, Mapping[int, np.ndarray]],
+    visits: Mapping[str, Sequence[VisitRecord]],
+    groups: Mapping[str, str | None] | None = None,
+    *,
+    max_visits: int = 10,
+    exclude_target_visit: bool = False,
+    single_visit_horizon: float = 6.0,
+    require_both_classes: bool = True,
+    n_scans_skipped: int = 0,
+    n_subjects_skipped: int = 0,
+    n_files_ignored: int = 0,
+    warning_messages: Sequence[str] = (),
+) -> Cohort:
+  """Builds a cohort from matched scans and visit rows (the reference's rules 4-7).
+
+  For each subject (sorted by id): visit rows are sorted by `order` (stable); run k (1-based) is
+  the k-th row, which gives its months and months-to-next; the label is the LAST row's label. The
+  sequence is the scans in run order.
+  - Without `exclude_target_visit`: input = the last `max_visits` scans; time-to-predict = mean gap
+    between consecutive input visits, `single_visit_horizon` for a single visit.
+  - With it and >1 scan: the last scan is the target, input = the last `max_visits` scans before it
+    (so up to `max_visits` inputs), time = months(target) - months(last input). With one scan:
+    input = that scan, time = its months-to-next if finite and > 0, else `single_visit_horizon`.
+    The label is still the last CSV row's (rule 4).
+
+  Args:
+    scans: subject id -> run -> `[N, N]` float edge values (`threshold_fc`) or bool adjacency
+      (every edge weighs 1); every run must have a visit row.
+    visits: subject id -> its visit rows (any order); one entry per subject of `scans` at least.
+    groups: subject id -> baseline group, for `conversion_type`.
+    max_visits: inputs kept per subject (the most recent), >= 1.
+    exclude_target_visit: see above.
+    single_visit_horizon: months used when one visit gives no gap.
+    require_both_classes: raise if the cohort has a single class (it cannot be trained on).
+    n_scans_skipped, n_subjects_skipped, n_files_ignored, warning_messages: the loader's
+      bookkeeping, copied into the `Cohort`.
+
+  Returns:
+    The `Cohort`.
+
+  Raises:
+    CohortError: no subject, a run without visit row, mixed matrix sizes, or a single class.
+  """
+  if int(max_visits) < 1:
+    raise ValueError(f"max_visits must be >= 1, got {max_visits}")
+  if not math.isfinite(single_visit_horizon):
+    raise ValueError(f"single_visit_horizon must be finite, got {single_visit_horizon}")
+  groups = groups or {}
+  subjects = []
+  num_nodes = None
+  n_unused = 0
+  for subject_id in sorted(scans):
+    runs = sorted(scans[subject_id])
+    if not runs:
+      continue
+    rows = sorted(visits.get(subject_id, ()), key=lambda r: r.order)
+    if runs[-1] > len(rows) or runs[0] < 1:
+      raise CohortError(f"subject {subject_id}: runs {runs} but {len(rows)} visit rows; run k "
+                        "needs a k-th visit row")
+    fc = np.stack([np.asarray(scans[subject_id][k], np.float32) for k in runs])
+    adjacency = fc != 0
+    if num_nodes is None:
+      num_nodes = adjacency.shape[-1]
+    if adjacency.shape[1:] != (num_nodes, num_nodes):
+      raise CohortError(f"subject {subject_id}: scans of shape {adjacency.shape[1:]}, other "
+                        f"subjects have {num_nodes}x{num_nodes}")
+    months = np.array([rows[k - 1].months for k in runs], np.float64)
+    if exclude_target_visit and len(runs) > 1:
+      inputs = slice(max(0, len(runs) - 1 - max_visits), len(runs) - 1)
+      time = months[-1] - months[inputs][-1]
+    elif exclude_target_visit:
+      inputs = slice(0, 1)
+      to_next = rows[runs[0] - 1].months_to_next
+      time = to_next if math.isfinite(to_next) and to_next > 0 else single_visit_horizon
+    else:
+      inputs = slice(max(0, len(runs) - max_visits), len(runs))
+      kept = months[inputs]
+      time = float(np.mean(np.diff(kept))) if len(kept) > 1 else single_visit_horizon
+    subject = Subject(subject_id=subject_id, label=rows[-1].label, adjacency=adjacency[inputs],
+                      months=months[inputs], time_to_predict=time, group=groups.get(subject_id),
+                      fc=fc[inputs])
+    n_unused += len(runs) - subject.num_visits
+    subjects.append(subject)
+
+  if not subjects:
+    raise CohortError("no subject has a usable scan: " + (
+        "; ".join(warning_messages[:3]) if warning_messages else "no scans"))
+  cohort = Cohort(
+      subjects=tuple(subjects), num_nodes=int(num_nodes),
+      n_scans_used=sum(s.num_visits for s in subjects), n_scans_unused=n_unused,
+      n_scans_skipped=n_scans_skipped, n_subjects_skipped=n_subjects_skipped,
+      n_files_ignored=n_files_ignored, warnings=tuple(warning_messages))
+  labels = cohort.labels()
+  if require_both_classes and len(np.unique(labels)) < 2:
+    only = int(labels[0])
+    raise CohortError(
+        f"all {len(labels)} subjects have label {only} ({'converter' if only else 'stable'}): a "
+        "cohort needs both classes (check Label_CS_Num in the visit table: a subject's label is "
+        "its last row's)")
+  return cohort

@@ -1,0 +1,373 @@
+"""Cohort data: FC matrices + TADPOLE visit tables -> labelled per-subject graph sequences.
+
+Reads the reference's on-disk format (kept byte-compatible) and applies its "from matrix to graph"
+rules (`/work/shared/reference/original-stgnn.md`):
+
+    ROOT/FC_Matrices/sub-<ID>_run-<NN>_fc_matrix.npz   one scan; the [N, N] matrix under `var_name`
+    ROOT/TADPOLE_TEMPORAL.csv    Subject, Visit, Label_CS_Num, Visit_Order, Months_From_Baseline,
+                                 Months_To_Next_Original    (one row per visit)
+    ROOT/TADPOLE_Simplified.csv  Subject, Visit_idx, Group[, Label_CS_Num]   (optional)
+
+Graphs: `fc_to_adjacency` symmetrises, thresholds `|A| < threshold` away and keeps every other
+nonzero entry as an edge, self loops included; `threshold_fc` keeps the FC values on those edges.
+A `Subject` stores both: the reference's convolutions read only the edges (with one-hot node
+features, `node_features`), the connection-profile node features and the baselines read the values.
+
+Differences from the reference, all deliberate (it silently mislabels or mis-reads in these cases):
+  - A scan whose subject has no row in TADPOLE_TEMPORAL.csv is skipped with a warning and counted
+    (the reference labels it 0).
+  - Non-finite matrix entries raise `CohortError` naming the file (the reference's threshold keeps
+    NaN and inf as edges).
+  - Every malformed input (missing file or column, bad value, missing npz key, wrong matrix shape)
+    raises `CohortError` naming the file and the problem; skips are `CohortWarning`s and counted.
+
+This module depends on numpy and the standard library only.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import re
+import warnings
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from stgnn_jax.data.cache import (
+  CACHE_DIR_NAME,
+  CACHE_FORMAT_VERSION,
+  read_cache,
+  user_cache_dir,
+  write_cache,
+)
+from stgnn_jax.data.cohort import (
+  Cohort,
+  CohortError,
+  CohortWarning,
+  VisitRecord,
+  build_cohort,
+)
+from stgnn_jax.data.preprocessing import threshold_fc
+
+FC_DIR = "FC_Matrices"
+
+
+TEMPORAL_CSV = "TADPOLE_TEMPORAL.csv"
+
+
+SIMPLIFIED_CSV = "TADPOLE_Simplified.csv"
+
+
+# <ID> has no underscore: the CSV's `002_S_0295` is matched with underscores removed.
+SCAN_FILE_PATTERN = re.compile(r"sub-(?P<subject>[A-Za-z0-9]+)_run-(?P<run>\d+)_fc_matrix\.npz")
+
+
+SCAN_FILE_FORMAT = "sub-<ID>_run-<NN>_fc_matrix.npz"
+
+
+# `Visit` is part of the format but nothing reads it, so a table without it is accepted.
+TEMPORAL_COLUMNS = ("Subject", "Label_CS_Num", "Visit_Order", "Months_From_Baseline",
+                    "Months_To_Next_Original")
+
+
+# The simplified table's Label_CS_Num is not read: labels come from TADPOLE_TEMPORAL.csv only.
+SIMPLIFIED_COLUMNS = ("Subject", "Visit_idx", "Group")
+
+
+def _read_table(path: Path, required: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
+  """Rows of a CSV file as (line number, {column: stripped text}); checks the header."""
+  try:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's byte-order mark
+      reader = csv.DictReader(f)
+      header = [(name or "").strip() for name in (reader.fieldnames or [])]
+      missing = [c for c in required if c not in header]
+      if missing:
+        raise CohortError(
+            f"{path}: missing required column(s) {', '.join(repr(c) for c in missing)} "
+            f"(found columns: {', '.join(repr(c) for c in header) or 'none'})")
+      reader.fieldnames = header
+      return [(reader.line_num, {k: (v or "").strip() for k, v in row.items() if k is not None})
+              for row in reader]
+  except (OSError, UnicodeDecodeError, csv.Error) as e:
+    raise CohortError(f"{path}: cannot read the CSV file: {e}") from e
+
+
+def _parse_float(text: str, *, path: Path, line: int, column: str, allow_blank: bool) -> float:
+  if text == "" or text.lower() in ("nan", "na", "n/a"):
+    if allow_blank:
+      return math.nan
+    raise CohortError(f"{path}, line {line}: column {column!r} is blank")
+  try:
+    return float(text)
+  except ValueError:
+    raise CohortError(f"{path}, line {line}: column {column!r} is not a number: {text!r}") from None
+
+
+def _subject_key(text: str, *, path: Path, line: int) -> str:
+  key = text.replace("_", "")
+  if not key:
+    raise CohortError(f"{path}, line {line}: column 'Subject' is blank")
+  return key
+
+
+def read_visit_table(path: Path | str) -> tuple[dict[str, list[VisitRecord]], list[str]]:
+  """Reads TADPOLE_TEMPORAL.csv.
+
+  Args:
+    path: the CSV file.
+
+  Returns:
+    (subject id without underscores -> its rows sorted by Visit_Order, warning messages).
+
+  Raises:
+    CohortError: unreadable file, missing column, or a bad value (blank or non-numeric
+      Visit_Order / Months_From_Baseline, Label_CS_Num not 0 or 1); the message names the line.
+  """
+  path = Path(path)
+  visits: dict[str, list[VisitRecord]] = {}
+  for line, row in _read_table(path, TEMPORAL_COLUMNS):
+    subject = _subject_key(row["Subject"], path=path, line=line)
+    label = _parse_float(row["Label_CS_Num"], path=path, line=line, column="Label_CS_Num",
+                         allow_blank=False)
+    if label not in (0.0, 1.0):
+      raise CohortError(f"{path}, line {line}: Label_CS_Num must be 0 or 1, got "
+                        f"{row['Label_CS_Num']!r}")
+    order = _parse_float(row["Visit_Order"], path=path, line=line, column="Visit_Order",
+                         allow_blank=False)
+    months = _parse_float(row["Months_From_Baseline"], path=path, line=line,
+                          column="Months_From_Baseline", allow_blank=False)
+    to_next = _parse_float(row["Months_To_Next_Original"], path=path, line=line,
+                           column="Months_To_Next_Original", allow_blank=True)
+    if not (math.isfinite(order) and math.isfinite(months)):
+      raise CohortError(f"{path}, line {line}: Visit_Order and Months_From_Baseline must be finite")
+    visits.setdefault(subject, []).append(VisitRecord(order, months, to_next, int(label)))
+  messages = []
+  for subject, rows in visits.items():
+    rows.sort(key=lambda r: r.order)  # stable: equal orders keep the table's order
+    orders = [r.order for r in rows]
+    if len(set(orders)) < len(orders):
+      messages.append(f"{path}: subject {subject} has repeated Visit_Order values {orders}; rows "
+                      "with equal Visit_Order are taken in table order")
+  return visits, messages
+
+
+def read_baseline_groups(path: Path | str) -> dict[str, str | None]:
+  """Reads TADPOLE_Simplified.csv: subject id -> Group of its first row by Visit_idx (None if
+  blank). Raises CohortError on a missing column or a non-numeric Visit_idx."""
+  path = Path(path)
+  first: dict[str, tuple[float, str | None]] = {}
+  for line, row in _read_table(path, SIMPLIFIED_COLUMNS):
+    subject = _subject_key(row["Subject"], path=path, line=line)
+    index = _parse_float(row["Visit_idx"], path=path, line=line, column="Visit_idx",
+                         allow_blank=False)
+    if subject not in first or index < first[subject][0]:
+      first[subject] = (index, row["Group"] or None)
+  return {subject: group for subject, (_, group) in first.items()}
+
+
+def _read_scan(path: Path, var_name: str) -> np.ndarray:
+  """One scan's FC matrix `[N, N]`, checked: readable npz, key present, square, real, finite."""
+  try:
+    archive = np.load(path, allow_pickle=False)
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    raise CohortError(f"{path}: cannot read the .npz file: {e}") from e
+  if not isinstance(archive, np.lib.npyio.NpzFile):  # e.g. a bare .npy saved under this name
+    raise CohortError(f"{path}: not an .npz archive (found a bare {type(archive).__name__})")
+  with archive:
+    if var_name not in archive.files:
+      raise CohortError(
+          f"{path}: no array named {var_name!r}; the file has {sorted(archive.files)}. "
+          "Pass the right key with var_name= (--var_name on the command line).")
+    try:
+      fc = archive[var_name]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+      raise CohortError(f"{path}: cannot read {var_name!r} from the .npz file: {e}") from e
+  if fc.ndim != 2 or fc.shape[0] != fc.shape[1]:
+    raise CohortError(f"{path}: {var_name!r} must be a square 2-D matrix, got shape {fc.shape}")
+  if not (np.issubdtype(fc.dtype, np.floating) or np.issubdtype(fc.dtype, np.integer)):
+    raise CohortError(f"{path}: {var_name!r} must hold real numbers, got dtype {fc.dtype}")
+  n_bad = int(fc.size - np.count_nonzero(np.isfinite(fc)))
+  if n_bad:
+    raise CohortError(f"{path}: {var_name!r} has {n_bad} non-finite (NaN or inf) entries; fix or "
+                      "remove the scan")
+  return fc
+
+
+def _file_stats(directory: Path) -> list[tuple[str, int, int]]:
+  """(name, size, mtime_ns) of every regular file in `directory`, sorted by name."""
+  stats = []
+  with os.scandir(directory) as entries:
+    for entry in entries:
+      if entry.is_file():
+        stat = entry.stat()
+        stats.append((entry.name, stat.st_size, stat.st_mtime_ns))
+  return sorted(stats)
+
+
+def _load_uncached(root: Path, files: Sequence[tuple[str, int, int]], *, var_name: str,
+                   threshold: float, build_kwargs: dict) -> Cohort:
+  messages: list[str] = []
+
+  def note(message: str) -> None:
+    messages.append(message)
+    warnings.warn(message, CohortWarning, stacklevel=4)
+
+  fc_dir = root / FC_DIR
+  visits, table_messages = read_visit_table(root / TEMPORAL_CSV)
+  for message in table_messages:
+    note(message)
+  groups = {}
+  if (root / SIMPLIFIED_CSV).is_file():
+    groups = read_baseline_groups(root / SIMPLIFIED_CSV)
+
+  runs_by_subject: dict[str, dict[int, Path]] = {}
+  n_ignored = 0
+  stray = []
+  for name, _, _ in files:
+    match = SCAN_FILE_PATTERN.fullmatch(name)
+    if match is None or int(match["run"]) == 0:
+      n_ignored += 1
+      if name.lower().endswith(".npz"):
+        # Looks like a scan but is not named like one: say so rather than drop it quietly.
+        note(f"{fc_dir / name}: name does not match {SCAN_FILE_FORMAT} (1-based run); file skipped")
+      elif not name.startswith("."):  # hidden files (.DS_Store) are ignored without a word
+        stray.append(name)
+      continue
+    subject, run = match["subject"], int(match["run"])
+    previous = runs_by_subject.setdefault(subject, {}).get(run)
+    if previous is not None:
+      raise CohortError(f"{fc_dir / name} and {previous}: two files for run {run} of subject "
+                        f"{subject}")
+    runs_by_subject[subject][run] = fc_dir / name
+  if stray:
+    note(f"{fc_dir}: ignored {len(stray)} file(s) that are not scans: {', '.join(stray[:5])}"
+         + (", ..." if len(stray) > 5 else ""))
+
+  scans: dict[str, dict[int, np.ndarray]] = {}
+  n_skipped = n_subjects_skipped = 0
+  num_nodes, first_path = None, None
+  for subject in sorted(runs_by_subject):
+    paths = runs_by_subject[subject]
+    rows = visits.get(subject)
+    if rows is None:
+      # The reference labels these 0; a label we do not have must not be invented.
+      n_skipped += len(paths)
+      n_subjects_skipped += 1
+      names = ", ".join(p.name for _, p in sorted(paths.items()))
+      note(f"subject {subject} has no row in {root / TEMPORAL_CSV}; its {len(paths)} scan(s) "
+           f"skipped: {names}")
+      continue
+    for run in sorted(paths):
+      if run > len(rows):
+        n_skipped += 1
+        note(f"{paths[run]}: run {run} but subject {subject} has only {len(rows)} visit row(s) in "
+             f"{root / TEMPORAL_CSV}, so the scan has no visit time; skipped")
+        continue
+      fc = _read_scan(paths[run], var_name)
+      if num_nodes is None:
+        num_nodes, first_path = fc.shape[0], paths[run]
+      elif fc.shape[0] != num_nodes:
+        raise CohortError(f"{paths[run]}: {fc.shape[0]}x{fc.shape[0]} matrix, but {first_path} is "
+                          f"{num_nodes}x{num_nodes}; all scans must use the same atlas")
+      scans.setdefault(subject, {})[run] = threshold_fc(fc, threshold)
+    if subject not in scans:
+      n_subjects_skipped += 1
+
+  if not runs_by_subject:
+    raise CohortError(f"{fc_dir}: no scan files named {SCAN_FILE_FORMAT}")
+  return build_cohort(scans, visits, groups, n_scans_skipped=n_skipped,
+                      n_subjects_skipped=n_subjects_skipped, n_files_ignored=n_ignored,
+                      warning_messages=messages, **build_kwargs)
+
+
+def load_cohort(
+    data_root: str | os.PathLike,
+    *,
+    var_name: str = "fc_matrix",
+    threshold: float = 0.2,
+    max_visits: int = 10,
+    exclude_target_visit: bool = False,
+    single_visit_horizon: float = 6.0,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    require_both_classes: bool = True,
+) -> Cohort:
+  """Loads a cohort stored in the reference's on-disk format (see the module docstring).
+
+  Scans are matched to subjects by file name (`sub-<ID>_run-<NN>_fc_matrix.npz`, <ID> = the CSV's
+  Subject without underscores); graphs come from `fc_to_adjacency`; subjects from `build_cohort`
+  (label = last visit row, run k = k-th visit by Visit_Order, last `max_visits` inputs, time rules).
+
+  Skipped with a `CohortWarning`, and counted in the `Cohort`: scans of a subject without any row in
+  TADPOLE_TEMPORAL.csv (never labelled 0), a run k of a subject with fewer than k visit rows (no
+  visit time for it), `.npz` files whose name does not match the pattern (named one by one), other
+  non-scan files (one summary warning; hidden files such as .DS_Store silently).
+
+  Caching: the parsed cohort is stored as one compressed npz named by a hash of the input files'
+  names, sizes and mtimes, the absolute root and the settings, so a later call with unchanged inputs
+  reads one file instead of every scan (warnings are re-issued from the cache). It goes to
+  `cache_dir`, by default ROOT/.stgnn_cache or, if that is not writable, $XDG_CACHE_HOME/stgnn_jax
+  (~/.cache/stgnn_jax); if neither is writable the cohort is returned uncached with a warning.
+  Old cache files are not deleted.
+
+  Args:
+    data_root: ROOT, holding FC_Matrices/ and TADPOLE_TEMPORAL.csv (+ optional
+      TADPOLE_Simplified.csv).
+    var_name: the key of the matrix inside each npz.
+    threshold: edge threshold on |FC|.
+    max_visits: most recent input visits kept per subject.
+    exclude_target_visit: hold the last scan out as the prediction target (see `build_cohort`).
+    single_visit_horizon: months of the time feature when a subject has no gap to measure.
+    cache_dir: where to cache; None for the default above.
+    use_cache: False to neither read nor write the cache.
+    require_both_classes: raise if all subjects share one label.
+
+  Returns:
+    The `Cohort`, subjects sorted by id.
+
+  Raises:
+    CohortError: a missing folder or CSV, a missing column, a bad CSV value, an unreadable npz, a
+      missing key, a non-square, mismatched or non-finite matrix, two files for one run, no usable
+      scan, or a single class. The message names the file (and line or column) and the problem.
+  """
+  root = Path(data_root)
+  if not root.is_dir():
+    raise CohortError(f"{root}: data folder not found")
+  fc_dir, temporal = root / FC_DIR, root / TEMPORAL_CSV
+  if not fc_dir.is_dir():
+    raise CohortError(f"{fc_dir}: folder of scans not found (expected {FC_DIR}/{SCAN_FILE_FORMAT})")
+  if not temporal.is_file():
+    raise CohortError(f"{temporal}: visit table not found")
+  if not threshold >= 0:
+    raise ValueError(f"threshold must be >= 0, got {threshold}")
+  build_kwargs = dict(max_visits=int(max_visits), exclude_target_visit=bool(exclude_target_visit),
+                      single_visit_horizon=float(single_visit_horizon),
+                      require_both_classes=bool(require_both_classes))
+  files = _file_stats(fc_dir)
+  if not use_cache:
+    return _load_uncached(root, files, var_name=var_name, threshold=float(threshold),
+                          build_kwargs=build_kwargs)
+
+  tables = [(p.name, p.stat().st_size, p.stat().st_mtime_ns)
+            for p in (temporal, root / SIMPLIFIED_CSV) if p.is_file()]
+  key_source = json.dumps([CACHE_FORMAT_VERSION, str(root.resolve()), files, tables, var_name,
+                           float(threshold), build_kwargs], sort_keys=True)
+  name = f"cohort-{hashlib.sha256(key_source.encode()).hexdigest()[:32]}.npz"
+  directories = ([Path(cache_dir)] if cache_dir is not None
+                 else [root / CACHE_DIR_NAME, user_cache_dir()])
+  for directory in directories:
+    cohort = read_cache(directory / name)
+    if cohort is not None:
+      for message in cohort.warnings:
+        warnings.warn(message, CohortWarning, stacklevel=2)
+      return cohort
+  cohort = _load_uncached(root, files, var_name=var_name, threshold=float(threshold),
+                          build_kwargs=build_kwargs)
+  write_cache(cohort, directories, name)
+  return cohort

@@ -1,0 +1,152 @@
+"""Cross-validated training: the reference's protocol around the jitted `train_step`.
+
+Per fold (stratified K-fold over subjects, seed `seed`): a stratified 80/20 train/validation split
+of the training subjects (seed `seed + fold`), `n_epochs` epochs of shuffled batches (a different,
+seeded order every epoch), validation after each epoch, the plateau scheduler on a validation
+metric, and the best state by validation AUC among epochs that predict both classes, evaluated on
+the held-out fold. With `decision_threshold="val"` each epoch's validation predictions also choose
+the decision threshold (`metrics.balanced_threshold`) that the selected epoch then applies to the
+test fold; "argmax" is the reference's. Early stopping ends a fold `early_stop_patience` epochs
+after its last selected epoch. Classical baselines (`baselines.run_baselines`) are fitted on the
+same folds. Everything a run writes goes under `out_dir` atomically, and the run can be resumed
+after a kill at any point with identical results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from typing import Any
+
+from stgnn_jax import atomic
+from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
+from stgnn_jax.data.cohort import Cohort
+from stgnn_jax.data.reference_format import load_cohort
+from stgnn_jax.eval import metrics as metrics_lib
+from stgnn_jax.eval.reports import format_summary, format_value, write_metrics_csv
+from stgnn_jax.input_pipeline import Subjects, make_folds
+from stgnn_jax.train.loop import train_fold
+from stgnn_jax.train.sharding import Placement
+
+SUMMARY_METRICS = ("test_acc", "balanced_acc", "minority_f1", "test_auc", "train_acc",
+                   "balanced_train_acc")
+
+logger = logging.getLogger(__name__)
+
+
+def load_data(run: RunConfig) -> Cohort:
+  """The cohort on disk (`data_root`) or, without one, the built-in synthetic cohort."""
+  if run.data_root is not None:
+    return load_cohort(
+        run.data_root, var_name=run.var_name, threshold=run.threshold,
+        max_visits=run.max_visits, exclude_target_visit=run.exclude_target_visit,
+        single_visit_horizon=run.single_visit_horizon)
+  from stgnn_jax.data import synthetic
+  scans = synthetic.make_synthetic_cohort(
+      num_subjects=run.synthetic_subjects, num_regions=run.synthetic_regions, seed=run.seed,
+      threshold=run.threshold)
+  return synthetic.cohort_from_scans(
+      scans, max_visits=run.max_visits, exclude_target_visit=run.exclude_target_visit,
+      single_visit_horizon=run.single_visit_horizon)
+
+
+def run_cross_validation(model_config: ModelConfig, optim_config: OptimConfig, run: RunConfig,
+                         out_dir: str, *, progress_bar: bool = True) -> dict[str, Any]:
+  """Runs (or resumes) the cross-validation in `out_dir`; returns the results dict.
+
+  The protocol: load the cohort, record the configuration (or check it against the one being
+  resumed), split the subjects into folds, train and test each fold (a finished fold is read
+  back), fit the baselines on the same folds, write results.json, metrics.csv and the plots.
+  Messages go to the `stgnn_jax` loggers.
+  """
+  os.makedirs(out_dir, exist_ok=True)
+  cohort = load_data(run)
+  logger.info(cohort.summary())
+  # Every kind of node features has one entry per region: the input width is the atlas size.
+  model_config = dataclasses.replace(model_config, input_dim=cohort.num_nodes)
+  record_config(out_dir, model_config, optim_config, run)
+  subjects = Subjects(cohort, run, model_config)
+  placement = Placement(run.num_devices, run.batch_size, run.eval_batch_size, run.graph_multiple)
+  if placement.num_devices > 1:
+    logger.info("data parallel over %d devices", placement.num_devices)
+  folds = make_folds(subjects.labels, run.num_folds, run.seed)
+  results, histories = train_folds(folds, subjects, model_config, optim_config, run, placement,
+                                   out_dir, progress_bar=progress_bar)
+
+  summary = metrics_lib.summarize(results, SUMMARY_METRICS)
+  output = {"folds": results, "summary": summary, "cohort": cohort.summary()}
+  if run.baselines:
+    from stgnn_jax.eval import baselines
+
+    output["baselines"] = baselines.run_baselines(
+        subjects.last_fc, subjects.labels, folds, decision_threshold=run.decision_threshold)
+  atomic.write_json(os.path.join(out_dir, "results.json"), output)
+  write_metrics_csv(out_dir, histories)
+  from stgnn_jax.eval import reports
+
+  reports.plot_training_curves(out_dir, histories)
+  reports.plot_roc_curves(out_dir, results, subjects.labels, output.get("baselines"))
+  logger.info(format_summary(summary, output.get("baselines")))
+  return output
+
+
+def record_config(out_dir: str, model_config: ModelConfig, optim_config: OptimConfig,
+                  run: RunConfig) -> None:
+  """Writes `out_dir/config.json`, or checks that a run being resumed has the same settings."""
+  config_path = os.path.join(out_dir, "config.json")
+  config = {"model": model_config.to_dict(), "optim": dataclasses.asdict(optim_config),
+            "run": dataclasses.asdict(run)}
+  if not os.path.exists(config_path):
+    atomic.write_json(config_path, config)
+    return
+  with open(config_path) as f:
+    saved = json.load(f)
+  if saved != json.loads(json.dumps(config)):
+    raise ValueError(
+        f"{config_path} holds a different configuration; resume with the same settings "
+        "(train.py --resume DIR reads them from there) or use a new --out_dir.")
+
+
+def train_folds(folds, subjects: Subjects, model_config: ModelConfig, optim_config: OptimConfig,
+                run: RunConfig, placement: Placement, out_dir: str, *, progress_bar: bool
+                ) -> tuple[list[dict[str, Any]], list[list[dict[str, Any]]]]:
+  """Every fold's result and metrics history; a fold with `result.json` is read back."""
+  from tqdm.auto import tqdm
+  from tqdm.contrib.logging import logging_redirect_tqdm
+
+  results, histories = [], []
+  bar = tqdm(total=run.num_folds * run.n_epochs, disable=not progress_bar, unit="epoch",
+             dynamic_ncols=True)
+  with bar, logging_redirect_tqdm():
+    for k, split in enumerate(folds):
+      fold_dir = os.path.join(out_dir, f"fold_{k}")
+      done_path = os.path.join(fold_dir, "result.json")
+      if os.path.exists(done_path):
+        with open(done_path) as f:
+          done = json.load(f)
+        results.append(done["result"])
+        histories.append(done["history"])
+        bar.update(run.n_epochs)
+        continue
+      bar.set_description(f"fold {k + 1}/{run.num_folds}")
+
+      def on_epoch(history):
+        bar.update(1)
+        bar.set_postfix(loss=f"{history[-1]['train_loss']:.4f}",
+                        val_auc=format_value(history[-1]["val_auc"]))
+        write_metrics_csv(out_dir, histories + [history])
+
+      os.makedirs(fold_dir, exist_ok=True)
+      result, history = train_fold(k, split, subjects, model_config, optim_config, run,
+                                   placement, fold_dir, on_epoch=on_epoch)
+      bar.update(run.n_epochs - len(history))  # epochs skipped by an early stop
+      atomic.write_json(done_path, {"result": result, "history": history})
+      results.append(result)
+      histories.append(history)
+      write_metrics_csv(out_dir, histories)
+      logger.info("fold %d: test acc %.3f, balanced acc %.3f, AUC %s (best epoch %d)", k,
+                  result["test_acc"], result["balanced_acc"], format_value(result["test_auc"]),
+                  result["best_epoch"])
+  return results, histories

@@ -1,0 +1,377 @@
+"""Cross-validated training: the reference's protocol around the jitted `train_step`.
+
+Per fold (stratified K-fold over subjects, seed `seed`): a stratified 80/20 train/validation split
+of the training subjects (seed `seed + fold`), `n_epochs` epochs of shuffled batches (a different,
+seeded order every epoch), validation after each epoch, the plateau scheduler on a validation
+metric, and the best state by validation AUC among epochs that predict both classes, evaluated on
+the held-out fold. With `decision_threshold="val"` each epoch's validation predictions also choose
+the decision threshold (`metrics.balanced_threshold`) that the selected epoch then applies to the
+test fold; "argmax" is the reference's. Early stopping ends a fold `early_stop_patience` epochs
+after its last selected epoch. Classical baselines (`baselines.run_baselines`) are fitted on the
+same folds. Everything a run writes goes under `out_dir` atomically, and the run can be resumed
+after a kill at any point with identical results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time as wall_time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
+from stgnn_jax.eval import metrics as metrics_lib
+from stgnn_jax.input_pipeline import (
+  ScanTable,
+  Subjects,
+  iterate_embedded_batches,
+  pack_scans,
+)
+from stgnn_jax.train.checkpoints import restore_state, save_checkpoint, save_state
+from stgnn_jax.train.optimizer import plateau_scheduler, plateau_step, plateau_value
+from stgnn_jax.train.pretrain import load_encoder
+from stgnn_jax.train.sharding import Placement
+from stgnn_jax.train.state import (
+  TrainState,
+  auto_focal_alpha,
+  init_params,
+  input_statistics,
+  with_input_statistics,
+)
+from stgnn_jax.train.step import encode_graphs, eval_step, train_step
+
+logger = logging.getLogger(__name__)
+
+
+class FrozenEncoderScans:
+  """A fold's training scans, packed once, embedded once per epoch by the frozen encoder.
+
+  A frozen encoder's parameters do not change within an epoch, so instead of running it inside
+  every step (on graph slots padded per batch, one compilation per graph bucket), each epoch
+  embeds all training scans in chunks of one shape and the steps train the classifier on
+  `EmbeddedBatch`es of those embeddings. Encoder dropout is still drawn afresh for every scan
+  in every epoch, as when the reference embeds each batch in its data loader.
+  """
+
+  def __init__(self, subjects: Subjects, train_idx: np.ndarray, run: RunConfig,
+               placement: Placement):
+    self.table: ScanTable = pack_scans(
+        [subjects.adjacency[i] for i in train_idx], subjects.labels[train_idx],
+        None if subjects.time is None else subjects.time[train_idx],
+        chunk_size=run.graph_multiple,
+        features=None if subjects.features is None else [subjects.features[i] for i in train_idx])
+    self.chunks = [placement.batch(chunk) for chunk in self.table.chunks]
+    self.position = {int(subject): p for p, subject in enumerate(train_idx)}
+    self.run = run
+    self.placement = placement
+
+  def batches(self, state: TrainState, order: np.ndarray, key: jax.Array):
+    """The epoch's `EmbeddedBatch`es for subjects in `order` (cohort indices)."""
+    embeddings = jnp.concatenate([
+        encode_graphs(state.params, graphs, time, jax.random.fold_in(key, c),
+                      model_config=state.model_config)
+        for c, (graphs, time) in enumerate(self.chunks)])
+    positions = np.array([self.position[int(i)] for i in order])
+    # Any subject may pick any row: the embeddings are replicated, the subjects sharded.
+    embeddings = self.placement.replicate(embeddings)
+    for batch in iterate_embedded_batches(self.table, None, batch_size=self.run.batch_size,
+                                          max_visits=self.run.max_visits, order=positions):
+      yield self.placement.batch(batch).replace(embeddings=embeddings)
+
+
+def train_epoch(state: TrainState, epoch: int, subjects: Subjects, order: np.ndarray,
+                run: RunConfig, placement: Placement, epoch_key: jax.Array,
+                frozen_scans: FrozenEncoderScans | None = None):
+  """Epoch `epoch` (0-based): one pass over `order` in batches of `run.batch_size`.
+
+  Returns `(state, per-step metrics)`. With `frozen_scans` (a frozen encoder) the steps run on
+  the epoch's precomputed embeddings; otherwise each step runs the whole model on its batch's
+  graphs. Nothing is synchronised.
+  """
+  # Placed like the rest of the state: an uncommitted scalar would make the first step of a
+  # run compile once more than the others.
+  state = state.replace(epoch=placement.replicate(np.int32(epoch)))
+  if frozen_scans is not None:
+    # The steps use fold_in(epoch_key, b); the encoder's dropout takes an index no step reaches.
+    batches = frozen_scans.batches(state, order, jax.random.fold_in(epoch_key, 2**31 - 1))
+  else:
+    batches = (placement.batch(b) for b in subjects.batches(order, run.batch_size, run))
+  step_metrics = []
+  for b, batch in enumerate(batches):
+    state, m = train_step(state, batch, jax.random.fold_in(epoch_key, b))
+    step_metrics.append(m)
+  return state, step_metrics
+
+
+def predict_split(state: TrainState, subjects: Subjects, indices: np.ndarray, run: RunConfig,
+                  placement: Placement) -> tuple[np.ndarray, np.ndarray]:
+  """(logits [n, classes], per-subject focal loss [n]) for `indices`, in eval mode."""
+  logits, losses = [], []
+  size = run.eval_batch_size
+  for start, batch in zip(range(0, len(indices), size),
+                          subjects.batches(indices, size, run)):
+    out = jax.device_get(eval_step(state, placement.batch(batch)))
+    n = min(size, len(indices) - start)
+    logits.append(out["logits"][:n])
+    losses.append(out["loss"][:n])
+  return np.concatenate(logits), np.concatenate(losses)
+
+
+def evaluate(state, subjects, indices, run, placement, *, threshold: float | None = None,
+             choose_threshold: bool = False, reports: bool = False) -> dict[str, Any]:
+  """Metrics of `indices` at `threshold` (None: argmax); with `choose_threshold`, at the split's
+  own `metrics.balanced_threshold` instead (returned as "threshold"; None if undefined)."""
+  logits, losses = predict_split(state, subjects, indices, run, placement)
+  labels = subjects.labels[indices]
+  if choose_threshold:
+    threshold = metrics_lib.balanced_threshold(labels, metrics_lib.softmax_p1(logits))
+  result = metrics_lib.classification_metrics(
+      labels, logits, threshold=threshold, losses=losses,
+      groups=[subjects.conversion_types[i] for i in indices]
+      if reports and subjects.has_groups else None,
+      horizons=[subjects.horizons[i] for i in indices]
+      if reports and subjects.horizons is not None else None,
+      report=reports)
+  result["logits"] = logits
+  result["labels"] = labels
+  result["threshold"] = threshold
+  return result
+
+
+def predicts_both_classes(result: dict[str, Any]) -> bool:
+  return all(count > 0 for count in result["prediction_counts"].values())
+
+
+@dataclasses.dataclass
+class FoldProgress:
+  """What a fold has to remember between epochs (saved after every epoch for --resume)."""
+
+  state: TrainState
+  plateau_state: Any
+  best_params: Any
+  best_epoch: int = -1
+  best_val_auc: float = -math.inf
+  best_val_loss: float = math.inf
+  best_threshold: float | None = None
+  next_epoch: int = 0
+  stopped: str = ""
+  history: list = dataclasses.field(default_factory=list)
+
+  def to_tree(self) -> dict[str, Any]:
+    return {"state": self.state, "plateau_state": self.plateau_state,
+            "best_params": self.best_params,
+            "meta": json.dumps({"best_epoch": self.best_epoch, "best_val_auc": self.best_val_auc,
+                                "best_val_loss": self.best_val_loss,
+                                "best_threshold": self.best_threshold,
+                                "next_epoch": self.next_epoch, "stopped": self.stopped,
+                                "history": self.history})}
+
+  def restore(self, path: str) -> None:
+    tree = restore_state(path, self.to_tree())
+    meta = json.loads(tree["meta"])
+    self.state = tree["state"]
+    self.plateau_state = tree["plateau_state"]
+    self.best_params = tree["best_params"]
+    self.best_epoch = meta["best_epoch"]
+    self.best_val_auc = meta["best_val_auc"]
+    self.best_val_loss = meta["best_val_loss"]
+    self.best_threshold = meta["best_threshold"]
+    self.next_epoch = meta["next_epoch"]
+    self.stopped = meta["stopped"]
+    self.history = meta["history"]
+
+  def improves(self, val: dict[str, Any], selection: str) -> bool:
+    """Whether a validation result beats the selected epoch: a higher AUC, or with "auc_loss" an
+    equal AUC and a lower loss (small validation splits tie often, e.g. at AUC 1)."""
+    if not predicts_both_classes(val) or val["auc"] is None:
+      return False
+    if val["auc"] != self.best_val_auc:
+      return val["auc"] > self.best_val_auc
+    return selection == "auc_loss" and val["loss"] < self.best_val_loss
+
+
+@dataclasses.dataclass
+class Fold:
+  """One fold's fixed inputs: its subjects, the model it trains, where it writes."""
+
+  index: int
+  train_idx: np.ndarray
+  val_idx: np.ndarray
+  test_idx: np.ndarray
+  subjects: Subjects
+  model_config: ModelConfig
+  optim_config: OptimConfig
+  run: RunConfig
+  placement: Placement
+  directory: str
+  base_key: jax.Array
+  focal_alpha: float
+  frozen_scans: FrozenEncoderScans | None
+
+  @property
+  def progress_path(self) -> str:
+    return os.path.join(self.directory, "progress.msgpack")
+
+
+def setup_fold(index: int, split, subjects: Subjects, model_config: ModelConfig,
+               optim_config: OptimConfig, run: RunConfig, placement: Placement,
+               directory: str) -> tuple[Fold, FoldProgress]:
+  """The fold's initial state (or the state saved in `directory`, to resume from).
+
+  Parameters come from the fold's seed, the input statistics from its training scans only (no
+  test subject leaks into them), the encoder from --pretrained or --pretrain_encoder, the focal
+  α from its training labels with `focal_alpha="auto"`.
+  """
+  train_idx, val_idx, test_idx = split
+  base_key = jax.random.fold_in(jax.random.key(run.seed), index)
+  first = next(subjects.batches(train_idx, run.batch_size, run))
+  params = init_params(model_config, first, jax.random.fold_in(base_key, 0))
+  if subjects.features is not None:
+    params = with_input_statistics(
+        params, input_statistics([subjects.features[i] for i in train_idx]))
+  params = load_encoder(params, model_config, run, subjects, train_idx, directory, base_key)
+  focal_alpha = (auto_focal_alpha(subjects.labels[train_idx])
+                 if optim_config.focal_alpha == "auto" else optim_config.focal_alpha)
+  state = placement.replicate(TrainState.create(params, model_config, optim_config,
+                                                focal_alpha=focal_alpha))
+  fold = Fold(index=index, train_idx=train_idx, val_idx=val_idx, test_idx=test_idx,
+              subjects=subjects, model_config=model_config, optim_config=optim_config, run=run,
+              placement=placement, directory=directory, base_key=base_key,
+              focal_alpha=focal_alpha,
+              frozen_scans=(FrozenEncoderScans(subjects, train_idx, run, placement)
+                            if model_config.freeze_encoder else None))
+  progress = FoldProgress(state=state,
+                          plateau_state=plateau_scheduler(optim_config).init(jnp.zeros(())),
+                          best_params=state.params)
+  if os.path.exists(fold.progress_path):
+    progress.restore(fold.progress_path)
+    progress.state = placement.replicate(progress.state)
+    logger.info("fold %d: resuming at epoch %d", index, progress.next_epoch)
+  return fold, progress
+
+
+def run_epoch(fold: Fold, progress: FoldProgress) -> dict[str, Any] | None:
+  """Trains epoch `progress.next_epoch`, validates, steps the plateau and keeps the best epoch.
+
+  Updates `progress` (and the fold's `best.msgpack` when the epoch is selected) and returns the
+  epoch's metrics row; returns None, with `progress.stopped` set, when the training loss is not
+  finite (the epoch is discarded).
+  """
+  run, optim_config = fold.run, fold.optim_config
+  epoch = progress.next_epoch
+  order = np.random.default_rng([run.seed, fold.index, epoch]).permutation(fold.train_idx)
+  epoch_key = jax.random.fold_in(jax.random.fold_in(fold.base_key, 1), epoch)
+  started = wall_time.perf_counter()
+  state, step_metrics = train_epoch(progress.state, epoch, fold.subjects, order, run,
+                                    fold.placement, epoch_key, fold.frozen_scans)
+  step_metrics = jax.device_get(step_metrics)
+  epoch_seconds = wall_time.perf_counter() - started
+  count = sum(float(m["count"]) for m in step_metrics)
+  train_loss = sum(float(m["loss"]) * float(m["count"]) for m in step_metrics) / count
+  train_acc = sum(float(m["correct"]) for m in step_metrics) / count
+  if not math.isfinite(train_loss):
+    progress.stopped = (f"non-finite training loss ({train_loss}) at epoch {epoch}; the fold "
+                        f"stops and keeps the best state so far (epoch {progress.best_epoch})")
+    return None
+
+  val = evaluate(state, fold.subjects, fold.val_idx, run, fold.placement,
+                 choose_threshold=run.decision_threshold == "val")
+  progress.plateau_state = plateau_step(optim_config, progress.plateau_state,
+                                        plateau_value(optim_config, val))
+  lr = optim_config.lr * float(progress.plateau_state.scale)
+  state = state.with_learning_rate(lr)
+  if progress.improves(val, run.selection):
+    progress.best_val_auc, progress.best_val_loss = val["auc"], val["loss"]
+    progress.best_epoch, progress.best_threshold = epoch, val["threshold"]
+    progress.best_params = state.params  # immutable arrays: a real copy, never updated in place
+    save_checkpoint(os.path.join(fold.directory, "best.msgpack"), jax.device_get(state.params),
+                    fold.model_config, fold=fold.index, epoch=epoch, val_auc=val["auc"],
+                    val_balanced_acc=val["balanced_accuracy"],
+                    decision_threshold=val["threshold"], focal_alpha=fold.focal_alpha)
+  row = {"fold": fold.index, "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
+         "val_loss": val["loss"], "val_acc": val["accuracy"],
+         "val_balanced_acc": val["balanced_accuracy"], "val_auc": val["auc"],
+         "val_threshold": val["threshold"], "lr": lr, "epoch_seconds": epoch_seconds}
+  progress.history.append(row)
+  progress.state = state
+  progress.next_epoch = epoch + 1
+  if run.early_stop_patience and epoch - progress.best_epoch >= run.early_stop_patience:
+    progress.stopped = (f"early stop at epoch {epoch}: no better validation epoch for "
+                        f"{run.early_stop_patience} epochs (best epoch {progress.best_epoch})")
+  return row
+
+
+def fold_result(fold: Fold, progress: FoldProgress) -> dict[str, Any]:
+  """Tests the selected epoch on the held-out subjects: the fold's entry of results.json."""
+  if progress.best_epoch < 0:
+    logger.info("fold %d: no epoch predicted both validation classes with a defined AUC; "
+                "testing the last state instead", fold.index)
+    best_state = progress.state
+  else:
+    best_state = progress.state.replace(params=progress.best_params)
+  threshold = progress.best_threshold if progress.best_epoch >= 0 else None
+  test = evaluate(best_state, fold.subjects, fold.test_idx, fold.run, fold.placement,
+                  threshold=threshold, reports=True)
+  train = evaluate(best_state, fold.subjects, fold.train_idx, fold.run, fold.placement,
+                   threshold=threshold)
+  # The reference's argmax predictions of the same model, beside those at the chosen threshold.
+  argmax = metrics_lib.classification_metrics(test["labels"], test["logits"], report=False)
+  result = {
+      "fold": fold.index,
+      "test_acc": test["accuracy"],
+      "balanced_acc": test["balanced_accuracy"],
+      "minority_precision": test["minority_precision"],
+      "minority_recall": test["minority_recall"],
+      "minority_f1": test["minority_f1"],
+      "test_auc": test["auc"],
+      "test_loss": test["loss"],
+      "train_acc": train["accuracy"],
+      "balanced_train_acc": train["balanced_accuracy"],
+      "decision_threshold": threshold,
+      "argmax": {"test_acc": argmax["accuracy"], "balanced_acc": argmax["balanced_accuracy"],
+                 "minority_f1": argmax["minority_f1"],
+                 "prediction_counts": argmax["prediction_counts"]},
+      "focal_alpha": fold.focal_alpha,
+      "best_epoch": progress.best_epoch,
+      "best_val_auc": progress.best_val_auc if progress.best_epoch >= 0 else None,
+      "epochs_run": progress.next_epoch,
+      "stopped": progress.stopped or None,
+      "n_train": len(fold.train_idx), "n_val": len(fold.val_idx), "n_test": len(fold.test_idx),
+      "prediction_counts": test["prediction_counts"],
+      "classification_report": test["classification_report"],
+      "test_subjects": fold.test_idx.tolist(),
+      "test_p1": metrics_lib.softmax_p1(test["logits"]).tolist(),
+  }
+  for key in ("per_conversion_type", "per_horizon"):
+    if key in test:
+      result[key] = test[key]
+  return result
+
+
+def train_fold(index: int, split, subjects: Subjects, model_config: ModelConfig,
+               optim_config: OptimConfig, run: RunConfig, placement: Placement, directory: str,
+               *, on_epoch: Callable[[list[dict[str, Any]]], None] = lambda history: None
+               ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+  """Trains one fold, resuming from `directory/progress.msgpack` if present.
+
+  Returns:
+    `(result, history)`: the fold's test/train metrics and one metrics row per epoch.
+    `on_epoch` is called with the history after every epoch.
+  """
+  fold, progress = setup_fold(index, split, subjects, model_config, optim_config, run,
+                              placement, directory)
+  while progress.next_epoch < run.n_epochs and not progress.stopped:
+    if run_epoch(fold, progress) is None:
+      logger.info("fold %d: %s", index, progress.stopped)
+      break
+    save_state(fold.progress_path, progress.to_tree())
+    on_epoch(progress.history)
+  return fold_result(fold, progress), progress.history

@@ -1,0 +1,130 @@
+"""The optimiser and the jitted train step: focal loss + minority forcing, Adam with L2, clipping.
+
+`train_step(state, batch, rng) -> (state, metrics)` is pure; the loop around it (`experiment`)
+does the I/O. The reference's recipe, every piece from optax:
+
+- gradients clipped to global norm 1.0 (`torch.nn.utils.clip_grad_norm_` before the step),
+- weight decay 1e-4 added to the gradient before Adam (`torch.optim.Adam(weight_decay=...)`, an L2
+  term, not AdamW's decoupled decay),
+- Adam(b1 0.9, b2 0.999, eps 1e-8) scaled by the learning rate, which lives in the optimiser state
+  (`optax.inject_hyperparams`) so the plateau scheduler can change it without recompiling,
+- `ReduceLROnPlateau(mode="max", factor=0.5, patience=10, min_lr=1e-6)` on validation balanced
+  accuracy, as `optax.contrib.reduce_on_plateau` stepped once per epoch (`plateau_scheduler`);
+  `plateau_metric` can watch the validation AUC or loss instead.
+
+The focal loss's α lives in the `TrainState` as a traced scalar, so each fold can take its own
+(`focal_alpha="auto"`: from the fold's class balance, `auto_focal_alpha`) without a new compile.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import optax.contrib
+
+from stgnn_jax.config import ModelConfig, OptimConfig
+from stgnn_jax.input_pipeline import SubjectBatch
+from stgnn_jax.nn.model import STGNN
+from stgnn_jax.train.optimizer import model_optimizer, set_learning_rate
+
+
+def auto_focal_alpha(labels: np.ndarray) -> float:
+  """α for the converters (class 1) from the training labels: the share of the stable class.
+
+  The two seeds disagree: one sets α to the positives' share, the other gives the minority class
+  a high α. This takes the second: with 25% converters α = 0.75, so α_t·n balances the two
+  classes (0.75 · 25 = 0.25 · 75), and a minority converter class is weighted up.
+  """
+  labels = np.asarray(labels)
+  if labels.size == 0:
+    raise ValueError("auto_focal_alpha: no training labels.")
+  return float(np.mean(labels == 0))
+
+
+def input_statistics(features: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+  """`model.InputStandardization`'s params from node features `[visits, N, F]` (per subject):
+  the mean and 1 / std of each (region, feature) entry over every scan given (the fold's
+  training scans). An entry that never varies (e.g. the unit diagonal) gets scale 0."""
+  stacked = np.concatenate([np.asarray(f, np.float64) for f in features])
+  std = stacked.std(axis=0)
+  scale = np.where(std > 1e-6, 1 / np.maximum(std, 1e-6), 0.0)
+  return {"mean": stacked.mean(axis=0).astype(np.float32), "scale": scale.astype(np.float32)}
+
+
+def with_input_statistics(params: Mapping[str, Any], stats: Mapping[str, np.ndarray]
+                          ) -> dict[str, Any]:
+  """`params` with the encoder's `input_standardization` set to `stats` (shapes checked)."""
+  current = params["encoder"]["input_standardization"]
+  for name in ("mean", "scale"):
+    if np.shape(stats[name]) != np.shape(current[name]):
+      raise ValueError(f"input statistics of shape {np.shape(stats[name])} for a model with "
+                       f"{np.shape(current[name])} node features.")
+  encoder = dict(params["encoder"], input_standardization={
+      name: jnp.asarray(stats[name], jnp.float32) for name in ("mean", "scale")})
+  return dict(params, encoder=encoder)
+
+
+class TrainState(flax.struct.PyTreeNode):
+  """Parameters, optimiser state and the step's static recipe.
+
+  `epoch` (0-based) drives the minority-forcing weight; `focal_alpha` is the focal loss's α as a
+  traced scalar; `model_config` and `optim_config` are static, so a new configuration compiles a
+  new step.
+  """
+
+  step: jax.Array
+  epoch: jax.Array
+  params: Any
+  opt_state: optax.OptState
+  focal_alpha: jax.Array
+  model_config: ModelConfig = flax.struct.field(pytree_node=False)
+  optim_config: OptimConfig = flax.struct.field(pytree_node=False)
+
+  @classmethod
+  def create(cls, params: Any, model_config: ModelConfig, optim_config: OptimConfig, *,
+             focal_alpha: float | None = None) -> "TrainState":
+    """A fresh state; `focal_alpha` is required when `optim_config.focal_alpha` is "auto"."""
+    if focal_alpha is None:
+      if optim_config.focal_alpha == "auto":
+        raise ValueError("focal_alpha='auto' needs the fold's value: pass "
+                         "focal_alpha=auto_focal_alpha(training labels).")
+      focal_alpha = optim_config.focal_alpha
+    tx = model_optimizer(optim_config, model_config)
+    return cls(step=jnp.zeros((), jnp.int32), epoch=jnp.zeros((), jnp.int32), params=params,
+               opt_state=tx.init(params), focal_alpha=jnp.asarray(focal_alpha, jnp.float32),
+               model_config=model_config, optim_config=optim_config)
+
+  @property
+  def learning_rate(self) -> jax.Array:
+    return self.opt_state.hyperparams["learning_rate"]
+
+  def with_learning_rate(self, lr: float | jax.Array) -> "TrainState":
+    return self.replace(opt_state=set_learning_rate(self.opt_state, lr))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def init_params(model_config: ModelConfig, batch: SubjectBatch, rng: jax.Array) -> Any:
+  """Fresh STGNN parameters for the shapes of `batch` (jitted: an eager init takes seconds)."""
+  return STGNN(model_config).init(
+      rng, batch.graphs, batch.visit_slot, batch.lengths, batch.time,
+      max_visits=batch.max_visits)["params"]
+
+
+def replace_encoder(params: Mapping[str, Any], encoder: Mapping[str, Any]) -> dict[str, Any]:
+  """`params` with the encoder taken from `encoder` (e.g. a pretrained one), shapes checked."""
+  expected = jax.tree.map(jnp.shape, params["encoder"])
+  found = jax.tree.map(jnp.shape, encoder)
+  if expected != found:
+    raise ValueError(
+        "the pretrained encoder does not fit this model: its parameter shapes differ "
+        f"({jax.tree.structure(found)} vs {jax.tree.structure(expected)}); check node_features, "
+        "layer_type, gnn_hidden_dim, gnn_num_layers, graph_norm, use_topk_pooling, readout and "
+        "use_time_features (a reference encoder needs the reference's flags, README).")
+  return dict(params, encoder=jax.tree.map(jnp.asarray, encoder))
