@@ -459,8 +459,8 @@ def test_fused_norm_activation_dropout_matches_pyg_in_float64(name, rate):
   real = node_mask.reshape(-1)
   norm = pyg_nn.GraphNorm(features).double()
   with torch.no_grad():
-    for name, value in params.items():
-      getattr(norm, name).copy_(torch.from_numpy(value.astype(np.float64)))
+    for key, value in params.items():
+      getattr(norm, key).copy_(torch.from_numpy(value.astype(np.float64)))
   x_t = torch.tensor(x.reshape(-1, features)[real], dtype=torch.float64, requires_grad=True)
   batch = torch.from_numpy(np.repeat(np.arange(len(sizes)), sizes))
   torch_act = {"relu": F.relu, "leaky_relu": F.leaky_relu, "elu": F.elu, "gelu": F.gelu}
