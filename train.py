@@ -27,6 +27,7 @@ from stgnn_jax.config import (
 )
 
 CONFIGS = (ModelConfig, OptimConfig, RunConfig)
+logger = logging.getLogger("stgnn_jax")
 
 
 def _argparse_type(parse):
@@ -49,9 +50,11 @@ def add_flag(group: argparse._ArgumentGroup, field: dataclasses.Field) -> None:
     group.add_argument(f"--no-{field.name}", dest=field.name, action="store_false",
                        help=argparse.SUPPRESS)
     return
-  parse = meta["parse"] or {"int": int, "int | None": int, "float": float}.get(field.type, str)
-  group.add_argument(f"--{field.name}", default=default, choices=meta["choices"],
-                     type=_argparse_type(parse), help=meta["help"])
+  # argparse words the errors of int and float itself ("invalid int value: 'x'").
+  parse = (_argparse_type(meta["parse"]) if meta["parse"]
+           else {"int": int, "int | None": int, "float": float}.get(field.type, str))
+  group.add_argument(f"--{field.name}", default=default, choices=meta["choices"], type=parse,
+                     help=meta["help"])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
       out_dir = args.out_dir or os.path.join("runs", stamp)
   except (ValueError, FileNotFoundError) as error:
     parser.error(str(error))
-  logging.basicConfig(level=logging.INFO, format="%(message)s")
+  # The run's messages (stgnn_jax's loggers) on stdout; other libraries' only from warnings up.
+  logging.basicConfig(format="%(message)s", stream=sys.stdout)
+  logger.setLevel(logging.INFO)
 
   if args.write_synthetic:
     from stgnn_jax.data import synthetic
@@ -113,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     synthetic.write_synthetic(args.write_synthetic, num_subjects=run.synthetic_subjects,
                               num_regions=run.synthetic_regions, seed=run.seed,
                               threshold=run.threshold, var_name=run.var_name)
-    logging.info("wrote the synthetic cohort to %s", args.write_synthetic)
+    logger.info("wrote the synthetic cohort to %s", args.write_synthetic)
     return 0
 
   reference_encoder = os.path.join(args.save_path, "pretrained_gnn_encoder.pth")
@@ -132,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
   from stgnn_jax.train.checkpoints import copy_checkpoint
   from stgnn_jax.train.cross_validation import run_cross_validation
 
-  logging.info("writing to %s", out_dir)
+  logger.info("writing to %s", out_dir)
   results = run_cross_validation(model, optim, run, out_dir, progress_bar=not args.no_progress)
   for fold in results["folds"]:
     best = os.path.join(out_dir, f"fold_{fold['fold']}", "best.msgpack")

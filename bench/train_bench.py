@@ -171,7 +171,7 @@ class JaxPipeline:
     else:
       positions = np.array([self.frozen_scans.position[int(i)] for i in order])
       batches = (self.placement.batch(b) for b in iterate_embedded_batches(
-          self.frozen_scans.table, None, batch_size=BATCH_SIZE,
+          self.frozen_scans.table, batch_size=BATCH_SIZE,
           max_visits=self.data.run.max_visits, order=positions))
     jax.block_until_ready(list(batches))
 

@@ -308,7 +308,7 @@ def _softmax_cross_entropy_parts(z, is_label, smoothing, smoothed):
   num_classes = z.shape[-1]
   z_max = z.max(axis=-1)
   # The row sums in one variadic reduction: one pass over z instead of one per
-  # sum (XLA:CPU also runs this much faster than its fused row reductions).
+  # sum; XLA:CPU does not fuse separate row reductions into one.
   operands = [jnp.exp(z - z_max[..., None]), jnp.where(is_label, z, 0)]
   if smoothed:
     operands.append(z)

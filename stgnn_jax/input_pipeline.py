@@ -147,7 +147,7 @@ def iterate_batches(
     *,
     batch_size: int,
     max_visits: int,
-    graph_multiple: int = 32,
+    graph_multiple: int,
     order: Sequence[int] | None = None,
     features: Sequence[np.ndarray] | None = None,
 ):
@@ -185,13 +185,15 @@ class EmbeddedBatch:
 
   Attributes:
     embeddings: `[rows, D]` visit embeddings the batch picks from (all scans of the epoch; the
-      same array for every batch of the epoch).
+      same array for every batch of the epoch). `iterate_embedded_batches` leaves it None: the
+      epoch's embeddings exist only once the encoder has run, and they are placed on the
+      devices apart from the batch (replicated, while the subjects are sharded).
     visit_index: `[subjects, max_visits]` int32, the row of each visit, oldest first (0 at
       padding visits, which the classifier never reads).
     lengths, labels, subject_mask: as in `SubjectBatch`.
   """
 
-  embeddings: jax.Array
+  embeddings: jax.Array | None
   visit_index: jax.Array
   lengths: jax.Array
   labels: jax.Array
@@ -200,11 +202,6 @@ class EmbeddedBatch:
   @property
   def max_visits(self) -> int:
     return self.visit_index.shape[1]
-
-  @property
-  def num_subjects(self) -> int:
-    return self.lengths.shape[0]
-
 
 @dataclasses.dataclass(frozen=True)
 class ScanTable:
@@ -242,12 +239,12 @@ def pack_scans(adjacency: Sequence[np.ndarray], labels: Sequence[int],
                    labels=np.asarray(labels, np.int32))
 
 
-def iterate_embedded_batches(table: ScanTable, embeddings: jax.Array, *, batch_size: int,
-                             max_visits: int, order: Sequence[int] | None = None):
+def iterate_embedded_batches(table: ScanTable, *, batch_size: int, max_visits: int,
+                             order: Sequence[int] | None = None):
   """Yields `EmbeddedBatch`es of `batch_size` subject slots over `table`'s subjects.
 
   Args:
-    table: the packed scans whose embedding is `embeddings` (`[rows, D]`, row r = scan r).
+    table: the packed scans (row r of their embeddings = scan r).
     batch_size, max_visits: subject and visit slots; the last batch is padded with masked
       subjects.
     order: positions into `table`'s subjects (a permutation for shuffling); default as packed.
@@ -267,7 +264,7 @@ def iterate_embedded_batches(table: ScanTable, embeddings: jax.Array, *, batch_s
     visit_index = np.zeros((batch_size, max_visits), np.int32)
     visit_index[:n] = np.where(visits < lengths[:n, None],
                                table.first_row[chosen][:, None] + visits, 0)
-    yield EmbeddedBatch(embeddings=embeddings, visit_index=visit_index, lengths=lengths,
+    yield EmbeddedBatch(embeddings=None, visit_index=visit_index, lengths=lengths,
                         labels=labels, subject_mask=np.arange(batch_size) < n)
 
 

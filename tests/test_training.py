@@ -193,7 +193,8 @@ def test_connection_profile_batches_carry_each_visits_fc_rows():
   assert nodes.shape == (8, 6, 6)
   np.testing.assert_array_equal(nodes[:6], np.concatenate([fc[2], fc[0], fc[1]]))
   assert not nodes[6:].any()  # padding graphs
-  one_hot = next(iterate_batches(adjacency, [0, 1, 0], None, batch_size=4, max_visits=3))
+  one_hot = next(iterate_batches(adjacency, [0, 1, 0], None, batch_size=4, max_visits=3,
+                               graph_multiple=8))
   assert one_hot.graphs.nodes is None
   with pytest.raises(ValueError, match="features must be"):
     pack_subjects(adjacency, features=[f[:1] for f in fc])
@@ -389,8 +390,7 @@ def test_embedded_batches_pick_each_subjects_visits_in_order():
   table = pack_scans(adjacency, [0, 1, 1, 0, 1], None, chunk_size=4)
   assert [graphs.adjacency.shape[0] for graphs, _ in table.chunks] == [4, 4, 4]
   rows = np.concatenate([graphs.adjacency for graphs, _ in table.chunks])
-  embeddings = np.arange(12, dtype=np.float32)[:, None]
-  batches = list(iterate_embedded_batches(table, embeddings, batch_size=2, max_visits=4,
+  batches = list(iterate_embedded_batches(table, batch_size=2, max_visits=4,
                                           order=[2, 0, 4, 1, 3]))
   assert len(batches) == 3 and not batches[-1].subject_mask[1]
   for batch, chosen in zip(batches, ([2, 0], [4, 1], [3])):

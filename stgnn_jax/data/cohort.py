@@ -1,27 +1,9 @@
-"""Cohort data: FC matrices + TADPOLE visit tables -> labelled per-subject graph sequences.
+"""The domain types, `Subject` and `Cohort`, and the reference's rules that assemble them.
 
-Reads the reference's on-disk format (kept byte-compatible) and applies its "from matrix to graph"
-rules (`/work/shared/reference/original-stgnn.md`):
-
-    ROOT/FC_Matrices/sub-<ID>_run-<NN>_fc_matrix.npz   one scan; the [N, N] matrix under `var_name`
-    ROOT/TADPOLE_TEMPORAL.csv    Subject, Visit, Label_CS_Num, Visit_Order, Months_From_Baseline,
-                                 Months_To_Next_Original    (one row per visit)
-    ROOT/TADPOLE_Simplified.csv  Subject, Visit_idx, Group[, Label_CS_Num]   (optional)
-
-Graphs: `fc_to_adjacency` symmetrises, thresholds `|A| < threshold` away and keeps every other
-nonzero entry as an edge, self loops included; `threshold_fc` keeps the FC values on those edges.
-A `Subject` stores both: the reference's convolutions read only the edges (with one-hot node
-features, `node_features`), the connection-profile node features and the baselines read the values.
-
-Differences from the reference, all deliberate (it silently mislabels or mis-reads in these cases):
-  - A scan whose subject has no row in TADPOLE_TEMPORAL.csv is skipped with a warning and counted
-    (the reference labels it 0).
-  - Non-finite matrix entries raise `CohortError` naming the file (the reference's threshold keeps
-    NaN and inf as edges).
-  - Every malformed input (missing file or column, bad value, missing npz key, wrong matrix shape)
-    raises `CohortError` naming the file and the problem; skips are `CohortWarning`s and counted.
-
-This module depends on numpy and the standard library only.
+`build_cohort` turns per-subject scans and visit rows into labelled subjects: the label of the
+last visit, the last `max_visits` visits, the time to predict (`Months_To_Next_Original`, or
+`single_visit_horizon` for one visit), optionally without the target visit. Malformed input
+raises `CohortError` naming the problem; skipped subjects are `CohortWarning`s and counted.
 """
 
 from __future__ import annotations

@@ -1,17 +1,9 @@
-"""Cohort data: FC matrices + TADPOLE visit tables -> labelled per-subject graph sequences.
-
-Reads the reference's on-disk format (kept byte-compatible) and applies its "from matrix to graph"
-rules (`/work/shared/reference/original-stgnn.md`):
+"""The reference's on-disk cohort format (kept byte-compatible), read by `load_cohort`.
 
     ROOT/FC_Matrices/sub-<ID>_run-<NN>_fc_matrix.npz   one scan; the [N, N] matrix under `var_name`
     ROOT/TADPOLE_TEMPORAL.csv    Subject, Visit, Label_CS_Num, Visit_Order, Months_From_Baseline,
                                  Months_To_Next_Original    (one row per visit)
     ROOT/TADPOLE_Simplified.csv  Subject, Visit_idx, Group[, Label_CS_Num]   (optional)
-
-Graphs: `fc_to_adjacency` symmetrises, thresholds `|A| < threshold` away and keeps every other
-nonzero entry as an edge, self loops included; `threshold_fc` keeps the FC values on those edges.
-A `Subject` stores both: the reference's convolutions read only the edges (with one-hot node
-features, `node_features`), the connection-profile node features and the baselines read the values.
 
 Differences from the reference, all deliberate (it silently mislabels or mis-reads in these cases):
   - A scan whose subject has no row in TADPOLE_TEMPORAL.csv is skipped with a warning and counted
@@ -21,7 +13,7 @@ Differences from the reference, all deliberate (it silently mislabels or mis-rea
   - Every malformed input (missing file or column, bad value, missing npz key, wrong matrix shape)
     raises `CohortError` naming the file and the problem; skips are `CohortWarning`s and counted.
 
-This module depends on numpy and the standard library only.
+A parsed cohort is cached (`cache`), keyed by the files' names, sizes and times and the settings.
 """
 
 from __future__ import annotations

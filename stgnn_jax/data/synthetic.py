@@ -726,7 +726,6 @@ feature sets per subject: (a) fc = the last scan's upper triangle with |r| < thr
 last scan minus (a) of the first (0 for one visit). In brackets: the mean over the same spec with
 seeds +100, +200, +300 (the design, not one draw). Under shuffled labels these AUCs spread with
 sd ~0.07 around 0.5, so 0.4-0.65 is chance (the null's degree 0.65, strength's edges 0.41).
-Generating a cohort takes 0.2 s (density-200: 0.5 s), writing it 1 s (2.5 s), on the 2-core VM.
 
 | cohort | subjects / converters / scans | density | (a) fc | (b) edges | (c) degree | (d) change |
 |---|---|---:|---:|---:|---:|---:|

@@ -144,8 +144,7 @@ def run_baselines(
 
   results = {}
   # One BLAS thread: these fits are small (~200 x 5000), and a multi-threaded OpenBLAS next to
-  # other busy processes (a training run, a test suite) ran the 240-subject call 15x slower
-  # (38 s against 2.2 s on 2 shared cores).
+  # other busy processes (a training run, a test suite) oversubscribes the cores and spins.
   with threadpool_limits(limits=1, user_api="blas"):
     for name in BASELINES:
       fold_results = [

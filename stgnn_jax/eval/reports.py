@@ -1,4 +1,4 @@
-"""PNG plots of a run: training curves per fold and the test folds' ROC curves."""
+"""A run's reports: training curves and ROC curves (PNG), metrics.csv and the printed summary."""
 
 from __future__ import annotations
 

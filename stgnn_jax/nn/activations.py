@@ -1,15 +1,4 @@
-"""Graph layers on `DenseGraphs`: convolutions, GraphNorm, TopK pooling, readout, activations.
-
-Every layer reproduces PyTorch Geometric 2.8's numbers for real nodes (`SAGEConv`, `GCNConv`,
-`GATConv`, `GraphNorm`, `TopKPooling`, `global_mean_pool` / `global_max_pool`) and keeps padding
-node slots at exactly 0, so padding never leaks into a real graph. Aggregations are batched
-matmuls over the dense adjacency (`adjacency[g, i, j]` = number of edges `j -> i`); multi-edges
-count with their multiplicity, as they do in a PyG edge list.
-
-Parameter names and initialisers mirror PyG's, so a reference state dict converts key by key
-(`conv_params_from_torch` and friends at the end of this file; PyTorch stores a Linear weight as
-`[out, in]`, a Flax `Dense` kernel is `[in, out]`).
-"""
+"""The reference's `--activation` choices, with torch.nn.functional's defaults."""
 
 from __future__ import annotations
 

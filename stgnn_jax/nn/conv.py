@@ -1,14 +1,10 @@
-"""Graph layers on `DenseGraphs`: convolutions, GraphNorm, TopK pooling, readout, activations.
+"""Graph convolutions on `DenseGraphs`: PyG's `SAGEConv`, `GCNConv` and `GATConv`.
 
-Every layer reproduces PyTorch Geometric 2.8's numbers for real nodes (`SAGEConv`, `GCNConv`,
-`GATConv`, `GraphNorm`, `TopKPooling`, `global_mean_pool` / `global_max_pool`) and keeps padding
-node slots at exactly 0, so padding never leaks into a real graph. Aggregations are batched
-matmuls over the dense adjacency (`adjacency[g, i, j]` = number of edges `j -> i`); multi-edges
-count with their multiplicity, as they do in a PyG edge list.
-
+Each reproduces PyTorch Geometric 2.8's numbers for real nodes and keeps padding node slots at
+exactly 0. Aggregations are batched matmuls over the dense adjacency (`adjacency[g, i, j]` =
+number of edges `j -> i`); multi-edges count with their multiplicity, as in a PyG edge list.
 Parameter names and initialisers mirror PyG's, so a reference state dict converts key by key
-(`conv_params_from_torch` and friends at the end of this file; PyTorch stores a Linear weight as
-`[out, in]`, a Flax `Dense` kernel is `[in, out]`).
+(`torch_interop.layers`; a PyTorch Linear weight is `[out, in]`, a Flax kernel `[in, out]`).
 """
 
 from __future__ import annotations
@@ -22,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from stgnn_jax.nn.graphs import DenseGraphs
-from stgnn_jax.nn.initializers import _glorot, _torch_linear_kernel, _uniform
+from stgnn_jax.nn.initializers import glorot, torch_linear_kernel, uniform
 
 Array = jax.Array
 
@@ -59,8 +55,8 @@ def _matmul_rows(x: Array, kernel: Array) -> Array:
 
   Same numbers as `x @ kernel`, but on a 3-D `x` XLA's CPU backend computes the kernel gradient
   by first transposing the whole upstream gradient (re-running the fused GraphNorm/activation
-  backward in a strided order): that one op took ~45% of the encoder's backward. On 2-D rows the
-  kernel gradient is a plain matmul (forward + backward measured 2x faster).
+  backward in a strided order), the largest op of the encoder's backward. On 2-D rows the kernel
+  gradient is a plain matmul (bench/model_bench.py measures the encoder).
   """
   return (x.reshape(-1, x.shape[-1]) @ kernel).reshape(x.shape[:-1] + (kernel.shape[-1],))
 
@@ -85,9 +81,9 @@ class SAGEConv(nn.Module):
     x = graphs.nodes
     in_dim = graphs.max_nodes if x is None else x.shape[-1]
     bound = 1 / math.sqrt(in_dim)
-    w_l, b_l = _LinearParams(in_dim, self.features, True, _torch_linear_kernel, _uniform(bound),
+    w_l, b_l = _LinearParams(in_dim, self.features, True, torch_linear_kernel, uniform(bound),
                              name="lin_l")()
-    w_r, _ = _LinearParams(in_dim, self.features, False, _torch_linear_kernel, name="lin_r")()
+    w_r, _ = _LinearParams(in_dim, self.features, False, torch_linear_kernel, name="lin_r")()
 
     adjacency = graphs.adjacency
     in_degree = adjacency.sum(axis=-1, keepdims=True)  # [G, N, 1]
@@ -131,7 +127,7 @@ class GCNConv(nn.Module):
     x = graphs.nodes
     n = graphs.max_nodes
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-    kernel, _ = _LinearParams(n if x is None else x.shape[-1], self.features, False, _glorot,
+    kernel, _ = _LinearParams(n if x is None else x.shape[-1], self.features, False, glorot,
                               name="lin")()
 
     eye = jnp.eye(n, dtype=bool)
@@ -173,12 +169,12 @@ class GATConv(nn.Module):
     att_bound = math.sqrt(6 / (1 + self.features))
     n = graphs.max_nodes
     x = graphs.nodes
-    kernel, _ = _LinearParams(n if x is None else x.shape[-1], self.features, False, _glorot,
+    kernel, _ = _LinearParams(n if x is None else x.shape[-1], self.features, False, glorot,
                               name="lin")()
     # One-hot features: h = I W = W, the same [N, features] for every graph.
     h = kernel if x is None else _matmul_rows(x, kernel)
-    att_src = self.param("att_src", _uniform(att_bound), (self.features,))
-    att_dst = self.param("att_dst", _uniform(att_bound), (self.features,))
+    att_src = self.param("att_src", uniform(att_bound), (self.features,))
+    att_dst = self.param("att_dst", uniform(att_bound), (self.features,))
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
 
     eye = jnp.eye(n, dtype=bool)

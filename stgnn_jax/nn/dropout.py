@@ -1,15 +1,5 @@
-"""Graph layers on `DenseGraphs`: convolutions, GraphNorm, TopK pooling, readout, activations.
-
-Every layer reproduces PyTorch Geometric 2.8's numbers for real nodes (`SAGEConv`, `GCNConv`,
-`GATConv`, `GraphNorm`, `TopKPooling`, `global_mean_pool` / `global_max_pool`) and keeps padding
-node slots at exactly 0, so padding never leaks into a real graph. Aggregations are batched
-matmuls over the dense adjacency (`adjacency[g, i, j]` = number of edges `j -> i`); multi-edges
-count with their multiplicity, as they do in a PyG edge list.
-
-Parameter names and initialisers mirror PyG's, so a reference state dict converts key by key
-(`conv_params_from_torch` and friends at the end of this file; PyTorch stores a Linear weight as
-`[out, in]`, a Flax `Dense` kernel is `[in, out]`).
-"""
+"""Dropout with hash-based masks: `flax.linen.Dropout`'s contract at a fraction of its cost on a
+CPU, and a mask the fused GraphNorm block can recompute in its backward."""
 
 from __future__ import annotations
 
@@ -46,8 +36,7 @@ class HashDropout(nn.Module):
   `1 / (1 - rate)`, identity when `deterministic`), but the per-element bits come from two rounds
   of an integer hash over the element index, keyed by 64 bits drawn once per call with
   `jax.random.bits` (`draw_seed`). On a CPU, drawing a threefry word per element cost more than
-  the rest of the encoder's forward pass (≈90 ms for the 2M activations of a 64-graph batch); the
-  hash costs a few ms. Masks of different calls are independent through their keys; the keep
+  the rest of the encoder's forward pass; the hash is a handful of integer ops per element. Masks of different calls are independent through their keys; the keep
   probability is exact to 2^-32.
   """
 

@@ -41,18 +41,8 @@ class DenseGraphs:
   node_mask: jax.Array
 
   @property
-  def num_graphs(self) -> int:
-    return self.node_mask.shape[0]
-
-  @property
   def max_nodes(self) -> int:
     return self.node_mask.shape[1]
-
-  @property
-  def n_node(self) -> jax.Array:
-    """`[graphs]` number of real nodes per graph."""
-    return self.node_mask.sum(axis=-1)
-
 
 def dense_graphs_from_jraph(
     graphs: jraph.GraphsTuple, max_nodes: int, *, padded: bool = False) -> DenseGraphs:
@@ -62,7 +52,8 @@ def dense_graphs_from_jraph(
   cannot change a real graph's output; with `padded=True` the graphs that
   `jraph.get_graph_padding_mask` marks as padding (the batch came from `jraph.pad_with_graphs`)
   are also emptied, so they cost nothing downstream. A real graph with more than `max_nodes`
-  nodes cannot be represented: check with `check_fits` on the host first.
+  nodes cannot be represented: concrete inputs are checked (`check_fits` raises ValueError);
+  under `jax.jit` the sizes are unknown, so call `check_fits` on the host first.
 
   Args:
     graphs: `nodes [total_nodes, F]`, `senders`/`receivers [total_edges]`, `n_node`/`n_edge
@@ -73,6 +64,8 @@ def dense_graphs_from_jraph(
   Returns:
     `DenseGraphs` with `nodes [graphs, max_nodes, F]`.
   """
+  if not isinstance(graphs.n_node, jax.core.Tracer):
+    check_fits(graphs, max_nodes, padded=padded)
   n_graph = graphs.n_node.shape[0]
   total_nodes = graphs.nodes.shape[0]
   if padded:

@@ -1,15 +1,5 @@
-"""Graph layers on `DenseGraphs`: convolutions, GraphNorm, TopK pooling, readout, activations.
-
-Every layer reproduces PyTorch Geometric 2.8's numbers for real nodes (`SAGEConv`, `GCNConv`,
-`GATConv`, `GraphNorm`, `TopKPooling`, `global_mean_pool` / `global_max_pool`) and keeps padding
-node slots at exactly 0, so padding never leaks into a real graph. Aggregations are batched
-matmuls over the dense adjacency (`adjacency[g, i, j]` = number of edges `j -> i`); multi-edges
-count with their multiplicity, as they do in a PyG edge list.
-
-Parameter names and initialisers mirror PyG's, so a reference state dict converts key by key
-(`conv_params_from_torch` and friends at the end of this file; PyTorch stores a Linear weight as
-`[out, in]`, a Flax `Dense` kernel is `[in, out]`).
-"""
+"""The initialisers of PyTorch and PyTorch Geometric, so that fresh params draw from the same
+distributions as the reference's (the values differ: the generators do)."""
 
 from __future__ import annotations
 
@@ -19,19 +9,17 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-Array = jax.Array
 
-
-def _uniform(bound: float) -> nn.initializers.Initializer:
-  """U(-bound, bound), PyG's `inits.uniform` / torch's Linear bias."""
-  def init(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
+def uniform(bound: float) -> nn.initializers.Initializer:
+  """U(-bound, bound): PyG's `inits.uniform`, torch's Linear bias and every weight of torch's
+  recurrent layers (bound 1/sqrt(fan_in) or 1/sqrt(hidden))."""
+  def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
     return jax.random.uniform(key, shape, dtype, -bound, bound)
   return init
 
 
 # PyG's `Linear` default, `kaiming_uniform(fan_in, a=sqrt(5))` like torch.nn.Linear: U(±1/sqrt(in)).
-_torch_linear_kernel = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
-
+torch_linear_kernel = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
 
 # PyG's `glorot` on a `[out, in]` weight: U(±sqrt(6 / (in + out))), as Flax's on `[in, out]`.
-_glorot = nn.initializers.xavier_uniform()
+glorot = nn.initializers.xavier_uniform()

@@ -1,15 +1,5 @@
-"""Graph layers on `DenseGraphs`: convolutions, GraphNorm, TopK pooling, readout, activations.
-
-Every layer reproduces PyTorch Geometric 2.8's numbers for real nodes (`SAGEConv`, `GCNConv`,
-`GATConv`, `GraphNorm`, `TopKPooling`, `global_mean_pool` / `global_max_pool`) and keeps padding
-node slots at exactly 0, so padding never leaks into a real graph. Aggregations are batched
-matmuls over the dense adjacency (`adjacency[g, i, j]` = number of edges `j -> i`); multi-edges
-count with their multiplicity, as they do in a PyG edge list.
-
-Parameter names and initialisers mirror PyG's, so a reference state dict converts key by key
-(`conv_params_from_torch` and friends at the end of this file; PyTorch stores a Linear weight as
-`[out, in]`, a Flax `Dense` kernel is `[in, out]`).
-"""
+"""PyG's `TopKPooling` on dense graphs (the kept nodes form a smaller dense batch) and the
+graph readout, `global_mean_pool` ‖ `global_max_pool` over the real nodes."""
 
 from __future__ import annotations
 
@@ -21,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from stgnn_jax.nn.graphs import DenseGraphs
-from stgnn_jax.nn.initializers import _uniform
+from stgnn_jax.nn.initializers import uniform
 
 Array = jax.Array
 
@@ -78,7 +68,7 @@ class TopKPool(nn.Module):
     x, node_mask = graphs.nodes, graphs.node_mask
     features = x.shape[-1]
     k_static = topk_size(self.ratio, graphs.max_nodes)
-    weight = self.param("weight", _uniform(1 / math.sqrt(features)), (features,))
+    weight = self.param("weight", uniform(1 / math.sqrt(features)), (features,))
 
     score = jnp.tanh((x @ weight) / jnp.linalg.norm(weight))  # [G, N]
     n_real = node_mask.sum(axis=-1)

@@ -48,6 +48,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stgnn_jax.nn.initializers import uniform
+
 # Gate blocks per cell type, in PyTorch's order (LSTM: i, f, g, o; GRU: r, z, n).
 GATES_PER_CELL: dict[str, int] = {"LSTM": 4, "GRU": 3, "RNN": 1}
 
@@ -99,22 +101,6 @@ _CELLS: dict[str, Callable[[jax.Array, jax.Array, Carry], Carry]] = {
     "LSTM": _lstm_cell, "GRU": _gru_cell, "RNN": _rnn_cell}
 
 
-def _torch_rnn_init(hidden_dim: int) -> nn.initializers.Initializer:
-  """PyTorch's RNN init: every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H))."""
-  bound = 1.0 / np.sqrt(hidden_dim)
-  def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-  return init
-
-
-def _torch_linear_init(fan_in: int) -> nn.initializers.Initializer:
-  """PyTorch's nn.Linear init (kaiming_uniform(a=√5) for the weight): U(-1/sqrt(in), 1/sqrt(in))."""
-  bound = 1.0 / np.sqrt(fan_in)
-  def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-  return init
-
-
 class _DirectionWeights(nn.Module):
   """The four arrays of one direction of one layer (see the module docstring for shapes)."""
 
@@ -123,7 +109,7 @@ class _DirectionWeights(nn.Module):
 
   @nn.compact
   def __call__(self, input_dim: int) -> dict[str, jax.Array]:
-    init = _torch_rnn_init(self.hidden_dim)
+    init = uniform(1.0 / np.sqrt(self.hidden_dim))  # torch's RNN init
     width = self.num_gates * self.hidden_dim
     return {
         "weight_ih": self.param("weight_ih", init, (input_dim, width)),
@@ -286,10 +272,10 @@ class TemporalClassifier(nn.Module):
     )(x, lengths, deterministic=deterministic)
     fan_in = features.shape[-1]
     y = nn.Dense(
-        HEAD_HIDDEN_DIM, kernel_init=_torch_linear_init(fan_in),
-        bias_init=_torch_linear_init(fan_in), name="head_0")(features)
+        HEAD_HIDDEN_DIM, kernel_init=uniform(1.0 / np.sqrt(fan_in)),
+        bias_init=uniform(1.0 / np.sqrt(fan_in)), name="head_0")(features)
     y = nn.relu(y)
     y = nn.Dropout(self.head_dropout)(y, deterministic=deterministic)
     return nn.Dense(
-        self.num_classes, kernel_init=_torch_linear_init(HEAD_HIDDEN_DIM),
-        bias_init=_torch_linear_init(HEAD_HIDDEN_DIM), name="head_3")(y)
+        self.num_classes, kernel_init=uniform(1.0 / np.sqrt(HEAD_HIDDEN_DIM)),
+        bias_init=uniform(1.0 / np.sqrt(HEAD_HIDDEN_DIM)), name="head_3")(y)

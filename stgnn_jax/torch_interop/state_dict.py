@@ -33,12 +33,6 @@ class StateReader:
     self._used: set[str] = set()
     self.what = what
 
-  def __contains__(self, key: str) -> bool:
-    return key in self._state
-
-  def keys(self) -> list[str]:
-    return list(self._state)
-
   def take(self, key: str, shape: Sequence[int]) -> np.ndarray:
     if key not in self._state:
       raise CheckpointMismatchError(

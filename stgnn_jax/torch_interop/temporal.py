@@ -1,41 +1,5 @@
-"""The temporal classifier: a (bi)directional LSTM / GRU / tanh-RNN over per-visit embeddings.
-
-Each subject is a sequence of visit embeddings `[subjects, visits, features]` with a true length per
-subject; the classifier reads the recurrent network's final states and maps them to class logits.
-It reproduces the reference's `nn.LSTM`/`nn.GRU`/`nn.RNN(batch_first=True)` fed with
-`pack_padded_sequence(..., enforce_sorted=False)` followed by
-`nn.Sequential(Linear(., 64), ReLU, Dropout, Linear(64, num_classes))`:
-
-- the forward direction's final state is its state at the subject's true last visit
-  (`t = length - 1`); the backward direction starts from a zero state at the true last visit and
-  ends at the first visit; visits at `t >= length` never influence anything;
-- stacked layers see the previous layer's per-step outputs (`[forward, backward]` concatenated),
-  with dropout between layers (not after the last), as `nn.LSTM(dropout=...)` does;
-- the classifier feature is the last layer's `[forward final, backward final]` (`h_n`).
-
-Cells follow PyTorch's definitions (https://pytorch.org/docs/stable/generated/torch.nn.LSTM.html and
-the GRU/RNN pages), gate orders included, so reference weights load unchanged:
-
-  LSTM: i, f, g, o = split(W_ih x + b_ih + W_hh h + b_hh);  c' = σ(f) c + σ(i) tanh(g);
-        h' = σ(o) tanh(c')
-  GRU:  r = σ(W_ir x + b_ir + W_hr h + b_hr);  z = σ(W_iz x + b_iz + W_hz h + b_hz);
-        n = tanh(W_in x + b_in + r (W_hn h + b_hn));  h' = (1 - z) n + z h
-  RNN:  h' = tanh(W_ih x + b_ih + W_hh h + b_hh)
-
-Parameter tree of `TemporalClassifier` (G = 4 for LSTM, 3 for GRU, 1 for RNN; H = hidden_dim;
-in_0 = input features, in_l = H·dirs for l > 0; weights are stored as `[in, out]`, i.e. transposed
-with respect to PyTorch, gate blocks in PyTorch's order along the last axis):
-
-  {"rnn": {"l0":         {"weight_ih": [in_0, G·H], "weight_hh": [H, G·H],
-                          "bias_ih": [G·H], "bias_hh": [G·H]},
-           "l0_reverse": {...},            # only when bidirectional
-           "l1": {...}, "l1_reverse": {...}, ...},
-   "head_0": {"kernel": [H·dirs, 64], "bias": [64]},       # torch classifier.0
-   "head_3": {"kernel": [64, num_classes], "bias": [num_classes]}}   # torch classifier.3
-
-`temporal_params_from_torch` / `temporal_params_to_torch` convert between this tree and the
-reference's state-dict keys (`lstm.weight_ih_l0`, ..., `classifier.3.bias`).
-"""
+"""The reference's recurrent classifier state dict (`lstm.weight_ih_l0`, ..., `classifier.3.bias`)
+<-> the param tree of `nn.temporal.TemporalClassifier` (see that module for its layout)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""Atomic files and Flax-serialised checkpoints.
-
-Every file of a run is written to a temporary file in the same folder, flushed to disk and moved
-over the old one with `os.replace`, so a run killed at any moment (SIGKILL included) leaves either
-the old or the new complete file, never a torn one.
-"""
+"""Flax-serialised checkpoints (params with their `ModelConfig`) and the fold's resume state,
+written atomically (`stgnn_jax.atomic`)."""
 
 from __future__ import annotations
 

@@ -1,15 +1,10 @@
-"""Cross-validated training: the reference's protocol around the jitted `train_step`.
+"""Cross-validated training, the reference's protocol: `run_cross_validation`.
 
-Per fold (stratified K-fold over subjects, seed `seed`): a stratified 80/20 train/validation split
-of the training subjects (seed `seed + fold`), `n_epochs` epochs of shuffled batches (a different,
-seeded order every epoch), validation after each epoch, the plateau scheduler on a validation
-metric, and the best state by validation AUC among epochs that predict both classes, evaluated on
-the held-out fold. With `decision_threshold="val"` each epoch's validation predictions also choose
-the decision threshold (`metrics.balanced_threshold`) that the selected epoch then applies to the
-test fold; "argmax" is the reference's. Early stopping ends a fold `early_stop_patience` epochs
-after its last selected epoch. Classical baselines (`baselines.run_baselines`) are fitted on the
-same folds. Everything a run writes goes under `out_dir` atomically, and the run can be resumed
-after a kill at any point with identical results.
+Stratified K-fold over subjects (seed `seed`), a stratified 80/20 train/validation split of each
+fold's training subjects (seed `seed + fold`), each fold trained and tested by `train.loop`, the
+classical baselines (`eval.baselines`) fitted on the same folds. Everything a run writes goes
+under `out_dir` atomically, and the run can be resumed after a kill at any point with identical
+results.
 """
 
 from __future__ import annotations

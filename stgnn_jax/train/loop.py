@@ -1,15 +1,12 @@
-"""Cross-validated training: the reference's protocol around the jitted `train_step`.
+"""One fold of the protocol: set it up, run its epochs, test its selected epoch.
 
-Per fold (stratified K-fold over subjects, seed `seed`): a stratified 80/20 train/validation split
-of the training subjects (seed `seed + fold`), `n_epochs` epochs of shuffled batches (a different,
-seeded order every epoch), validation after each epoch, the plateau scheduler on a validation
-metric, and the best state by validation AUC among epochs that predict both classes, evaluated on
-the held-out fold. With `decision_threshold="val"` each epoch's validation predictions also choose
-the decision threshold (`metrics.balanced_threshold`) that the selected epoch then applies to the
-test fold; "argmax" is the reference's. Early stopping ends a fold `early_stop_patience` epochs
-after its last selected epoch. Classical baselines (`baselines.run_baselines`) are fitted on the
-same folds. Everything a run writes goes under `out_dir` atomically, and the run can be resumed
-after a kill at any point with identical results.
+Per epoch: shuffled batches (a different, seeded order every epoch) through `train_step`,
+validation, the plateau scheduler on a validation metric, and selection of the best epoch by
+validation AUC among epochs that predict both classes (`FoldProgress.improves`). With
+`decision_threshold="val"` each epoch's validation predictions also choose the decision threshold
+(`metrics.balanced_threshold`) that the selected epoch then applies to the test fold; "argmax" is
+the reference's. Early stopping ends a fold `early_stop_patience` epochs after its last selected
+epoch. The fold's progress is saved after every epoch, so a killed run resumes exactly.
 """
 
 from __future__ import annotations
@@ -82,7 +79,7 @@ class FrozenEncoderScans:
     positions = np.array([self.position[int(i)] for i in order])
     # Any subject may pick any row: the embeddings are replicated, the subjects sharded.
     embeddings = self.placement.replicate(embeddings)
-    for batch in iterate_embedded_batches(self.table, None, batch_size=self.run.batch_size,
+    for batch in iterate_embedded_batches(self.table, batch_size=self.run.batch_size,
                                           max_visits=self.run.max_visits, order=positions):
       yield self.placement.batch(batch).replace(embeddings=embeddings)
 

@@ -5,6 +5,9 @@ Dropout(0.3) -> Linear(128, 2), on single scans labelled with their subject's la
 Adam lr 1e-3 with weight decay 1e-5 (L2), clipping 1.0, plateau on validation accuracy (factor
 0.5, patience 5, min lr 1e-5), batch 32, an 80/20 split of the scans. It splits scans of ALL
 subjects, so test subjects leak into the encoder; here only the fold's training subjects are used.
+
+`load_encoder` gives a fold its encoder: from `--pretrained` (a stgnn-jax checkpoint or a reference
+`.pth`) or pretrained on the fold's training subjects (`--pretrain_encoder`).
 """
 
 from __future__ import annotations

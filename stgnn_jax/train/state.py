@@ -1,19 +1,8 @@
-"""The optimiser and the jitted train step: focal loss + minority forcing, Adam with L2, clipping.
+"""The `TrainState` and how a fold's state is made: fresh params, the input statistics of the
+fold's training scans, a pretrained encoder, the focal α of its class balance.
 
-`train_step(state, batch, rng) -> (state, metrics)` is pure; the loop around it (`experiment`)
-does the I/O. The reference's recipe, every piece from optax:
-
-- gradients clipped to global norm 1.0 (`torch.nn.utils.clip_grad_norm_` before the step),
-- weight decay 1e-4 added to the gradient before Adam (`torch.optim.Adam(weight_decay=...)`, an L2
-  term, not AdamW's decoupled decay),
-- Adam(b1 0.9, b2 0.999, eps 1e-8) scaled by the learning rate, which lives in the optimiser state
-  (`optax.inject_hyperparams`) so the plateau scheduler can change it without recompiling,
-- `ReduceLROnPlateau(mode="max", factor=0.5, patience=10, min_lr=1e-6)` on validation balanced
-  accuracy, as `optax.contrib.reduce_on_plateau` stepped once per epoch (`plateau_scheduler`);
-  `plateau_metric` can watch the validation AUC or loss instead.
-
-The focal loss's α lives in the `TrainState` as a traced scalar, so each fold can take its own
-(`focal_alpha="auto"`: from the fold's class balance, `auto_focal_alpha`) without a new compile.
+The focal loss's α lives in the state as a traced scalar, so each fold can take its own
+(`focal_alpha="auto"`: `auto_focal_alpha`) without a new compile.
 """
 
 from __future__ import annotations
@@ -100,10 +89,6 @@ class TrainState(flax.struct.PyTreeNode):
     return cls(step=jnp.zeros((), jnp.int32), epoch=jnp.zeros((), jnp.int32), params=params,
                opt_state=tx.init(params), focal_alpha=jnp.asarray(focal_alpha, jnp.float32),
                model_config=model_config, optim_config=optim_config)
-
-  @property
-  def learning_rate(self) -> jax.Array:
-    return self.opt_state.hyperparams["learning_rate"]
 
   def with_learning_rate(self, lr: float | jax.Array) -> "TrainState":
     return self.replace(opt_state=set_learning_rate(self.opt_state, lr))

@@ -1,19 +1,9 @@
-"""The optimiser and the jitted train step: focal loss + minority forcing, Adam with L2, clipping.
+"""The jitted steps: `train_step(state, batch, rng) -> (state, metrics)` and `eval_step`.
 
-`train_step(state, batch, rng) -> (state, metrics)` is pure; the loop around it (`experiment`)
-does the I/O. The reference's recipe, every piece from optax:
-
-- gradients clipped to global norm 1.0 (`torch.nn.utils.clip_grad_norm_` before the step),
-- weight decay 1e-4 added to the gradient before Adam (`torch.optim.Adam(weight_decay=...)`, an L2
-  term, not AdamW's decoupled decay),
-- Adam(b1 0.9, b2 0.999, eps 1e-8) scaled by the learning rate, which lives in the optimiser state
-  (`optax.inject_hyperparams`) so the plateau scheduler can change it without recompiling,
-- `ReduceLROnPlateau(mode="max", factor=0.5, patience=10, min_lr=1e-6)` on validation balanced
-  accuracy, as `optax.contrib.reduce_on_plateau` stepped once per epoch (`plateau_scheduler`);
-  `plateau_metric` can watch the validation AUC or loss instead.
-
-The focal loss's α lives in the `TrainState` as a traced scalar, so each fold can take its own
-(`focal_alpha="auto"`: from the fold's class balance, `auto_focal_alpha`) without a new compile.
+The objective is the focal loss over real subjects plus the reference's minority-forcing
+cross-entropy (`loss_terms`); the steps are pure, the loop around them (`train.loop`) does the
+I/O. With a frozen encoder, `encode_graphs` embeds an epoch's scans once and the steps train the
+classifier on `EmbeddedBatch`es.
 """
 
 from __future__ import annotations

@@ -1,0 +1,149 @@
+"""Tests of `stgnn_jax.config` and the flags train.py builds from it."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+
+import train
+from stgnn_jax.config import (
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    flag_fields,
+    parse_alpha,
+    parse_bool,
+    reference_flags,
+    reference_overrides,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# train.py's flags and defaults before the configuration was declared once (written down from
+# the hand-written parser they replaced): the generated parser must offer exactly these.
+FLAGS_BEFORE = {
+    "--data_root": None, "--var_name": "fc_matrix", "--threshold": 0.2, "--max_visits": 10,
+    "--exclude_target_visit": False, "--time_normalization": "log",
+    "--single_visit_horizon": 6.0, "--synthetic_subjects": 150, "--synthetic_regions": 100,
+    "--write_synthetic": None, "--node_features": "profile_change", "--layer_type": "GraphSAGE",
+    "--gnn_hidden_dim": 256, "--gnn_num_layers": 1, "--gnn_activation": "elu",
+    "--input_dropout": 0.5, "--graph_norm": False, "--use_topk_pooling": False,
+    "--topk_ratio": 0.3, "--readout": "concat", "--readout_node_dim": 8,
+    "--use_time_features": False, "--model_type": "LSTM", "--lstm_hidden_dim": 64,
+    "--lstm_num_layers": 1, "--lstm_bidirectional": None, "--freeze_encoder": False,
+    "--n_epochs": 100, "--batch_size": 16, "--lr": 0.001, "--weight_decay": 0.01,
+    "--focal_alpha": "auto", "--focal_gamma": 3.0, "--label_smoothing": 0.05,
+    "--minority_focus_epochs": 20, "--plateau_metric": "auc", "--decision_threshold": "val",
+    "--selection": "auc_loss", "--early_stop_patience": 30, "--baselines": True,
+    "--num_folds": 5, "--seed": 42, "--pretrain_encoder": False, "--pretrain_epochs": 100,
+    "--pretrained": None, "--num_devices": None, "--graph_multiple": 32,
+    "--eval_batch_size": 64, "--out_dir": None, "--save_path": "./model/", "--resume": None,
+    "--no_progress": False, "--compile_cache": "~/.cache/stgnn-jax/xla",
+}
+
+# The reference's flags and defaults (../shared/reference/original-stgnn.md) and its fixed
+# settings that train.py exposes as flags.
+REFERENCE = {
+    "layer_type": "GraphSAGE", "gnn_num_layers": 2, "gnn_hidden_dim": 256,
+    "gnn_activation": "elu", "use_topk_pooling": True, "topk_ratio": 0.3, "graph_norm": True,
+    "node_features": "onehot", "readout": "meanmax", "input_dropout": 0.0,
+    "model_type": "LSTM", "lstm_hidden_dim": 64, "lstm_num_layers": 1,
+    "lstm_bidirectional": None, "use_time_features": False, "freeze_encoder": True,
+    "num_folds": 5, "seed": 42, "batch_size": 16, "n_epochs": 100, "focal_alpha": 0.9,
+    "focal_gamma": 3.0, "label_smoothing": 0.05, "minority_focus_epochs": 20, "lr": 1e-3,
+    "weight_decay": 1e-4, "plateau_metric": "balanced_acc", "decision_threshold": "argmax",
+    "selection": "auc", "early_stop_patience": 0, "save_path": "./model/",
+    "time_normalization": "log", "single_visit_horizon": 6.0, "exclude_target_visit": False,
+    "threshold": 0.2, "max_visits": 10, "var_name": "fc_matrix",
+}
+
+
+def parser_defaults(parser) -> dict:
+  return {a.option_strings[0]: a.default for a in parser._actions
+          if a.option_strings and a.dest != "help" and a.help != "==SUPPRESS=="}
+
+
+def test_generated_flags_are_the_hand_written_ones():
+  assert parser_defaults(train.build_parser()) == FLAGS_BEFORE
+
+
+def test_every_flag_is_a_config_field_with_help():
+  fields = {f.name: f for cls in train.CONFIGS for f in flag_fields(cls)}
+  entry_point_only = {"--write_synthetic", "--out_dir", "--save_path", "--resume",
+                      "--no_progress", "--compile_cache"}
+  assert {"--" + name for name in fields} == set(FLAGS_BEFORE) - entry_point_only
+  for f in fields.values():
+    assert f.metadata["help"] and f.metadata["group"] in ("data", "model", "training")
+
+
+def test_reference_flags_give_the_reference():
+  args = train.build_parser().parse_args(reference_flags())
+  for name, value in REFERENCE.items():
+    assert getattr(args, name) == value, name
+  model, optim, run = train.configs_from_args(args)
+  # ModelConfig's and OptimConfig's own defaults are the reference's (the parity tests' models).
+  assert model == dataclasses.replace(ModelConfig(), freeze_encoder=True)
+  assert optim == OptimConfig()
+  assert (run.decision_threshold, run.selection, run.early_stop_patience) == ("argmax", "auc", 0)
+
+
+def test_reference_overrides_are_exactly_the_defaults_that_differ():
+  defaults = train.build_parser().parse_args([])
+  differ = {name for name, value in REFERENCE.items()
+            if hasattr(defaults, name) and getattr(defaults, name) != value}
+  assert set(reference_overrides()) == differ
+
+
+def test_every_default_that_differs_is_in_the_readme_table():
+  readme = (ROOT / "README.md").read_text()
+  table = readme.split("### Where this differs from the reference")[1].split("\n## ")[0]
+  for name in reference_overrides():
+    assert re.search(rf"--{name}\b", table), f"--{name} is missing from the README's table"
+
+
+def test_boolean_flags_accept_every_form():
+  parser = train.build_parser()
+  assert parser.parse_args(["--use_topk_pooling", "false"]).use_topk_pooling is False
+  assert parser.parse_args(["--no-use_topk_pooling"]).use_topk_pooling is False
+  assert parser.parse_args(["--freeze_encoder"]).freeze_encoder is True
+  assert parser.parse_args(["--freeze_encoder", "yes"]).freeze_encoder is True
+  assert parser.parse_args(["--lstm_bidirectional", "off"]).lstm_bidirectional is False
+  assert parser.parse_args([]).lstm_bidirectional is None
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--freeze_encoder", "maybe"], "expected true or false, got 'maybe'"),
+    (["--focal_alpha", "half"], "expected a number in [0, 1] or 'auto', got 'half'"),
+    (["--n_epochs", "ten"], "invalid int value: 'ten'"),
+    (["--readout", "sum"], "invalid choice: 'sum'"),
+])
+def test_bad_flag_values_are_one_line_usage_errors(args, message, capsys):
+  with pytest.raises(SystemExit) as stop:
+    train.build_parser().parse_args(args)
+  assert stop.value.code == 2
+  assert message in capsys.readouterr().err
+
+
+def test_parsers():
+  assert parse_bool(" True ") is True and parse_bool("0") is False
+  assert parse_alpha("AUTO") == "auto" and parse_alpha("0.25") == 0.25
+  with pytest.raises(ValueError):
+    parse_bool("2")
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: ModelConfig(layer_type="GIN"), "ModelConfig.layer_type='GIN' is not a graph layer"),
+    (lambda: ModelConfig(readout="concat"), "ModelConfig.readout='concat' needs every region"),
+    (lambda: ModelConfig(gnn_hidden_dim=0), "ModelConfig.gnn_hidden_dim=0 must be a positive"),
+    (lambda: ModelConfig(lstm_dropout=1.0), "ModelConfig.lstm_dropout=1.0 is a dropout rate"),
+    (lambda: OptimConfig(lr=0), "OptimConfig.lr=0 must be positive"),
+    (lambda: OptimConfig(focal_alpha=1.5), "OptimConfig.focal_alpha=1.5 must lie in [0, 1]"),
+    (lambda: RunConfig(num_folds=1), "RunConfig.num_folds=1 must be >= 2"),
+    (lambda: RunConfig(selection="first"), "RunConfig.selection='first' must be one of"),
+])
+def test_invalid_settings_name_the_config_and_the_field(make, message):
+  with pytest.raises(ValueError, match=re.escape(message)):
+    make()
