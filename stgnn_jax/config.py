@@ -103,7 +103,12 @@ def reference_value(field: dataclasses.Field) -> Any:
 def reference_overrides() -> dict[str, Any]:
   """{flag: the reference's value} for every flag whose train.py default is not the reference's:
   `train.py` with these flags runs the reference's recipe (README, "Differences from the
-  reference")."""
+  reference").
+
+  >>> overrides = reference_overrides()
+  >>> overrides["focal_alpha"], overrides["freeze_encoder"], "lr" in overrides
+  (0.9, True, False)
+  """
   return {f.name: reference_value(f)
           for config_class in (ModelConfig, OptimConfig, RunConfig)
           for f in flag_fields(config_class) if reference_value(f) != cli_default(f)}

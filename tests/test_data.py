@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from stgnn_jax import data
-from stgnn_jax.data import reference_format
-from stgnn_jax.data import CohortError, CohortWarning, synthetic
+from stgnn_jax.data import CohortError, CohortWarning, reference_format, synthetic
 
 TEMPORAL_HEADER = ["Subject", "Visit", "Label_CS_Num", "Visit_Order", "Months_From_Baseline",
                    "Months_To_Next_Original"]

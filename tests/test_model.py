@@ -16,6 +16,7 @@ from stgnn_jax.config import ModelConfig, OptimConfig
 from stgnn_jax.data.preprocessing import threshold_fc
 from stgnn_jax.inference import apply_model, predict
 from stgnn_jax.input_pipeline import pack_subjects
+from stgnn_jax.nn.graphs import dense_graphs_from_jraph
 from stgnn_jax.nn.model import STGNN, GraphEncoder
 from stgnn_jax.torch_interop.convert import params_from_torch, params_to_torch
 from stgnn_jax.torch_interop.state_dict import CheckpointMismatchError
@@ -409,3 +410,15 @@ def test_predict_feeds_connection_profiles_with_the_checkpoints_statistics():
   # The statistics matter: the identity standardisation gives other logits.
   identity = with_input_statistics(params, {"mean": np.zeros((8, 8)), "scale": np.ones((8, 8))})
   assert not np.allclose(predict(identity, config, raw, threshold=0.3), expected, atol=1e-4)
+
+
+def test_graphs_tuple_that_does_not_fit_its_node_slots_is_refused():
+  """5 nodes into 3 slots used to keep 3 nodes and 1 of 5 edges in silence."""
+  graphs = jraph.GraphsTuple(
+      nodes=jnp.ones((5, 2)), edges=None, senders=jnp.array([0, 1, 2, 3, 4]),
+      receivers=jnp.array([1, 2, 3, 4, 0]), n_node=jnp.array([5]), n_edge=jnp.array([5]),
+      globals=None)
+  with pytest.raises(ValueError, match="graph 0 has 5 nodes but only 3 node slots"):
+    dense_graphs_from_jraph(graphs, max_nodes=3)
+  dense = dense_graphs_from_jraph(graphs, max_nodes=5)
+  assert int(dense.node_mask.sum()) == 5 and float(dense.adjacency.sum()) == 5.0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import os
 import signal
@@ -15,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stgnn_jax.config import ModelConfig, OptimConfig
 from stgnn_jax.train.checkpoints import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,34 +154,6 @@ def test_invalid_flags_stop_before_any_work(args, message, tmp_path):
   assert result.returncode == 2
   assert message in result.stderr
   assert not (tmp_path / "x").exists()
-
-
-def test_boolean_flags_accept_both_forms():
-  sys.path.insert(0, str(ROOT))
-  import train
-
-  parser = train.build_parser()
-  assert parser.parse_args(["--use_topk_pooling", "false"]).use_topk_pooling is False
-  assert parser.parse_args(["--no-use_topk_pooling"]).use_topk_pooling is False
-  assert parser.parse_args(["--freeze_encoder"]).freeze_encoder is True
-  assert parser.parse_args(["--freeze_encoder", "yes"]).freeze_encoder is True
-  assert parser.parse_args([]).lstm_bidirectional is None
-  defaults = parser.parse_args([])
-  assert (defaults.n_epochs, defaults.batch_size, defaults.lr, defaults.focal_alpha,
-          defaults.focal_gamma, defaults.label_smoothing, defaults.minority_focus_epochs,
-          defaults.num_folds, defaults.max_visits, defaults.topk_ratio) == (
-              100, 16, 1e-3, "auto", 3.0, 0.05, 20, 5, 10, 0.3)
-  # The reference's recipe, flag by flag, as the README's table of differences spells it out.
-  reference = parser.parse_args([
-      "--freeze_encoder", "--node_features", "onehot", "--gnn_num_layers", "2", "--graph_norm",
-      "true", "--use_topk_pooling", "true", "--readout", "meanmax", "--input_dropout", "0",
-      "--weight_decay", "1e-4", "--focal_alpha", "0.9", "--plateau_metric", "balanced_acc",
-      "--decision_threshold", "argmax", "--selection", "auc", "--early_stop_patience", "0"])
-  model, optim, run = train.configs_from_args(reference)
-  # Every architecture field is the reference's (ModelConfig's defaults are the reference's).
-  assert model == dataclasses.replace(ModelConfig(), freeze_encoder=True)
-  assert optim == dataclasses.replace(OptimConfig(), focal_alpha=0.9)
-  assert (run.decision_threshold, run.selection, run.early_stop_patience) == ("argmax", "auc", 0)
 
 
 def test_early_stop_ends_a_fold_patience_epochs_after_its_best(tmp_path, compile_cache):

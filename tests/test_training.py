@@ -17,10 +17,7 @@ from stgnn_jax.data import synthetic
 from stgnn_jax.input_pipeline import (
   EmbeddedBatch,
   Subjects,
-  graph_budget,
   iterate_batches,
-  iterate_embedded_batches,
-  pack_scans,
   pack_subjects,
 )
 from stgnn_jax.train.loop import FrozenEncoderScans, train_epoch
@@ -181,25 +178,6 @@ def test_auto_focal_alpha_is_the_stable_share_and_a_traced_value():
   assert losses[0.9] != pytest.approx(losses[0.6])
 
 
-def test_connection_profile_batches_carry_each_visits_fc_rows():
-  rng = np.random.default_rng(5)
-  fc = [np.where(rng.random((n, 6, 6)) < 0.4, rng.uniform(0.2, 0.9, (n, 6, 6)), 0)
-        .astype(np.float32) for n in (2, 1, 3)]
-  fc = [(f + np.swapaxes(f, 1, 2)) / 2 for f in fc]
-  adjacency = [f != 0 for f in fc]
-  batch = next(iterate_batches(adjacency, [0, 1, 0], None, batch_size=4, max_visits=3,
-                               graph_multiple=8, order=[2, 0, 1], features=fc))
-  nodes = np.asarray(batch.graphs.nodes)
-  assert nodes.shape == (8, 6, 6)
-  np.testing.assert_array_equal(nodes[:6], np.concatenate([fc[2], fc[0], fc[1]]))
-  assert not nodes[6:].any()  # padding graphs
-  one_hot = next(iterate_batches(adjacency, [0, 1, 0], None, batch_size=4, max_visits=3,
-                               graph_multiple=8))
-  assert one_hot.graphs.nodes is None
-  with pytest.raises(ValueError, match="features must be"):
-    pack_subjects(adjacency, features=[f[:1] for f in fc])
-
-
 def test_minority_forcing_weight_and_loss_terms():
   assert float(minority_weight(jnp.asarray(0), 20)) == pytest.approx(0.1)
   assert float(minority_weight(jnp.asarray(10), 20)) == pytest.approx(0.05)
@@ -230,24 +208,6 @@ def test_minority_forcing_weight_and_loss_terms():
   np.testing.assert_allclose(float(terms["focal"]), float(focal), rtol=1e-5)
   np.testing.assert_allclose(float(terms["forcing_ce"]), float(forcing), rtol=1e-5)
   np.testing.assert_allclose(float(terms["loss"]), float(expected), rtol=1e-5)
-
-
-def test_batches_have_static_shapes_and_masks():
-  rng = np.random.default_rng(1)
-  lengths = rng.integers(1, 6, size=37)
-  adjacency = [rng.random((n, 8, 8)) < 0.3 for n in lengths]
-  labels = rng.integers(0, 2, size=37)
-  batches = list(iterate_batches(adjacency, labels, None, batch_size=16, max_visits=5,
-                                 graph_multiple=8, order=rng.permutation(37)))
-  assert len(batches) == 3
-  for batch in batches:
-    assert batch.lengths.shape == (16,) and batch.max_visits == 5
-    assert batch.graphs.adjacency.shape[0] % 8 == 0
-  last = batches[-1]
-  assert last.subject_mask.sum() == 37 - 32 and not last.subject_mask[5:].any()
-  assert (last.lengths[5:] == 0).all()
-  assert graph_budget(33, multiple=32, cap=80) == 64
-  assert graph_budget(79, multiple=32, cap=80) == 80
 
 
 def test_train_step_compiles_once_per_bucket_across_epochs():
@@ -381,23 +341,6 @@ def test_frozen_encoder_epoch_on_precomputed_embeddings_equals_the_graph_batches
   # Every scan of the training subjects is embedded exactly once per epoch.
   table = frozen_scans.table
   assert sum(len(time) for _, time in table.chunks) == -(-int(table.lengths.sum()) // 8) * 8
-
-
-def test_embedded_batches_pick_each_subjects_visits_in_order():
-  rng = np.random.default_rng(8)
-  lengths = [3, 1, 4, 2, 2]
-  adjacency = [rng.random((n, 6, 6)) < 0.5 for n in lengths]
-  table = pack_scans(adjacency, [0, 1, 1, 0, 1], None, chunk_size=4)
-  assert [graphs.adjacency.shape[0] for graphs, _ in table.chunks] == [4, 4, 4]
-  rows = np.concatenate([graphs.adjacency for graphs, _ in table.chunks])
-  batches = list(iterate_embedded_batches(table, batch_size=2, max_visits=4,
-                                          order=[2, 0, 4, 1, 3]))
-  assert len(batches) == 3 and not batches[-1].subject_mask[1]
-  for batch, chosen in zip(batches, ([2, 0], [4, 1], [3])):
-    for s, subject in enumerate(chosen):
-      assert batch.lengths[s] == lengths[subject] and batch.labels[s] == table.labels[subject]
-      for v in range(lengths[subject]):  # the row holds that subject's visit v
-        np.testing.assert_array_equal(rows[batch.visit_index[s, v]], adjacency[subject][v])
 
 
 def test_train_step_refuses_embeddings_when_the_encoder_is_trained():
