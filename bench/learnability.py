@@ -1,7 +1,7 @@
 """Benchmark: how well does the STGNN learn each cohort of the synthetic family?
 
 A model must be judged on many cohorts that span what real FC cohorts do, never on one. For each
-cohort of `stgnn_jax.synthetic.LEARNABILITY_SUITE` (a signal in edge density, in FC strength
+cohort of `stgnn_jax.data.synthetic.LEARNABILITY_SUITE` (a signal in edge density, in FC strength
 above the threshold, in degree-matched rewiring, in the change over visits, in a few hub regions,
 the density signal on a 200-region atlas, and a null cohort without signal):
   * the cohort is written in the reference's on-disk format to `WORK_DIR/cohorts/<name>/`

@@ -17,7 +17,7 @@ What is measured, in one process on the CPU, on the same data and in the same ba
         data loader does), then the LSTM classifier is trained.
       - `end-to-end`: ours = the default `ModelConfig()` (encoder trained); PyTorch = the same
         pipeline with gradients through the encoder.
-  * ours: exactly the epoch of `stgnn_jax.experiment.train_fold` (`train_epoch`); end to end:
+  * ours: exactly the epoch of `stgnn_jax.train.loop.train_fold` (`train_epoch`); end to end:
     batches from `Subjects.batches` (RunConfig defaults: graph_multiple 32, max_visits 10),
     `Placement.batch`, the jitted `train_step` (focal loss + minority forcing, clip 1.0, Adam
     with L2 1e-4), a per-batch dropout key, and `block_until_ready` once at the end of the
@@ -70,18 +70,18 @@ import torch
 import torch.nn.functional as F
 
 from bench.model_bench import (
-  load_average,
-  time_once,
-  use_torch_threads,
-  warn_if_loaded,
+    load_average,
+    time_once,
+    use_torch_threads,
+    warn_if_loaded,
 )
 from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
 from stgnn_jax.data import synthetic
 from stgnn_jax.input_pipeline import (
-  SubjectBatch,
-  Subjects,
-  iterate_embedded_batches,
-  make_folds,
+    SubjectBatch,
+    Subjects,
+    iterate_embedded_batches,
+    make_folds,
 )
 from stgnn_jax.torch_interop.convert import params_from_torch
 from stgnn_jax.train.loop import FrozenEncoderScans, train_epoch
@@ -135,10 +135,10 @@ def batch_groups(order: np.ndarray) -> list[np.ndarray]:
   return [order[s:s + BATCH_SIZE] for s in range(0, len(order), BATCH_SIZE)]
 
 
-# --- Ours: the training loop of stgnn_jax.experiment --------------------------------------------
+# --- Ours: the training loop of stgnn_jax.train.loop -----------------------------------------------
 
 class JaxPipeline:
-  """`train_fold`'s epoch: `stgnn_jax.experiment.train_epoch` (frozen: one embedding pass over
+  """`train_fold`'s epoch: `stgnn_jax.train.loop.train_epoch` (frozen: one embedding pass over
   the epoch's scans + classifier steps on `EmbeddedBatch`es; end-to-end: `Subjects.batches` ->
   `Placement.batch` -> `train_step`)."""
 

@@ -180,7 +180,7 @@ class EmbeddedBatch:
   """A padded batch of subjects whose visits are already embedded (a frozen encoder's output).
 
   With a frozen encoder the parameters of the encoder do not change during an epoch, so every
-  training scan can be embedded in one pass per epoch (`training.encode_graphs`) and the steps
+  training scan can be embedded in one pass per epoch (`train.step.encode_graphs`) and the steps
   only run the temporal classifier on those embeddings.
 
   Attributes:

@@ -1,4 +1,4 @@
-"""Tests of `stgnn_jax.baselines`: the classical baselines reported beside the STGNN."""
+"""Tests of `stgnn_jax.eval.baselines`: the classical baselines reported beside the STGNN."""
 
 from __future__ import annotations
 

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from stgnn_jax.input_pipeline import (
-  graph_budget,
-  iterate_batches,
-  iterate_embedded_batches,
-  make_folds,
-  pack_scans,
-  pack_subjects,
+    graph_budget,
+    iterate_batches,
+    iterate_embedded_batches,
+    make_folds,
+    pack_scans,
+    pack_subjects,
 )
 
 

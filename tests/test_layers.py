@@ -29,19 +29,19 @@ from stgnn_jax.nn.graphs import DenseGraphs, dense_graphs_from_jraph
 from stgnn_jax.nn.norm import GraphNorm
 from stgnn_jax.nn.pooling import TopKPool, readout, topk_size
 from stgnn_jax.torch_interop.layers import (
-  conv_params_from_torch,
-  conv_params_to_torch,
-  graph_norm_params_from_torch,
-  graph_norm_params_to_torch,
-  topk_params_from_torch,
-  topk_params_to_torch,
+    conv_params_from_torch,
+    conv_params_to_torch,
+    graph_norm_params_from_torch,
+    graph_norm_params_to_torch,
+    topk_params_from_torch,
+    topk_params_to_torch,
 )
 from stgnn_jax.torch_interop.state_dict import CheckpointMismatchError, StateReader
 from tests.pyg_reference import (
-  GraphBatch,
-  edge_counts,
-  fc_graph_batch,
-  random_graph_batch,
+    GraphBatch,
+    edge_counts,
+    fc_graph_batch,
+    random_graph_batch,
 )
 
 TOL = 1e-5

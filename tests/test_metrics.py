@@ -1,4 +1,4 @@
-"""Tests of `stgnn_jax.metrics`: the decision threshold and metrics at a threshold."""
+"""Tests of `stgnn_jax.eval.metrics`: the decision threshold and metrics at a threshold."""
 
 from __future__ import annotations
 

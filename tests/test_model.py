@@ -23,12 +23,12 @@ from stgnn_jax.torch_interop.state_dict import CheckpointMismatchError
 from stgnn_jax.train.state import TrainState, input_statistics, with_input_statistics
 from stgnn_jax.train.step import train_step
 from tests.torch_reference import (
-  SMALL,
-  TorchSTGNN,
-  checkpoint_of,
-  params_for,
-  pyg_batch,
-  torch_model,
+    SMALL,
+    TorchSTGNN,
+    checkpoint_of,
+    params_for,
+    pyg_batch,
+    torch_model,
 )
 
 # Small dimensions keep the 36-configuration sweep fast; the defaults get their own test.

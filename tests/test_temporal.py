@@ -18,8 +18,8 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from stgnn_jax.nn.temporal import StackedRNN, TemporalClassifier
 from stgnn_jax.torch_interop.state_dict import CheckpointMismatchError, StateReader
 from stgnn_jax.torch_interop.temporal import (
-  temporal_params_from_torch,
-  temporal_params_to_torch,
+    temporal_params_from_torch,
+    temporal_params_to_torch,
 )
 
 torch.set_num_threads(1)  # the test machine's cores are shared

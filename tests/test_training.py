@@ -15,18 +15,18 @@ import torch
 from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
 from stgnn_jax.data import synthetic
 from stgnn_jax.input_pipeline import (
-  EmbeddedBatch,
-  Subjects,
-  iterate_batches,
-  pack_subjects,
+    EmbeddedBatch,
+    Subjects,
+    iterate_batches,
+    pack_subjects,
 )
 from stgnn_jax.train.loop import FrozenEncoderScans, train_epoch
 from stgnn_jax.train.optimizer import (
-  create_optimizer,
-  plateau_scheduler,
-  plateau_step,
-  plateau_value,
-  set_learning_rate,
+    create_optimizer,
+    plateau_scheduler,
+    plateau_step,
+    plateau_value,
+    set_learning_rate,
 )
 from stgnn_jax.train.pretrain import pretrain_encoder, read_pretrained_encoder
 from stgnn_jax.train.sharding import Placement

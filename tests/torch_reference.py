@@ -12,13 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch_geometric.nn import (
-  GATConv,
-  GCNConv,
-  GraphNorm,
-  SAGEConv,
-  TopKPooling,
-  global_max_pool,
-  global_mean_pool,
+    GATConv,
+    GCNConv,
+    GraphNorm,
+    SAGEConv,
+    TopKPooling,
+    global_max_pool,
+    global_mean_pool,
 )
 
 from stgnn_jax.config import ModelConfig

@@ -32,18 +32,18 @@ from pathlib import Path
 import numpy as np
 
 from stgnn_jax.data.cache import (
-  CACHE_DIR_NAME,
-  CACHE_FORMAT_VERSION,
-  read_cache,
-  user_cache_dir,
-  write_cache,
+    CACHE_DIR_NAME,
+    CACHE_FORMAT_VERSION,
+    read_cache,
+    user_cache_dir,
+    write_cache,
 )
 from stgnn_jax.data.cohort import (
-  Cohort,
-  CohortError,
-  CohortWarning,
-  VisitRecord,
-  build_cohort,
+    Cohort,
+    CohortError,
+    CohortWarning,
+    VisitRecord,
+    build_cohort,
 )
 from stgnn_jax.data.preprocessing import threshold_fc
 

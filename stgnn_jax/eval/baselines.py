@@ -101,7 +101,7 @@ def run_baselines(
     last_fc: `[subjects, N, N]` as in `baseline_features`.
     labels: `[subjects]` 0 (stable) / 1 (converter).
     folds: per fold `(train_idx, val_idx, test_idx)` int subject indices (the STGNN's own folds,
-      e.g. `experiment.make_folds`).
+      e.g. `input_pipeline.make_folds`).
     c_grid: inverse regularisation strengths (> 0) to choose from on validation AUC.
     decision_threshold: "argmax" (p > 0.5) or "val" (the chosen model's balanced-accuracy
       threshold on the validation split; p > 0.5 when the validation split has one class).

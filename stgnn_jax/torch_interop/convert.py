@@ -19,21 +19,21 @@ import numpy as np
 from stgnn_jax.config import ModelConfig
 from stgnn_jax.nn.model import TIME_EMBEDDING_DIM, TIME_HIDDEN_DIM
 from stgnn_jax.torch_interop.layers import (
-  conv_params_from_torch,
-  conv_params_to_torch,
-  graph_norm_params_from_torch,
-  graph_norm_params_to_torch,
-  topk_params_from_torch,
-  topk_params_to_torch,
+    conv_params_from_torch,
+    conv_params_to_torch,
+    graph_norm_params_from_torch,
+    graph_norm_params_to_torch,
+    topk_params_from_torch,
+    topk_params_to_torch,
 )
 from stgnn_jax.torch_interop.state_dict import (
-  StateReader,
-  dense_params_from_torch,
-  dense_params_to_torch,
+    StateReader,
+    dense_params_from_torch,
+    dense_params_to_torch,
 )
 from stgnn_jax.torch_interop.temporal import (
-  temporal_params_from_torch,
-  temporal_params_to_torch,
+    temporal_params_from_torch,
+    temporal_params_to_torch,
 )
 
 Params = dict[str, Any]

@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from stgnn_jax.nn.temporal import (
-  GATES_PER_CELL,
-  HEAD_HIDDEN_DIM,
-  check_model_type,
-  layer_name,
+    GATES_PER_CELL,
+    HEAD_HIDDEN_DIM,
+    check_model_type,
+    layer_name,
 )
 from stgnn_jax.torch_interop.state_dict import StateReader
 
