@@ -1,10 +1,13 @@
-"""Subjects -> padded batches with static shapes for the jitted model.
+"""Cohort -> subjects -> padded batches with static shapes for the jitted model, and the folds.
 
 A batch holds every real visit of up to `subjects` subjects as one `DenseGraphs` of `graphs`
 slots (thresholded adjacency; one-hot node features or given ones), plus the index that puts each
 graph's embedding back at its (subject, visit) place. Subjects, visits and graphs are padded to fixed
 sizes so that a jitted step compiles once per (graphs, visits) bucket; padding subjects carry
 `subject_mask = False` and padding graphs point past the last visit slot.
+
+`Subjects` holds a cohort as the arrays the batcher needs; `make_folds` splits it for the
+reference's cross-validation; `pack_scans` / `iterate_embedded_batches` serve a frozen encoder.
 """
 
 from __future__ import annotations
@@ -268,9 +271,13 @@ def iterate_embedded_batches(table: ScanTable, *, batch_size: int, max_visits: i
                         labels=labels, subject_mask=np.arange(batch_size) < n)
 
 
+# --- The cohort as subjects, and the folds ----------------------------------------------------
 
-def make_folds(labels: np.ndarray, num_folds: int, seed: int):
-  """[(train, val, test) subject indices] per fold, the reference's stratified protocol."""
+def make_folds(labels: np.ndarray, num_folds: int, seed: int
+               ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+  """[(train, val, test) subject indices] per fold, the reference's stratified protocol:
+  stratified K-fold over subjects (shuffled, `seed`), then a stratified 80/20 train/validation
+  split of each fold's training subjects (seed `seed + fold`)."""
   from sklearn.model_selection import StratifiedKFold, train_test_split
 
   counts = np.bincount(labels, minlength=2)
@@ -307,6 +314,7 @@ class Subjects:
     self.num_nodes = cohort.num_nodes
 
   def batches(self, indices: np.ndarray, batch_size: int, run: RunConfig):
+    """`iterate_batches` over the subjects `indices`, in that order."""
     return iterate_batches(self.adjacency, self.labels, self.time, batch_size=batch_size,
                            max_visits=run.max_visits, graph_multiple=run.graph_multiple,
                            order=indices, features=self.features)
