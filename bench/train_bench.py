@@ -135,7 +135,7 @@ def batch_groups(order: np.ndarray) -> list[np.ndarray]:
   return [order[s:s + BATCH_SIZE] for s in range(0, len(order), BATCH_SIZE)]
 
 
-# --- Ours: the training loop of stgnn_jax.train.loop -----------------------------------------------
+# --- Ours: the training loop of stgnn_jax.train.loop ------------------------------------------
 
 class JaxPipeline:
   """`train_fold`'s epoch: `stgnn_jax.train.loop.train_epoch` (frozen: one embedding pass over

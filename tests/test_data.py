@@ -1,4 +1,5 @@
-"""Tests of `stgnn_jax.data` (cohort loading) and `stgnn_jax.data.synthetic` (the synthetic cohort)."""
+"""Tests of `stgnn_jax.data` (cohort loading) and `stgnn_jax.data.synthetic` (the synthetic
+cohort)."""
 
 from __future__ import annotations
 

@@ -36,8 +36,9 @@ class HashDropout(nn.Module):
   `1 / (1 - rate)`, identity when `deterministic`), but the per-element bits come from two rounds
   of an integer hash over the element index, keyed by 64 bits drawn once per call with
   `jax.random.bits` (`draw_seed`). On a CPU, drawing a threefry word per element cost more than
-  the rest of the encoder's forward pass; the hash is a handful of integer ops per element. Masks of different calls are independent through their keys; the keep
-  probability is exact to 2^-32.
+  the rest of the encoder's forward pass; the hash is a handful of integer ops per element.
+  Masks of different calls are independent through their keys; the keep probability is exact to
+  2^-32.
   """
 
   rate: float

@@ -27,8 +27,8 @@ class InputStandardization(nn.Module):
   conversion signal can be a small shift of a few entries; standardising each entry over the
   training scans (as a linear model's `StandardScaler` does) puts every entry on the same
   footing. The statistics are parameters so that a checkpoint carries them, but they are
-  constants here (`stop_gradient`) and left out of the optimiser (`train.optimizer.create_optimizer`);
-  `train.state.input_statistics` computes them. Initialised to the identity (mean 0, scale 1).
+  constants here (`stop_gradient`) and left out of the optimiser
+  (`train.optimizer.create_optimizer`); `train.state.input_statistics` computes them. Initialised to the identity (mean 0, scale 1).
 
   Params `mean`, `scale` `[N, F]`.
   """
