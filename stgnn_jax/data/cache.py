@@ -20,12 +20,12 @@ from stgnn_jax import atomic
 from stgnn_jax.data.cohort import Cohort, CohortWarning, Subject
 
 CACHE_FORMAT_VERSION = 2
-
-
 CACHE_DIR_NAME = ".stgnn_cache"
 
 
 def user_cache_dir() -> Path:
+  """$XDG_CACHE_HOME/stgnn_jax (default ~/.cache/stgnn_jax): where the cache goes when the
+  cohort's own folder is not writable."""
   base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
   return Path(base) / "stgnn_jax"
 
@@ -78,6 +78,7 @@ def _cohort_from_arrays(arrays: Mapping[str, np.ndarray]) -> Cohort:
 
 
 def read_cache(path: Path) -> Cohort | None:
+  """The cached cohort at `path`, or None (absent, or unreadable: then with a warning)."""
   if not path.is_file():
     return None
   try:
