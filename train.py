@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import glob
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from stgnn_jax.config import (
     flag_fields,
     parse_bool,
 )
+from stgnn_jax.errors import InputError, RunStateError
 
 CONFIGS = (ModelConfig, OptimConfig, RunConfig)
 logger = logging.getLogger("stgnn_jax")
@@ -73,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where each fold's best checkpoint is also saved (best_model_fold{k})")
   out.add_argument("--resume", metavar="DIR", default=None,
                    help="continue the run in DIR with its saved settings")
+  out.add_argument("--overwrite", action="store_true",
+                   help="replace the files of an earlier cohort (--write_synthetic) or of an "
+                   "earlier run's checkpoints in --save_path")
   out.add_argument("--no_progress", action="store_true", help="no progress bar")
   out.add_argument("--compile_cache", default=os.path.join("~", ".cache", "stgnn-jax", "xla"),
                    help="JAX's persistent compilation cache, reused by later runs ('none': off)")
@@ -88,38 +93,92 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, OptimConfi
 def configs_from_run_dir(run_dir: str) -> tuple[ModelConfig, OptimConfig, RunConfig]:
   path = os.path.join(run_dir, "config.json")
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"--resume {run_dir}: no config.json there; is it a run folder?")
-  with open(path) as f:
-    saved = json.load(f)
-  return (ModelConfig.from_dict(saved["model"]), OptimConfig(**saved["optim"]),
-          RunConfig(**saved["run"]))
+    raise InputError(f"--resume {run_dir}: no config.json there; is it a run folder?")
+  try:
+    with open(path, encoding="utf-8") as f:
+      saved = json.load(f)
+    return (ModelConfig.from_dict(saved["model"]), OptimConfig(**saved["optim"]),
+            RunConfig(**saved["run"]))
+  except (ValueError, KeyError, TypeError) as error:  # JSON, UTF-8, missing or unknown fields
+    raise RunStateError(f"{path}: not a readable run configuration ({type(error).__name__}: "
+                        f"{error}); it is damaged, or from another program.") from None
+
+
+def check_writable_folder(path: str, flag: str) -> None:
+  """Raises InputError unless `path` is a folder that can be written, or can be created."""
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise InputError(f"{flag} {path}: exists and is not a folder; pass a folder.")
+  existing = os.path.abspath(path)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+    raise InputError(f"{flag} {path}: {existing} is not a writable folder; pass another {flag}.")
+
+
+def check_outputs(out_dir: str, save_path: str, overwrite: bool) -> None:
+  """Every output location, checked before any work (nothing is created here)."""
+  check_writable_folder(out_dir, "--out_dir")
+  check_writable_folder(save_path, "--save_path")
+  earlier = sorted(glob.glob(os.path.join(glob.escape(save_path), "best_model_fold*.msgpack")))
+  if earlier and not overwrite:
+    raise InputError(
+        f"--save_path {save_path} already holds {os.path.basename(earlier[0])} (an earlier "
+        "run's checkpoints); pass another --save_path, or --overwrite to replace them.")
+
+
+def warn_about_ignored_flags(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                             model: ModelConfig, run: RunConfig) -> None:
+  """Flags that change nothing as given deserve a warning: a run is read from its folder."""
+  given = [f.name for cls in CONFIGS for f in flag_fields(cls)
+           if getattr(args, f.name) != parser.get_default(f.name)]
+  if args.resume and given:
+    warnings.warn(f"--resume {args.resume} reads every setting from its config.json; ignoring "
+                  + ", ".join(f"--{name}" for name in given) + ".")
+  elif "time_normalization" in given and not model.use_time_features:
+    warnings.warn("--time_normalization has no effect without --use_time_features.")
+
+
+def one_line_warnings(message, category, filename, lineno, file=None, line=None) -> str:
+  return f"warning: {message}\n"
 
 
 def main(argv: list[str] | None = None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
-  try:
-    if args.resume:
-      model, optim, run = configs_from_run_dir(args.resume)
-      out_dir = args.resume
-    else:
-      model, optim, run = configs_from_args(args)
-      stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-      out_dir = args.out_dir or os.path.join("runs", stamp)
-  except (ValueError, FileNotFoundError) as error:
-    parser.error(str(error))
   # The run's messages (stgnn_jax's loggers) on stdout; other libraries' only from warnings up.
   logging.basicConfig(format="%(message)s", stream=sys.stdout)
   logger.setLevel(logging.INFO)
+  warnings.formatwarning = one_line_warnings
+  try:
+    return train(parser, args)
+  except InputError as error:
+    print(f"{parser.prog}: error: {error}", file=sys.stderr)
+    return 2
+  except OSError as error:  # a folder or file the run cannot use (permissions, a full disk)
+    print(f"{parser.prog}: error: {error}", file=sys.stderr)
+    return 1
+
+
+def train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+  if args.resume:
+    model, optim, run = configs_from_run_dir(args.resume)
+    out_dir = args.resume
+  else:
+    model, optim, run = configs_from_args(args)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir = args.out_dir or os.path.join("runs", stamp)
+  warn_about_ignored_flags(parser, args, model, run)
 
   if args.write_synthetic:
     from stgnn_jax.data import synthetic
 
     synthetic.write_synthetic(args.write_synthetic, num_subjects=run.synthetic_subjects,
                               num_regions=run.synthetic_regions, seed=run.seed,
-                              threshold=run.threshold, var_name=run.var_name)
+                              threshold=run.threshold, var_name=run.var_name,
+                              overwrite=args.overwrite)
     logger.info("wrote the synthetic cohort to %s", args.write_synthetic)
     return 0
+  check_outputs(out_dir, args.save_path, args.overwrite)
 
   reference_encoder = os.path.join(args.save_path, "pretrained_gnn_encoder.pth")
   if not run.pretrained and os.path.exists(reference_encoder):

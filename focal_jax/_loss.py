@@ -107,7 +107,7 @@ def focal_loss(
 
   Raises:
     ValueError, TypeError: at trace time, naming the argument, for an unknown
-      ``reduction``, ``gamma < 0``, ``smoothing`` outside ``[0, 1]``, a scalar
+      ``reduction``, ``gamma`` negative or infinite, ``smoothing`` outside ``[0, 1]``, a scalar
       ``alpha`` outside ``[0, 1]`` (value checks only where the value is
       concrete), non-float logits, non-integer labels, and ``labels``,
       ``where`` or ``alpha`` of the wrong shape.
@@ -479,8 +479,9 @@ def _check_hyperparameters(alpha, gamma, smoothing, num_classes):
       raise ValueError(
           f"focal_loss: per-class alpha must be >= 0, got {alpha_value}")
   gamma_value = _concrete(gamma)
-  if gamma_value is not None and not gamma_value >= 0:
-    raise ValueError(f"focal_loss: gamma must be >= 0, got {gamma_value}")
+  if gamma_value is not None and not 0 <= gamma_value < np.inf:
+    # gamma = inf would give a loss of 0 with an all-NaN gradient.
+    raise ValueError(f"focal_loss: gamma must be finite and >= 0, got {gamma_value}")
   smoothing_value = _concrete(smoothing)
   if smoothing_value is not None and not 0 <= smoothing_value <= 1:
     raise ValueError(

@@ -15,14 +15,26 @@ from typing import Any
 import jax
 import numpy as np
 
+# The prefix of the temporary files; one left by a killed write can be removed safely.
+TEMP_PREFIX = ".tmp-"
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
   """Writes `data` to `path` atomically (temporary file + fsync + rename)."""
   path = os.fspath(path)
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-" + os.path.basename(path))
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX + os.path.basename(path))
   try:
+    # mkstemp creates the file private (0600); a file written directly would get 0666 minus the
+    # umask (0644 with the usual 022), so give it that.
+    os.chmod(tmp, 0o666 & ~_umask())
     with os.fdopen(fd, "wb") as f:
       f.write(data)
       f.flush()

@@ -15,9 +15,12 @@ to (README, "Differences from the reference"). This module imports no JAX.
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
+
+from stgnn_jax.errors import ConfigError
 
 LAYER_TYPES = ("GraphSAGE", "GCN", "GAT")
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu")
@@ -126,8 +129,19 @@ def _validate(config: Any, checks: list[tuple[str, bool, str]]) -> None:
   """Raises ValueError naming the first failed check: "<Config>.<field>=<value> <problem>."."""
   for name, ok, problem in checks:
     if not ok:
-      raise ValueError(
+      raise ConfigError(
           f"{type(config).__name__}.{name}={getattr(config, name)!r} {problem}.")
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+  """A warning about a setting, once per process (a config is rebuilt, e.g. with the cohort's
+  atlas size, without repeating it)."""
+  if message not in _warned:
+    _warned.add(message)
+    warnings.warn(message, stacklevel=4)
 
 
 def _positive_int(value: Any) -> bool:
@@ -262,14 +276,14 @@ class ModelConfig:
          "is outside (0, 1]; pass the fraction of nodes to keep, e.g. 0.3"),
     ])
     if self.use_topk_pooling and self.effective_topk_ratio != self.topk_ratio:
-      warnings.warn(
+      _warn_once(
           f"topk_ratio={self.topk_ratio} is clamped to {self.effective_topk_ratio} as in the "
-          "reference (TopK keeps between 30% and 100% of the nodes).", stacklevel=3)
+          "reference (TopK keeps between 30% and 100% of the nodes).")
     if self.use_topk_pooling and self.effective_topk_ratio >= 1.0:
-      warnings.warn(
+      _warn_once(
           "topk_ratio=1.0: PyTorch Geometric's TopKPooling reads a ratio >= 1 as a node count, so "
           "each graph keeps ONE node (kept for parity with the reference). To keep every node, "
-          "set use_topk_pooling=False.", stacklevel=3)
+          "set use_topk_pooling=False.")
 
   @property
   def effective_topk_ratio(self) -> float:
@@ -360,15 +374,15 @@ class OptimConfig:
     alpha_ok = self.focal_alpha == "auto" or (
         not isinstance(self.focal_alpha, str) and 0 <= self.focal_alpha <= 1)
     _validate(self, [
-        ("lr", self.lr > 0, "must be positive"),
+        ("lr", 0 < self.lr < math.inf, "must be positive and finite"),
         ("focal_alpha", alpha_ok, "must lie in [0, 1] or be 'auto'"),
         ("plateau_metric", self.plateau_metric in PLATEAU_METRICS,
          f"must be one of {', '.join(PLATEAU_METRICS)}"),
-        ("focal_gamma", self.focal_gamma >= 0, "must be >= 0"),
+        ("focal_gamma", 0 <= self.focal_gamma < math.inf, "must be finite and >= 0"),
         ("label_smoothing", 0 <= self.label_smoothing <= 1, "must lie in [0, 1]"),
         ("minority_focus_epochs", self.minority_focus_epochs >= 0, "must be >= 0"),
-        ("weight_decay", self.weight_decay >= 0, "must be >= 0"),
-        ("clip_norm", self.clip_norm > 0, "must be positive"),
+        ("weight_decay", 0 <= self.weight_decay < math.inf, "must be finite and >= 0"),
+        ("clip_norm", 0 < self.clip_norm < math.inf, "must be positive and finite"),
         ("plateau_factor", 0 < self.plateau_factor < 1, "must lie in (0, 1)"),
         ("plateau_patience", self.plateau_patience >= 0, "must be >= 0"),
         ("min_lr", 0 <= self.min_lr <= self.lr, "must lie in [0, lr]"),
@@ -428,6 +442,9 @@ class RunConfig:
   pretrained: str | None = setting(
       None, "encoder to start from: a stgnn-jax checkpoint or a reference .pth",
       group="training")
+  trust_checkpoint: bool = setting(
+      False, "unpickle a --pretrained .pth file fully (this runs code stored in the file: only "
+      "for files you trust); by default only tensors are read", group="training")
   num_devices: int | None = setting(
       None, "JAX devices for data parallelism (default: all)", group="training")
   graph_multiple: int = setting(
@@ -437,14 +454,17 @@ class RunConfig:
 
   def __post_init__(self):
     _validate(self, [
+        ("seed", 0 <= self.seed and self.seed + self.num_folds < 2**32,
+         "must lie in [0, 2**32 - num_folds) (NumPy and scikit-learn seeds are 32-bit)"),
         ("n_epochs", self.n_epochs >= 1, "must be >= 1"),
         ("batch_size", self.batch_size >= 1, "must be >= 1"),
         ("num_folds", self.num_folds >= 2, "must be >= 2 (cross-validation)"),
         ("max_visits", self.max_visits >= 1, "must be >= 1"),
-        ("threshold", self.threshold >= 0, "must be >= 0"),
+        ("threshold", 0 <= self.threshold < math.inf, "must be finite and >= 0"),
         ("time_normalization", self.time_normalization in TIME_NORMALIZATIONS,
          f"must be one of {', '.join(TIME_NORMALIZATIONS)}"),
-        ("single_visit_horizon", self.single_visit_horizon > 0, "must be positive (months)"),
+        ("single_visit_horizon", 0 < self.single_visit_horizon < math.inf,
+         "must be positive and finite (months)"),
         ("pretrain_epochs", self.pretrain_epochs >= 1, "must be >= 1"),
         ("num_devices", self.num_devices is None or self.num_devices >= 1, "must be >= 1"),
         ("graph_multiple", self.graph_multiple >= 1, "must be >= 1"),
@@ -455,3 +475,6 @@ class RunConfig:
          f"must be one of {', '.join(SELECTION_RULES)}"),
         ("early_stop_patience", self.early_stop_patience >= 0, "must be >= 0 (0: off)"),
     ])
+    if self.pretrained and self.pretrain_encoder:
+      _warn_once("pretrained and pretrain_encoder are both set: the pretrained encoder is used "
+                 "and no pretraining runs.")

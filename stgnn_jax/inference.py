@@ -53,10 +53,25 @@ def predict(params: Mapping[str, Any], config: ModelConfig,
     raise ValueError(
         f"predict: {len(time_gaps)} time_gaps for {len(subjects)} subjects; give one per subject.")
   values = []
+  n = config.input_dim
   for s, visits in enumerate(subjects):
     if len(visits) == 0:
       raise ValueError(f"predict: subject {s} has no visit.")
-    stack = np.stack([np.asarray(v, np.float32) for v in visits])
+    matrices = [np.asarray(v) for v in visits]
+    for v, matrix in enumerate(matrices):
+      if matrix.ndim != 2:
+        raise ValueError(
+            f"predict: visit {v} of subject {s} has shape {matrix.shape}, not an N x N matrix; "
+            "pass, per subject, a list of its visits' matrices.")
+      if not (np.issubdtype(matrix.dtype, np.floating) or np.issubdtype(matrix.dtype, np.integer)
+              or matrix.dtype == bool):
+        raise ValueError(f"predict: visit {v} of subject {s} holds {matrix.dtype} values; FC "
+                         "matrices are real.")
+      if matrix.shape != (n, n):
+        raise ValueError(
+            f"predict: visit {v} of subject {s} is a {matrix.shape[0]}x{matrix.shape[1]} matrix "
+            f"but the model expects {n}x{n} (ModelConfig.input_dim).")
+    stack = np.stack(matrices).astype(np.float32)
     if stack.shape[1:] != (config.input_dim, config.input_dim):
       raise ValueError(
           f"predict: subject {s} has {stack.shape[1]}x{stack.shape[2]} matrices but the model "

@@ -12,6 +12,7 @@ reference's cross-validation; `pack_scans` / `iterate_embedded_batches` serve a 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Sequence
 
@@ -21,7 +22,8 @@ import numpy as np
 
 from stgnn_jax.config import ModelConfig, RunConfig
 from stgnn_jax.data.cohort import Cohort, conversion_type, time_features
-from stgnn_jax.data.preprocessing import connection_features, horizon_bucket
+from stgnn_jax.data.preprocessing import connection_features, horizon_bucket, normalize_time
+from stgnn_jax.errors import InputError
 from stgnn_jax.nn.graphs import DenseGraphs
 
 
@@ -282,12 +284,20 @@ def make_folds(labels: np.ndarray, num_folds: int, seed: int
 
   counts = np.bincount(labels, minlength=2)
   if counts.min() < num_folds:
-    raise ValueError(
+    raise InputError(
         f"num_folds={num_folds} but the smaller class has only {counts.min()} subjects; lower "
         "--num_folds or add subjects.")
   folds = []
   splitter = StratifiedKFold(n_splits=num_folds, shuffle=True, random_state=seed)
   for k, (train_val, test) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+    # The stratified 80/20 split needs two subjects of each class to put one on either side.
+    fold_counts = np.bincount(labels[train_val], minlength=2)
+    n_val = int(np.ceil(0.2 * len(train_val)))
+    if fold_counts.min() < 2 or n_val < 2 or len(train_val) - n_val < 2:
+      raise InputError(
+          f"fold {k} keeps {fold_counts[0]} stable and {fold_counts[1]} converter subjects for "
+          "training and validation: the stratified 80/20 validation split needs at least two "
+          "of each class; lower --num_folds or add subjects.")
     train, val = train_test_split(train_val, test_size=0.2, stratify=labels[train_val],
                                   random_state=seed + k)
     folds.append((np.sort(train), np.sort(val), np.sort(test)))
@@ -307,11 +317,24 @@ class Subjects:
     self.last_fc = np.stack([s.fc[-1] for s in cohort.subjects])
     self.labels = cohort.labels().astype(np.int32)
     self.time = (time_features(cohort, run.time_normalization) if use_time else None)
+    self.time_to_predict = cohort.time_to_predict()
+    self.time_normalization = run.time_normalization
     self.conversion_types = [conversion_type(s) for s in cohort.subjects]
     self.has_groups = any(s.group is not None for s in cohort.subjects)
     self.horizons = ([horizon_bucket(s.time_to_predict) for s in cohort.subjects]
                      if use_time else None)
     self.num_nodes = cohort.num_nodes
+
+  def for_fold(self, train_idx: np.ndarray) -> Subjects:
+    """These subjects with the time feature fitted on a fold's training subjects only: `minmax`
+    scales by their longest time to predict, never a test subject's (the other normalisations
+    fit nothing)."""
+    if self.time is None or self.time_normalization != "minmax":
+      return self
+    fold = copy.copy(self)
+    fold.time = normalize_time(self.time_to_predict, "minmax",
+                               max_months=float(np.max(self.time_to_predict[train_idx])))
+    return fold
 
   def batches(self, indices: np.ndarray, batch_size: int, run: RunConfig):
     """`iterate_batches` over the subjects `indices`, in that order."""

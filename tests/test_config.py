@@ -23,7 +23,8 @@ from stgnn_jax.config import (
 ROOT = Path(__file__).resolve().parents[1]
 
 # train.py's flags and defaults before the configuration was declared once (written down from
-# the hand-written parser they replaced): the generated parser must offer exactly these.
+# the hand-written parser they replaced), plus the two added since (--overwrite,
+# --trust_checkpoint): the generated parser must offer exactly these.
 FLAGS_BEFORE = {
     "--data_root": None, "--var_name": "fc_matrix", "--threshold": 0.2, "--max_visits": 10,
     "--exclude_target_visit": False, "--time_normalization": "log",
@@ -42,6 +43,7 @@ FLAGS_BEFORE = {
     "--pretrained": None, "--num_devices": None, "--graph_multiple": 32,
     "--eval_batch_size": 64, "--out_dir": None, "--save_path": "./model/", "--resume": None,
     "--no_progress": False, "--compile_cache": "~/.cache/stgnn-jax/xla",
+    "--overwrite": False, "--trust_checkpoint": False,
 }
 
 # The reference's flags and defaults (../shared/reference/original-stgnn.md) and its fixed
@@ -73,7 +75,7 @@ def test_generated_flags_are_the_hand_written_ones():
 def test_every_flag_is_a_config_field_with_help():
   fields = {f.name: f for cls in train.CONFIGS for f in flag_fields(cls)}
   entry_point_only = {"--write_synthetic", "--out_dir", "--save_path", "--resume",
-                      "--no_progress", "--compile_cache"}
+                      "--no_progress", "--compile_cache", "--overwrite"}
   assert {"--" + name for name in fields} == set(FLAGS_BEFORE) - entry_point_only
   for f in fields.values():
     assert f.metadata["help"] and f.metadata["group"] in ("data", "model", "training")

@@ -9,16 +9,14 @@ raises `CohortError` naming the problem; skipped subjects are `CohortWarning`s a
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from stgnn_jax.data.preprocessing import normalize_time
-
-
-class CohortError(ValueError):
-  """The data on disk cannot be turned into a cohort; the message names the file and the problem."""
+from stgnn_jax.errors import CohortError
 
 
 class CohortWarning(UserWarning):
@@ -169,6 +167,28 @@ class Cohort:
     """`[subjects]` float64 raw time-to-predict in months."""
     return np.array([s.time_to_predict for s in self.subjects], np.float64)
 
+  def fingerprint(self) -> dict[str, str]:
+    """SHA-256 digests (16 hex digits) of what the cohort is made of: its subjects (ids and
+    groups), labels, visits (months and time to predict) and scans (edges and their values).
+    Equal fingerprints mean the same data; a run folder keeps it to refuse a changed cohort."""
+    def digest(*arrays) -> str:
+      h = hashlib.sha256()
+      for array in arrays:
+        array = np.ascontiguousarray(array)
+        h.update(f"{array.dtype.str}{array.shape}".encode())
+        h.update(array.tobytes())
+      return h.hexdigest()[:16]
+
+    subjects = self.subjects
+    return {
+        "subjects": digest(np.array([s.subject_id for s in subjects], dtype=str),
+                           np.array([s.group or "" for s in subjects], dtype=str)),
+        "labels": digest(self.labels()),
+        "visits": digest(np.concatenate([s.months for s in subjects]),
+                         self.time_to_predict(), self.num_visits()),
+        "scans": digest(*[a for s in subjects for a in (s.adjacency, s.fc)]),
+    }
+
   def summary(self) -> str:
     """One line, e.g. "300 subjects (92 converters), 976 scans used, 0 skipped (...), N = 100"."""
     n_conv = int(self.labels().sum())
@@ -188,8 +208,22 @@ class Cohort:
 def time_features(cohort: Cohort, normalization: str = "log", *,
                   max_months: float | None = None) -> np.ndarray:
   """`[subjects]` float32 normalised time-to-predict (`normalize_time`); for `minmax` the default
-  scale is the maximum over this cohort."""
-  return normalize_time(cohort.time_to_predict(), normalization, max_months=max_months)
+  scale is the maximum over this cohort.
+
+  Raises CohortError when a value is not finite (the log of a time-to-predict <= -12 months, from
+  visits whose months decrease), naming the subjects.
+  """
+  months = cohort.time_to_predict()
+  out = normalize_time(months, normalization, max_months=max_months)
+  bad = np.flatnonzero(~np.isfinite(out))
+  if bad.size:
+    examples = ", ".join(f"{cohort.subjects[i].subject_id} ({months[i]:g} months)"
+                         for i in bad[:3])
+    raise CohortError(
+        f"the {normalization!r} time normalisation is undefined for {bad.size} subject(s) whose "
+        f"time to predict is negative, e.g. {examples}: their Months_From_Baseline decrease "
+        "along Visit_Order; fix the visit table, or use another --time_normalization.")
+  return out
 
 
 def conversion_type(subject: Subject) -> str:

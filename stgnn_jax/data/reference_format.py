@@ -13,7 +13,8 @@ Differences from the reference, all deliberate (it silently mislabels or mis-rea
   - Every malformed input (missing file or column, bad value, missing npz key, wrong matrix shape)
     raises `CohortError` naming the file and the problem; skips are `CohortWarning`s and counted.
 
-A parsed cohort is cached (`cache`), keyed by the files' names, sizes and times and the settings.
+A parsed cohort is cached (`cache`), keyed by the files' names, sizes, times and inodes and the
+settings.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import os
 import re
 import warnings
 import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -140,12 +142,25 @@ def read_visit_table(path: Path | str) -> tuple[dict[str, list[VisitRecord]], li
       raise CohortError(f"{path}, line {line}: Visit_Order and Months_From_Baseline must be finite")
     visits.setdefault(subject, []).append(VisitRecord(order, months, to_next, int(label)))
   messages = []
+  backwards, negative = [], []
   for subject, rows in visits.items():
     rows.sort(key=lambda r: r.order)  # stable: equal orders keep the table's order
     orders = [r.order for r in rows]
     if len(set(orders)) < len(orders):
       messages.append(f"{path}: subject {subject} has repeated Visit_Order values {orders}; rows "
                       "with equal Visit_Order are taken in table order")
+    months = [r.months for r in rows]
+    if any(later < earlier for earlier, later in zip(months, months[1:])):
+      backwards.append(subject)
+    if min(months) < 0:
+      negative.append(subject)
+  for subjects, problem in (
+      (backwards, "Months_From_Baseline decreasing along Visit_Order (the visits are taken in "
+                  "Visit_Order; their gaps, the time feature, come out negative)"),
+      (negative, "negative Months_From_Baseline")):
+    if subjects:
+      messages.append(f"{path}: {len(subjects)} subject(s) with {problem}, e.g. "
+                      + ", ".join(sorted(subjects)[:3]))
   return visits, messages
 
 
@@ -178,10 +193,14 @@ def _read_scan(path: Path, var_name: str) -> np.ndarray:
           "Pass the right key with var_name= (--var_name on the command line).")
     try:
       fc = archive[var_name]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-      raise CohortError(f"{path}: cannot read {var_name!r} from the .npz file: {e}") from e
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+      raise CohortError(f"{path}: cannot read {var_name!r} from the .npz file "
+                        f"({type(e).__name__}: {e}); the file is damaged") from e
   if fc.ndim != 2 or fc.shape[0] != fc.shape[1]:
     raise CohortError(f"{path}: {var_name!r} must be a square 2-D matrix, got shape {fc.shape}")
+  if fc.shape[0] == 0:
+    raise CohortError(f"{path}: {var_name!r} is a 0x0 matrix; a scan needs one row and column "
+                      "per region")
   if not (np.issubdtype(fc.dtype, np.floating) or np.issubdtype(fc.dtype, np.integer)):
     raise CohortError(f"{path}: {var_name!r} must hold real numbers, got dtype {fc.dtype}")
   n_bad = int(fc.size - np.count_nonzero(np.isfinite(fc)))
@@ -191,18 +210,26 @@ def _read_scan(path: Path, var_name: str) -> np.ndarray:
   return fc
 
 
-def _file_stats(directory: Path) -> list[tuple[str, int, int]]:
-  """(name, size, mtime_ns) of every regular file in `directory`, sorted by name."""
+def _file_stats(directory: Path) -> list[tuple[str, int, int, int, int]]:
+  """(name, size, mtime_ns, ctime_ns, inode) of every entry of `directory`, sorted by name; size
+  -1 for an entry that is not a regular file.
+
+  These are the cache key's view of the scans: a file rewritten in place gets a new ctime (which,
+  unlike the mtime, no copy tool or `touch` can set back), a file replaced by another a new inode,
+  so a changed scan is read again even with the same size and mtime.
+  """
   stats = []
   with os.scandir(directory) as entries:
     for entry in entries:
       if entry.is_file():
         stat = entry.stat()
-        stats.append((entry.name, stat.st_size, stat.st_mtime_ns))
+        stats.append((entry.name, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino))
+      else:
+        stats.append((entry.name, -1, 0, 0, 0))
   return sorted(stats)
 
 
-def _load_uncached(root: Path, files: Sequence[tuple[str, int, int]], *, var_name: str,
+def _load_uncached(root: Path, files: Sequence[tuple[str, int, int, int, int]], *, var_name: str,
                    threshold: float, build_kwargs: dict) -> Cohort:
   messages: list[str] = []
 
@@ -221,8 +248,12 @@ def _load_uncached(root: Path, files: Sequence[tuple[str, int, int]], *, var_nam
   runs_by_subject: dict[str, dict[int, Path]] = {}
   n_ignored = 0
   stray = []
-  for name, _, _ in files:
+  for name, size, *_ in files:
     match = SCAN_FILE_PATTERN.fullmatch(name)
+    if size < 0 and match is not None:
+      n_ignored += 1
+      note(f"{fc_dir / name}: a folder (or other non-file), not a scan file; skipped")
+      continue
     if match is None or int(match["run"]) == 0:
       n_ignored += 1
       if name.lower().endswith(".npz"):
@@ -262,6 +293,8 @@ def _load_uncached(root: Path, files: Sequence[tuple[str, int, int]], *, var_nam
              f"{root / TEMPORAL_CSV}, so the scan has no visit time; skipped")
         continue
       fc = _read_scan(paths[run], var_name)
+      if not fc.any():
+        note(f"{paths[run]}: every entry is 0 (an empty scan: no edge but the self loops)")
       if num_nodes is None:
         num_nodes, first_path = fc.shape[0], paths[run]
       elif fc.shape[0] != num_nodes:
@@ -273,6 +306,13 @@ def _load_uncached(root: Path, files: Sequence[tuple[str, int, int]], *, var_nam
 
   if not runs_by_subject:
     raise CohortError(f"{fc_dir}: no scan files named {SCAN_FILE_FORMAT}")
+  if num_nodes == 1:
+    note(f"{first_path}: a 1-region atlas; every graph has a single node")
+  off_diagonal = sum(int(np.count_nonzero(fc)) - int(np.count_nonzero(np.diagonal(fc)))
+                     for runs in scans.values() for fc in runs.values())
+  if scans and num_nodes and num_nodes > 1 and off_diagonal == 0:
+    note(f"threshold {threshold} removes every edge between regions in every scan: the graphs "
+         "hold self loops only; lower --threshold")
   return build_cohort(scans, visits, groups, n_scans_skipped=n_skipped,
                       n_subjects_skipped=n_subjects_skipped, n_files_ignored=n_ignored,
                       warning_messages=messages, **build_kwargs)
@@ -302,10 +342,11 @@ def load_cohort(
   non-scan files (one summary warning; hidden files such as .DS_Store silently).
 
   Caching: the parsed cohort is stored as one compressed npz named by a hash of the input files'
-  names, sizes and mtimes, the absolute root and the settings, so a later call with unchanged inputs
-  reads one file instead of every scan (warnings are re-issued from the cache). It goes to
-  `cache_dir`, by default ROOT/.stgnn_cache or, if that is not writable, $XDG_CACHE_HOME/stgnn_jax
-  (~/.cache/stgnn_jax); if neither is writable the cohort is returned uncached with a warning.
+  names, sizes, mtimes, ctimes and inodes (`_file_stats`: a scan rewritten or replaced is read
+  again, whatever its size and mtime), the absolute root and the settings, so a later call with
+  unchanged inputs reads one file instead of every scan (warnings are re-issued from the cache).
+  It goes to `cache_dir`, by default ROOT/.stgnn_cache or, if that is not writable,
+  $XDG_CACHE_HOME/stgnn_jax (~/.cache/stgnn_jax); if neither is writable the cohort is returned uncached with a warning.
   Old cache files are not deleted.
 
   Args:
@@ -346,8 +387,8 @@ def load_cohort(
     return _load_uncached(root, files, var_name=var_name, threshold=float(threshold),
                           build_kwargs=build_kwargs)
 
-  tables = [(p.name, p.stat().st_size, p.stat().st_mtime_ns)
-            for p in (temporal, root / SIMPLIFIED_CSV) if p.is_file()]
+  tables = [(p.name, s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino)
+            for p in (temporal, root / SIMPLIFIED_CSV) if p.is_file() for s in [p.stat()]]
   key_source = json.dumps([CACHE_FORMAT_VERSION, str(root.resolve()), files, tables, var_name,
                            float(threshold), build_kwargs], sort_keys=True)
   name = f"cohort-{hashlib.sha256(key_source.encode()).hexdigest()[:32]}.npz"

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import math
 import os
 from pathlib import Path
@@ -52,13 +53,14 @@ from typing import NamedTuple
 
 import numpy as np
 
+from stgnn_jax import atomic
 from stgnn_jax.data.cohort import Cohort, VisitRecord, build_cohort
 from stgnn_jax.data.preprocessing import threshold_fc
 from stgnn_jax.data.reference_format import (
-    FC_DIR,
-    SCAN_FILE_PATTERN,
-    SIMPLIFIED_CSV,
-    TEMPORAL_CSV,
+  FC_DIR,
+  SCAN_FILE_PATTERN,
+  SIMPLIFIED_CSV,
+  TEMPORAL_CSV,
 )
 
 # P(1..6 visits): mean 3.31 visits, like the reference's synthetic 976 scans / 300 subjects.
@@ -447,7 +449,8 @@ def _rewire(r: np.ndarray, lost: np.ndarray, swap_order: np.ndarray, pair_index:
 
 
 def _edges(r: np.ndarray, threshold: float) -> np.ndarray:
-  # Same test as preprocessing.fc_to_adjacency on a symmetric matrix, so edge counts here are exact there.
+  # Same test as preprocessing.fc_to_adjacency on a symmetric matrix, so edge counts here are
+  # exact there.
   return (np.abs(r) >= threshold) & (r != 0)
 
 
@@ -790,16 +793,22 @@ def write_scans(directory: str | os.PathLike, scans: SyntheticScans, *,
     directory: the data root (created if needed).
     scans: the cohort.
     var_name: the npz key.
-    overwrite: replace the scan files of an earlier cohort; without it a non-empty FC_Matrices
-      folder raises `FileExistsError` (stale scans would mix into the new cohort).
+    overwrite: replace an earlier cohort's files; without it an existing visit table, groups
+      table or non-empty FC_Matrices folder raises `FileExistsError` (nothing is written).
   """
   root = Path(directory)
   fc_dir = root / FC_DIR
-  fc_dir.mkdir(parents=True, exist_ok=True)
-  existing = [p for p in fc_dir.iterdir()]
+  if root.exists() and not root.is_dir():
+    raise FileExistsError(f"{root} exists and is not a folder; pass a folder for the cohort")
+  existing = [p for p in (root / TEMPORAL_CSV, root / SIMPLIFIED_CSV) if p.exists()]
+  if fc_dir.is_dir() and any(fc_dir.iterdir()):
+    existing.append(fc_dir)
   if existing and not overwrite:
-    raise FileExistsError(f"{fc_dir} is not empty; pass overwrite=True to replace its scans")
-  for path in existing:
+    raise FileExistsError(
+        f"{root} already holds a cohort ({', '.join(p.name for p in existing)}); pass another "
+        "folder, or --overwrite (overwrite=True) to replace it")
+  fc_dir.mkdir(parents=True, exist_ok=True)
+  for path in fc_dir.iterdir():
     if SCAN_FILE_PATTERN.fullmatch(path.name):
       path.unlink()
 
@@ -814,15 +823,19 @@ def write_scans(directory: str | os.PathLike, scans: SyntheticScans, *,
       temporal_rows.append([subject, _viscode(months), label, k + 1, repr(months),
                             "" if math.isnan(to_next) else repr(to_next)])
       simplified_rows.append([subject, k, scans.groups[i][k], label])
-  with open(root / TEMPORAL_CSV, "w", newline="") as f:
-    writer = csv.writer(f)
-    writer.writerow(["Subject", "Visit", "Label_CS_Num", "Visit_Order", "Months_From_Baseline",
-                     "Months_To_Next_Original"])
-    writer.writerows(temporal_rows)
-  with open(root / SIMPLIFIED_CSV, "w", newline="") as f:
-    writer = csv.writer(f)
-    writer.writerow(["Subject", "Visit_idx", "Group", "Label_CS_Num"])
-    writer.writerows(simplified_rows)
+  _write_csv(root / TEMPORAL_CSV, ["Subject", "Visit", "Label_CS_Num", "Visit_Order",
+                                     "Months_From_Baseline", "Months_To_Next_Original"],
+             temporal_rows)
+  _write_csv(root / SIMPLIFIED_CSV, ["Subject", "Visit_idx", "Group", "Label_CS_Num"],
+             simplified_rows)
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+  buffer = io.StringIO()
+  writer = csv.writer(buffer, lineterminator="\r\n")  # csv's default, as open(newline="") wrote
+  writer.writerow(header)
+  writer.writerows(rows)
+  atomic.write_text(path, buffer.getvalue())
 
 
 def write_synthetic(directory: str | os.PathLike, *, var_name: str = "fc_matrix",

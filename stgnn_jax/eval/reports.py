@@ -77,8 +77,8 @@ def plot_roc_curves(out_dir: str, folds: Sequence[dict[str, Any]], labels: np.nd
   ax = axes[0, 0]
   for fold in folds:
     y = labels[np.asarray(fold["test_subjects"], int)]
-    if len(np.unique(y)) < 2:
-      continue  # ROC undefined with one class
+    if len(np.unique(y)) < 2 or fold.get("test_p1") is None:
+      continue  # ROC undefined with one class, or without (finite) predictions
     fpr, tpr, _ = roc_curve(y, fold["test_p1"])
     ax.plot(fpr, tpr, label=f"fold {fold['fold']} (AUC {fold['test_auc']:.3f})")
   _label_roc_axes(ax, "test ROC per fold")

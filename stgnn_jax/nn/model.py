@@ -28,7 +28,8 @@ class InputStandardization(nn.Module):
   training scans (as a linear model's `StandardScaler` does) puts every entry on the same
   footing. The statistics are parameters so that a checkpoint carries them, but they are
   constants here (`stop_gradient`) and left out of the optimiser
-  (`train.optimizer.create_optimizer`); `train.state.input_statistics` computes them. Initialised to the identity (mean 0, scale 1).
+  (`train.optimizer.create_optimizer`); `train.state.input_statistics` computes them.
+  Initialised to the identity (mean 0, scale 1).
 
   Params `mean`, `scale` `[N, F]`.
   """

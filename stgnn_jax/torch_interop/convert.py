@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from stgnn_jax.config import ModelConfig
+from stgnn_jax.errors import InputError
 from stgnn_jax.nn.model import TIME_EMBEDDING_DIM, TIME_HIDDEN_DIM
 from stgnn_jax.torch_interop.layers import (
     conv_params_from_torch,
@@ -52,15 +53,18 @@ def load_torch_checkpoint(path: str | os.PathLike, *, trust_checkpoint: bool = F
         f"reading the PyTorch checkpoint {os.fspath(path)!r} needs PyTorch; install it with "
         "`pip install torch` (the CPU build is enough).") from error
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"checkpoint {os.fspath(path)!r} does not exist.")
+    raise InputError(f"checkpoint {os.fspath(path)!r} does not exist.")
   try:
     return torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
   except Exception as error:  # torch raises UnpicklingError or RuntimeError with its own text
     if trust_checkpoint:
-      raise
-    raise ValueError(
-        f"could not read {os.fspath(path)!r} with weights_only=True ({error}); if you trust the "
-        "file, pass trust_checkpoint=True to unpickle it fully.") from error
+      raise InputError(f"could not read {os.fspath(path)!r} with PyTorch "
+                       f"({type(error).__name__}: {error}).") from error
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    raise InputError(
+        f"could not read {os.fspath(path)!r} with weights_only=True ({first_line}); if you trust "
+        "the file, let it be unpickled fully: --trust_checkpoint (trust_checkpoint=True in "
+        "Python).") from error
 
 
 def _time_layers(config: ModelConfig) -> dict[str, tuple[str, int, int]]:

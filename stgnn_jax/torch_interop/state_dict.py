@@ -13,9 +13,7 @@ from typing import Any
 
 import numpy as np
 
-
-class CheckpointMismatchError(ValueError):
-  """A PyTorch state dict does not fit the configured architecture."""
+from stgnn_jax.errors import CheckpointMismatchError
 
 
 def tensor_to_numpy(value: Any) -> np.ndarray:

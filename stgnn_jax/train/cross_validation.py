@@ -10,6 +10,7 @@ results.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import logging
 import os
@@ -19,10 +20,12 @@ from stgnn_jax import atomic
 from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
 from stgnn_jax.data.cohort import Cohort
 from stgnn_jax.data.reference_format import load_cohort
+from stgnn_jax.errors import RunStateError
 from stgnn_jax.eval import metrics as metrics_lib
 from stgnn_jax.eval.reports import format_summary, format_value, write_metrics_csv
 from stgnn_jax.input_pipeline import Subjects, make_folds
 from stgnn_jax.train.loop import train_fold
+from stgnn_jax.train.pretrain import check_pretrained_encoder
 from stgnn_jax.train.sharding import Placement
 
 SUMMARY_METRICS = ("test_acc", "balanced_acc", "minority_f1", "test_auc", "train_acc",
@@ -51,22 +54,25 @@ def run_cross_validation(model_config: ModelConfig, optim_config: OptimConfig, r
                          out_dir: str, *, progress_bar: bool = True) -> dict[str, Any]:
   """Runs (or resumes) the cross-validation in `out_dir`; returns the results dict.
 
-  The protocol: load the cohort, record the configuration (or check it against the one being
-  resumed), split the subjects into folds, train and test each fold (a finished fold is read
-  back), fit the baselines on the same folds, write results.json, metrics.csv and the plots.
-  Messages go to the `stgnn_jax` loggers.
+  The protocol: load the cohort, split the subjects into folds and check everything the run
+  needs (devices, a pretrained encoder); only then write the run folder (`prepare_run_dir`:
+  the configuration and the cohort's fingerprint, or a check against the run being resumed);
+  train and test each fold (a finished fold is read back), fit the baselines on the same folds,
+  write results.json, metrics.csv and the plots. Messages go to the `stgnn_jax` loggers.
   """
-  os.makedirs(out_dir, exist_ok=True)
   cohort = load_data(run)
   logger.info(cohort.summary())
   # Every kind of node features has one entry per region: the input width is the atlas size.
   model_config = dataclasses.replace(model_config, input_dim=cohort.num_nodes)
-  record_config(out_dir, model_config, optim_config, run)
   subjects = Subjects(cohort, run, model_config)
   placement = Placement(run.num_devices, run.batch_size, run.eval_batch_size, run.graph_multiple)
   if placement.num_devices > 1:
     logger.info("data parallel over %d devices", placement.num_devices)
   folds = make_folds(subjects.labels, run.num_folds, run.seed)
+  if run.pretrained:
+    check_pretrained_encoder(run, model_config,
+                             next(subjects.batches(folds[0][0], run.batch_size, run)))
+  prepare_run_dir(out_dir, model_config, optim_config, run, cohort)
   results, histories = train_folds(folds, subjects, model_config, optim_config, run, placement,
                                    out_dir, progress_bar=progress_bar)
 
@@ -87,21 +93,57 @@ def run_cross_validation(model_config: ModelConfig, optim_config: OptimConfig, r
   return output
 
 
-def record_config(out_dir: str, model_config: ModelConfig, optim_config: OptimConfig,
-                  run: RunConfig) -> None:
-  """Writes `out_dir/config.json`, or checks that a run being resumed has the same settings."""
+def read_json(path: str) -> Any:
+  """A JSON file of a run folder; RunStateError naming the file if it cannot be read."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except (ValueError, OSError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    raise RunStateError(f"{path}: not readable ({type(error).__name__}: {error}); the file is "
+                        "damaged; delete it (or the run folder) to redo that part.") from None
+
+
+def has_progress(out_dir: str) -> bool:
+  """Whether a run folder holds a trained epoch (a fold's progress or result)."""
+  return any(glob.glob(os.path.join(glob.escape(out_dir), "fold_*", name))
+             for name in ("progress.msgpack", "result.json"))
+
+
+def prepare_run_dir(out_dir: str, model_config: ModelConfig, optim_config: OptimConfig,
+                    run: RunConfig, cohort: Cohort) -> None:
+  """Writes `config.json` and `data.json` (the cohort's fingerprint), or, in a folder that
+  already holds a trained epoch, checks that both match the run being resumed; removes the
+  temporary files a killed run left behind."""
+  os.makedirs(out_dir, exist_ok=True)
   config_path = os.path.join(out_dir, "config.json")
-  config = {"model": model_config.to_dict(), "optim": dataclasses.asdict(optim_config),
-            "run": dataclasses.asdict(run)}
-  if not os.path.exists(config_path):
-    atomic.write_json(config_path, config)
-    return
-  with open(config_path) as f:
-    saved = json.load(f)
-  if saved != json.loads(json.dumps(config)):
-    raise ValueError(
-        f"{config_path} holds a different configuration; resume with the same settings "
-        "(train.py --resume DIR reads them from there) or use a new --out_dir.")
+  data_path = os.path.join(out_dir, "data.json")
+  config = json.loads(json.dumps(
+      {"model": model_config.to_dict(), "optim": dataclasses.asdict(optim_config),
+       "run": dataclasses.asdict(run)}))
+  data = {"fingerprint": cohort.fingerprint(), "cohort": cohort.summary()}
+  if has_progress(out_dir):
+    if read_json(config_path) != config:
+      raise RunStateError(
+          f"{config_path} holds a different configuration; resume with the same settings "
+          "(train.py --resume DIR reads them from there) or use a new --out_dir.")
+    if os.path.exists(data_path):
+      saved = read_json(data_path).get("fingerprint", {})
+      changed = [part for part, digest in data["fingerprint"].items()
+                 if saved.get(part) != digest]
+      if changed:
+        raise RunStateError(
+            f"{out_dir}: the cohort differs from the one this run was trained on (its "
+            f"{', '.join(changed)} changed; data.json holds the original's fingerprint): resume "
+            "with the original data, or start a new --out_dir.")
+    else:
+      logger.warning("%s: no data.json (a run of an older version): the cohort cannot be "
+                     "checked against the one its finished folds used", out_dir)
+  for stale in glob.glob(os.path.join(glob.escape(out_dir), "**", atomic.TEMP_PREFIX + "*"),
+                         recursive=True):
+    os.remove(stale)  # the atomic writer's temporary file of a write that was killed
+  atomic.write_json(config_path, config)
+  if not os.path.exists(data_path) or not has_progress(out_dir):
+    atomic.write_json(data_path, data)
 
 
 def train_folds(folds, subjects: Subjects, model_config: ModelConfig, optim_config: OptimConfig,
@@ -119,8 +161,10 @@ def train_folds(folds, subjects: Subjects, model_config: ModelConfig, optim_conf
       fold_dir = os.path.join(out_dir, f"fold_{k}")
       done_path = os.path.join(fold_dir, "result.json")
       if os.path.exists(done_path):
-        with open(done_path) as f:
-          done = json.load(f)
+        done = read_json(done_path)
+        if not isinstance(done, dict) or not {"result", "history"} <= set(done):
+          raise RunStateError(f"{done_path}: not a fold result; delete it to train the fold "
+                              "again.")
         results.append(done["result"])
         histories.append(done["history"])
         bar.update(run.n_epochs)
@@ -141,7 +185,7 @@ def train_folds(folds, subjects: Subjects, model_config: ModelConfig, optim_conf
       results.append(result)
       histories.append(history)
       write_metrics_csv(out_dir, histories)
-      logger.info("fold %d: test acc %.3f, balanced acc %.3f, AUC %s (best epoch %d)", k,
-                  result["test_acc"], result["balanced_acc"], format_value(result["test_auc"]),
+      logger.info("fold %d: test acc %s, balanced acc %s, AUC %s (best epoch %d)", k,
+                  *(format_value(result[key]) for key in ("test_acc", "balanced_acc", "test_auc")),
                   result["best_epoch"])
   return results, histories

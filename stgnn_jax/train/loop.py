@@ -122,11 +122,21 @@ def predict_split(state: TrainState, subjects: Subjects, indices: np.ndarray, ru
   return np.concatenate(logits), np.concatenate(losses)
 
 
+class NonFiniteError(ArithmeticError):
+  """A model's predictions or loss are not finite (a diverged or unusable state)."""
+
+
 def evaluate(state, subjects, indices, run, placement, *, threshold: float | None = None,
              choose_threshold: bool = False, reports: bool = False) -> dict[str, Any]:
   """Metrics of `indices` at `threshold` (None: argmax); with `choose_threshold`, at the split's
-  own `metrics.balanced_threshold` instead (returned as "threshold"; None if undefined)."""
+  own `metrics.balanced_threshold` instead (returned as "threshold"; None if undefined).
+
+  Raises NonFiniteError when a prediction or loss is not finite (metrics would be undefined).
+  """
   logits, losses = predict_split(state, subjects, indices, run, placement)
+  bad = ~(np.isfinite(logits).all(axis=-1) & np.isfinite(losses))
+  if bad.any():
+    raise NonFiniteError(f"{int(bad.sum())} of {len(bad)} predictions are not finite")
   labels = subjects.labels[indices]
   if choose_threshold:
     threshold = metrics_lib.balanced_threshold(labels, metrics_lib.softmax_p1(logits))
@@ -228,6 +238,7 @@ def setup_fold(index: int, split, subjects: Subjects, model_config: ModelConfig,
   α from its training labels with `focal_alpha="auto"`.
   """
   train_idx, val_idx, test_idx = split
+  subjects = subjects.for_fold(train_idx)
   base_key = jax.random.fold_in(jax.random.key(run.seed), index)
   first = next(subjects.batches(train_idx, run.batch_size, run))
   params = init_params(model_config, first, jax.random.fold_in(base_key, 0))
@@ -274,13 +285,17 @@ def run_epoch(fold: Fold, progress: FoldProgress) -> dict[str, Any] | None:
   count = sum(float(m["count"]) for m in step_metrics)
   train_loss = sum(float(m["loss"]) * float(m["count"]) for m in step_metrics) / count
   train_acc = sum(float(m["correct"]) for m in step_metrics) / count
+  kept = (f"the fold stops and keeps its best state so far (epoch {progress.best_epoch}; -1: "
+          "the last finite state)")
   if not math.isfinite(train_loss):
-    progress.stopped = (f"non-finite training loss ({train_loss}) at epoch {epoch}; the fold "
-                        f"stops and keeps the best state so far (epoch {progress.best_epoch})")
+    progress.stopped = f"non-finite training loss ({train_loss}) at epoch {epoch}; {kept}"
     return None
-
-  val = evaluate(state, fold.subjects, fold.val_idx, run, fold.placement,
-                 choose_threshold=run.decision_threshold == "val")
+  try:
+    val = evaluate(state, fold.subjects, fold.val_idx, run, fold.placement,
+                   choose_threshold=run.decision_threshold == "val")
+  except NonFiniteError as error:
+    progress.stopped = f"non-finite validation predictions at epoch {epoch} ({error}); {kept}"
+    return None
   progress.plateau_state = plateau_step(optim_config, progress.plateau_state,
                                         plateau_value(optim_config, val))
   lr = optim_config.lr * float(progress.plateau_state.scale)
@@ -315,10 +330,15 @@ def fold_result(fold: Fold, progress: FoldProgress) -> dict[str, Any]:
   else:
     best_state = progress.state.replace(params=progress.best_params)
   threshold = progress.best_threshold if progress.best_epoch >= 0 else None
-  test = evaluate(best_state, fold.subjects, fold.test_idx, fold.run, fold.placement,
-                  threshold=threshold, reports=True)
-  train = evaluate(best_state, fold.subjects, fold.train_idx, fold.run, fold.placement,
-                   threshold=threshold)
+  try:
+    test = evaluate(best_state, fold.subjects, fold.test_idx, fold.run, fold.placement,
+                    threshold=threshold, reports=True)
+    train = evaluate(best_state, fold.subjects, fold.train_idx, fold.run, fold.placement,
+                     threshold=threshold)
+  except NonFiniteError as error:
+    reason = f"the fold's model gives non-finite test or training predictions ({error})"
+    logger.warning("fold %d: %s; its metrics are undefined", fold.index, reason)
+    return undefined_result(fold, progress, reason)
   # The reference's argmax predictions of the same model, beside those at the chosen threshold.
   argmax = metrics_lib.classification_metrics(test["labels"], test["logits"], report=False)
   result = {
@@ -351,6 +371,18 @@ def fold_result(fold: Fold, progress: FoldProgress) -> dict[str, Any]:
     if key in test:
       result[key] = test[key]
   return result
+
+
+def undefined_result(fold: Fold, progress: FoldProgress, reason: str) -> dict[str, Any]:
+  """The results.json entry of a fold whose model cannot be tested: every metric None."""
+  metrics = ("test_acc", "balanced_acc", "minority_precision", "minority_recall", "minority_f1",
+             "test_auc", "test_loss", "train_acc", "balanced_train_acc")
+  return {"fold": fold.index, **dict.fromkeys(metrics), "decision_threshold": None,
+          "focal_alpha": fold.focal_alpha, "best_epoch": progress.best_epoch,
+          "best_val_auc": None, "epochs_run": progress.next_epoch,
+          "stopped": "; ".join(filter(None, [progress.stopped, reason])),
+          "n_train": len(fold.train_idx), "n_val": len(fold.val_idx),
+          "n_test": len(fold.test_idx), "test_subjects": fold.test_idx.tolist()}
 
 
 def train_fold(index: int, split, subjects: Subjects, model_config: ModelConfig,

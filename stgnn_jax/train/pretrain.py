@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,19 +25,22 @@ import numpy as np
 import optax
 
 from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
+from stgnn_jax.errors import InputError
 from stgnn_jax.input_pipeline import SubjectBatch, Subjects, iterate_batches
 from stgnn_jax.nn.model import GraphEncoder
 from stgnn_jax.train.checkpoints import load_checkpoint, save_checkpoint
 from stgnn_jax.train.optimizer import (
-    create_optimizer,
-    plateau_scheduler,
-    plateau_step,
-    set_learning_rate,
+  create_optimizer,
+  plateau_scheduler,
+  plateau_step,
+  set_learning_rate,
 )
 from stgnn_jax.train.state import (
-    input_statistics,
-    replace_encoder,
-    with_input_statistics,
+  check_encoder_fits,
+  init_params,
+  input_statistics,
+  replace_encoder,
+  with_input_statistics,
 )
 
 logger = logging.getLogger(__name__)
@@ -135,7 +139,8 @@ def load_encoder(params: Any, model_config: ModelConfig, run: RunConfig, subject
                  train_idx: np.ndarray, fold_dir: str, key: jax.Array) -> Any:
   """Applies --pretrained (a file) or --pretrain_encoder (on this fold's training subjects)."""
   if run.pretrained:
-    encoder = read_pretrained_encoder(run.pretrained, model_config)
+    encoder = read_pretrained_encoder(run.pretrained, model_config,
+                                      trust_checkpoint=run.trust_checkpoint)
     logger.info("loaded the pretrained encoder %s", run.pretrained)
     return replace_encoder(params, encoder)
   if run.pretrain_encoder:
@@ -152,13 +157,42 @@ def load_encoder(params: Any, model_config: ModelConfig, run: RunConfig, subject
   return params
 
 
-def read_pretrained_encoder(path: str, model_config: ModelConfig):
-  """Encoder params from a stgnn-jax checkpoint or a reference PyTorch `.pth` file."""
+# The ModelConfig fields that shape or drive the graph encoder.
+ENCODER_FIELDS = ("input_dim", "node_features", "layer_type", "gnn_hidden_dim", "output_dim",
+                  "gnn_num_layers", "gnn_activation", "gnn_dropout", "input_dropout",
+                  "graph_norm", "use_topk_pooling", "topk_ratio", "readout", "readout_node_dim",
+                  "use_time_features")
+
+
+def read_pretrained_encoder(path: str, model_config: ModelConfig, *,
+                            trust_checkpoint: bool = False):
+  """Encoder params from a stgnn-jax checkpoint or a reference PyTorch `.pth` file.
+
+  A stgnn-jax checkpoint stores the `ModelConfig` it was trained with: a difference in an
+  encoder setting (e.g. the activation) is warned about, and the encoder is used with this run's.
+  """
   if path.endswith((".pth", ".pt")):
     from stgnn_jax.torch_interop.convert import params_from_torch
 
-    return params_from_torch(path, model_config)["encoder"]
-  params = load_checkpoint(path)[0]
+    return params_from_torch(path, model_config, trust_checkpoint=trust_checkpoint)["encoder"]
+  params, stored, _ = load_checkpoint(path)
   if "encoder" not in params:
-    raise ValueError(f"{path!r} holds no encoder parameters.")
+    raise InputError(f"--pretrained {path}: holds no encoder parameters.")
+  differ = [f"{name}={getattr(stored, name)!r} (this run: {getattr(model_config, name)!r})"
+            for name in ENCODER_FIELDS if getattr(stored, name) != getattr(model_config, name)]
+  if differ:
+    warnings.warn(f"--pretrained {path}: its encoder was trained with " + ", ".join(differ)
+                  + "; it is used with this run's settings.", stacklevel=2)
   return params["encoder"]
+
+
+def check_pretrained_encoder(run: RunConfig, model_config: ModelConfig,
+                             batch: SubjectBatch) -> None:
+  """Reads --pretrained and checks that it fits the model of `batch`'s shapes, before any
+  training (the folds load it again)."""
+  expected = jax.eval_shape(init_params, model_config, batch, jax.random.key(0))["encoder"]
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # the folds' reads warn about config differences
+    encoder = read_pretrained_encoder(run.pretrained, model_config,
+                                      trust_checkpoint=run.trust_checkpoint)
+  check_encoder_fits(expected, encoder)

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.struct
+import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,6 +20,7 @@ import optax
 import optax.contrib
 
 from stgnn_jax.config import ModelConfig, OptimConfig
+from stgnn_jax.errors import CheckpointMismatchError
 from stgnn_jax.input_pipeline import SubjectBatch
 from stgnn_jax.nn.model import STGNN
 from stgnn_jax.train.optimizer import model_optimizer, set_learning_rate
@@ -102,14 +104,28 @@ def init_params(model_config: ModelConfig, batch: SubjectBatch, rng: jax.Array) 
       max_visits=batch.max_visits)["params"]
 
 
-def replace_encoder(params: Mapping[str, Any], encoder: Mapping[str, Any]) -> dict[str, Any]:
-  """`params` with the encoder taken from `encoder` (e.g. a pretrained one), shapes checked."""
-  expected = jax.tree.map(jnp.shape, params["encoder"])
-  found = jax.tree.map(jnp.shape, encoder)
-  if expected != found:
-    raise ValueError(
-        "the pretrained encoder does not fit this model: its parameter shapes differ "
-        f"({jax.tree.structure(found)} vs {jax.tree.structure(expected)}); check node_features, "
+def check_encoder_fits(expected: Mapping[str, Any], encoder: Mapping[str, Any]) -> None:
+  """Raises CheckpointMismatchError naming the first parameter of `encoder` whose name or shape
+  differs from `expected`'s (arrays or `jax.ShapeDtypeStruct`s)."""
+  want = flax.traverse_util.flatten_dict(dict(expected), sep="/")
+  have = flax.traverse_util.flatten_dict(dict(encoder), sep="/")
+  for key in sorted(set(want) | set(have)):
+    if key not in have:
+      problem = f"has no parameter {key!r} (this model's: shape {tuple(np.shape(want[key]))})"
+    elif key not in want:
+      problem = f"has a parameter {key!r} this model does not have"
+    elif tuple(np.shape(have[key])) != tuple(np.shape(want[key])):
+      problem = (f"has {key!r} of shape {tuple(np.shape(have[key]))}, this model needs "
+                 f"{tuple(np.shape(want[key]))}")
+    else:
+      continue
+    raise CheckpointMismatchError(
+        f"the pretrained encoder does not fit this model: it {problem}; check node_features, "
         "layer_type, gnn_hidden_dim, gnn_num_layers, graph_norm, use_topk_pooling, readout and "
         "use_time_features (a reference encoder needs the reference's flags, README).")
+
+
+def replace_encoder(params: Mapping[str, Any], encoder: Mapping[str, Any]) -> dict[str, Any]:
+  """`params` with the encoder taken from `encoder` (e.g. a pretrained one), shapes checked."""
+  check_encoder_fits(params["encoder"], encoder)
   return dict(params, encoder=jax.tree.map(jnp.asarray, encoder))
