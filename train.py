@@ -50,7 +50,7 @@ def add_flag(group: argparse._ArgumentGroup, field: dataclasses.Field) -> None:
     group.add_argument(f"--{field.name}", nargs="?", const=True, default=default,
                        type=_argparse_type(parse_bool), metavar="true|false", help=meta["help"])
     group.add_argument(f"--no-{field.name}", dest=field.name, action="store_false",
-                       help=argparse.SUPPRESS)
+                       default=default, help=argparse.SUPPRESS)
     return
   # argparse words the errors of int and float itself ("invalid int value: 'x'").
   parse = (_argparse_type(meta["parse"]) if meta["parse"]
@@ -151,10 +151,11 @@ def main(argv: list[str] | None = None) -> int:
   warnings.formatwarning = one_line_warnings
   try:
     return train(parser, args)
-  except InputError as error:
+  except (InputError, FileExistsError, FileNotFoundError, NotADirectoryError,
+          IsADirectoryError, PermissionError) as error:  # what the user gave cannot be used
     print(f"{parser.prog}: error: {error}", file=sys.stderr)
     return 2
-  except OSError as error:  # a folder or file the run cannot use (permissions, a full disk)
+  except OSError as error:  # the machine failed the run (e.g. a full disk)
     print(f"{parser.prog}: error: {error}", file=sys.stderr)
     return 1
 

@@ -5,10 +5,16 @@ test_train_cli.py."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
+import re
 
+import pytest
+
+from stgnn_jax import atomic
 from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
+from stgnn_jax.errors import RunStateError
 from stgnn_jax.train import cross_validation
 
 MODEL = ModelConfig(node_features="profile_change", gnn_num_layers=1, graph_norm=False,
@@ -49,3 +55,63 @@ def test_run_cross_validation_writes_every_output_and_reads_finished_folds_back(
   again = cross_validation.run_cross_validation(MODEL, OPTIM, RUN, str(tmp_path),
                                                 progress_bar=False)
   assert json.loads(json.dumps(again)) == json.loads(json.dumps(output))
+
+
+def test_resume_refuses_a_changed_cohort_and_names_damaged_files(tmp_path):
+  from stgnn_jax.data import synthetic
+
+  root = tmp_path / "cohort"
+  synthetic.write_synthetic(root, num_subjects=40, num_regions=20, seed=3)
+  run = dataclasses.replace(RUN, data_root=str(root))
+  out = tmp_path / "run"
+  cross_validation.run_cross_validation(MODEL, OPTIM, run, str(out), progress_bar=False)
+  assert json.loads((out / "data.json").read_text())["fingerprint"]["labels"]
+
+  # A temporary file of a killed write is removed; a damaged fold result is named.
+  stale = out / "fold_0" / (atomic.TEMP_PREFIX + "progress.msgpack1234")
+  stale.write_bytes(b"half a file")
+  result = out / "fold_1" / "result.json"
+  intact = result.read_bytes()
+  result.write_text('{"result": ')
+  with pytest.raises(RunStateError, match=re.escape(f"{result}: not readable")):
+    cross_validation.run_cross_validation(MODEL, OPTIM, run, str(out), progress_bar=False)
+  assert not stale.exists()
+  result.write_bytes(intact)
+
+  # Labels flipped on disk after the folds were trained: refused, saying what changed.
+  table = root / "TADPOLE_TEMPORAL.csv"
+  lines = table.read_text().splitlines()
+  header = lines[0].split(",")
+  label = header.index("Label_CS_Num")
+  flipped = [lines[0]] + [",".join(f if i != label else str(1 - int(f))
+                                   for i, f in enumerate(line.split(",")))
+                          for line in lines[1:]]
+  table.write_text("\n".join(flipped) + "\n")
+  with pytest.raises(RunStateError, match="the cohort differs from the one this run was trained "
+                     r"on \(its labels changed"):
+    cross_validation.run_cross_validation(MODEL, OPTIM, run, str(out), progress_bar=False)
+
+
+def test_a_diverging_fold_stops_cleanly_and_the_run_still_reports(tmp_path):
+  out = tmp_path / "run"
+  out.mkdir()
+  # A folder whose set-up failed earlier (config.json, nothing trained) is simply reused.
+  (out / "config.json").write_text('{"model": {}, "optim": {}, "run": {}}')
+  output = cross_validation.run_cross_validation(
+      MODEL, dataclasses.replace(OPTIM, lr=1e30), RUN, str(out), progress_bar=False)
+  for fold in output["folds"]:
+    assert "non-finite" in fold["stopped"] and fold["epochs_run"] == 0
+  assert (out / "results.json").exists() and (out / "roc.png").exists()
+  assert json.loads((out / "config.json").read_text())["optim"]["lr"] == 1e30
+
+
+def test_slots_are_sized_by_the_data_not_by_a_flag_far_beyond_it():
+  from stgnn_jax.data import synthetic
+
+  cohort = synthetic.synthetic_cohort(num_subjects=30, num_regions=10, seed=0)
+  longest = max(s.num_visits for s in cohort.subjects)
+  run = dataclasses.replace(RUN, max_visits=100_000, batch_size=4096, eval_batch_size=64)
+  sized = cross_validation.size_by_data(run, cohort, num_devices=4)
+  assert (sized.max_visits, sized.batch_size, sized.eval_batch_size) == (longest, 32, 32)
+  fits = dataclasses.replace(RUN, max_visits=longest)
+  assert cross_validation.size_by_data(fits, cohort, num_devices=1) == fits

@@ -561,3 +561,77 @@ def test_synthetic_signal_is_in_the_change_not_in_the_edge_count():
   degree = np.array([s.adjacency[-1].sum(1) for s in cohort.subjects])
   auc = roc_auc_score(labels, degree[:, scans.module].sum(1))
   assert max(auc, 1 - auc) < 0.65
+
+
+# ---------------------------------------------------------------------------------------------
+# Odd input: an error naming the file, or a warning for what loads but is likely a mistake.
+
+
+def test_a_zero_by_zero_matrix_is_refused_naming_the_file(tmp_path):
+  root, _ = two_subject_root(tmp_path)
+  path = root / "FC_Matrices" / "sub-003S0002_run-01_fc_matrix.npz"
+  np.savez(path, fc_matrix=np.zeros((0, 0)))
+  with pytest.raises(CohortError, match=re.escape(f"{path}: 'fc_matrix' is a 0x0 matrix")):
+    data.load_cohort(root, use_cache=False)
+
+
+def test_a_damaged_compressed_scan_is_refused_naming_the_file(tmp_path):
+  root, _ = two_subject_root(tmp_path)
+  path = root / "FC_Matrices" / "sub-003S0002_run-01_fc_matrix.npz"
+  np.savez_compressed(path, fc_matrix=random_fc(9, 40))
+  raw = bytearray(path.read_bytes())
+  raw[len(raw) // 2:len(raw) // 2 + 30] = b"\x00" * 30
+  path.write_bytes(bytes(raw))
+  with pytest.raises(CohortError, match=re.escape(f"{path}: cannot read 'fc_matrix'")):
+    data.load_cohort(root, use_cache=False)
+
+
+def warning_texts(record) -> str:
+  return "\n".join(str(w.message) for w in record)
+
+
+def test_likely_mistakes_load_with_a_warning_each(tmp_path):
+  # An all-zero scan, and months that decrease along Visit_Order and go negative.
+  scans = {("002S0001", 1): random_fc(1), ("002S0001", 2): np.zeros((N, N)),
+           ("003S0002", 1): random_fc(4)}
+  rows = [["002_S_0001", "bl", 0, 1, 6.0, ""], ["002_S_0001", "m06", 1, 2, -20.0, ""],
+          ["003_S_0002", "bl", 0, 1, 0.0, 12.0]]
+  root = write_root(tmp_path / "a", scans, rows)
+  (root / "FC_Matrices" / "sub-003S0002_run-02_fc_matrix.npz").mkdir()  # a folder, not a scan
+  with pytest.warns(CohortWarning) as record:
+    cohort = data.load_cohort(root, use_cache=False)
+  text = warning_texts(record)
+  assert "sub-002S0001_run-02_fc_matrix.npz: every entry is 0" in text
+  assert "1 subject(s) with Months_From_Baseline decreasing along Visit_Order" in text
+  assert "1 subject(s) with negative Months_From_Baseline, e.g. 002S0001" in text
+  assert "sub-003S0002_run-02_fc_matrix.npz: a folder (or other non-file)" in text
+  assert cohort.n_files_ignored == 1
+  # The log time feature of a negative time to predict is undefined: refused, naming the subject.
+  with pytest.raises(CohortError, match=r"undefined for 1 subject\(s\).*002S0001 \(-26 months\)"):
+    data.time_features(cohort, "log")
+
+
+def test_an_atlas_of_one_region_or_a_threshold_above_every_edge_is_warned_about(tmp_path):
+  rows = [["002_S_0001", "bl", 1, 1, 0.0, ""], ["003_S_0002", "bl", 0, 1, 0.0, ""]]
+  root = write_root(tmp_path / "one", {("002S0001", 1): np.ones((1, 1)),
+                                       ("003S0002", 1): np.ones((1, 1))}, rows)
+  with pytest.warns(CohortWarning, match="a 1-region atlas"):
+    data.load_cohort(root, use_cache=False)
+  root = write_root(tmp_path / "high", {("002S0001", 1): random_fc(1),
+                                        ("003S0002", 1): random_fc(2)}, rows)
+  with pytest.warns(CohortWarning, match="threshold 0.99 removes every edge between regions"):
+    data.load_cohort(root, threshold=0.99, use_cache=False)
+
+
+def test_a_scan_rewritten_with_the_same_size_and_mtime_is_read_again(tmp_path):
+  root, _ = two_subject_root(tmp_path)
+  first = data.load_cohort(root)
+  path = root / "FC_Matrices" / "sub-003S0002_run-01_fc_matrix.npz"
+  stat = path.stat()
+  np.savez(path, fc_matrix=-random_fc(4))  # same shape and dtype: the same size
+  os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+  assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+  second = data.load_cohort(root)
+  np.testing.assert_array_equal(second.subjects[1].fc[0],
+                                data.threshold_fc(-random_fc(4), 0.2).astype(np.float32))
+  assert second != first

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -173,3 +174,98 @@ def test_early_stop_ends_a_fold_patience_epochs_after_its_best(tmp_path, compile
       assert "early stop" in fold["stopped"]
       assert fold["epochs_run"] - 1 - fold["best_epoch"] == 2
   assert stopped_early  # the small cohort's validation AUC does stall within 12 epochs
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: one line, exit 2, nothing written, no user file lost.
+
+def train_fails(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
+  """Runs train.py expecting a user error: status 2 and a one-line message, no traceback."""
+  result = subprocess.run(train_command(*args), cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+  assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+  errors = [line for line in result.stderr.splitlines() if "error:" in line]
+  assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+  return result
+
+
+def test_write_synthetic_never_overwrites_an_earlier_cohort_without_the_flag(tmp_path):
+  root = tmp_path / "cohort"
+  root.mkdir()
+  (root / "TADPOLE_TEMPORAL.csv").write_text("the user's own table\n")
+  tiny = ["--synthetic_subjects", "20", "--synthetic_regions", "10"]
+  result = train_fails(*tiny, "--write_synthetic", str(root))
+  assert "already holds a cohort (TADPOLE_TEMPORAL.csv)" in result.stderr
+  assert "--overwrite" in result.stderr
+  assert (root / "TADPOLE_TEMPORAL.csv").read_text() == "the user's own table\n"
+  assert not (root / "FC_Matrices").exists()
+  subprocess.run(train_command(*tiny, "--write_synthetic", str(root), "--overwrite"), cwd=ROOT,
+                 check=True, capture_output=True, timeout=300)
+  assert (root / "TADPOLE_TEMPORAL.csv").read_text().startswith("Subject,Visit,")
+  # Files are written with the umask's permissions, not mkstemp's private 0600.
+  umask = os.umask(0)
+  os.umask(umask)
+  assert (root / "TADPOLE_TEMPORAL.csv").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_output_locations_are_checked_before_any_work(tmp_path):
+  not_a_folder = tmp_path / "file"
+  not_a_folder.write_text("x")
+  out = tmp_path / "out"
+  result = train_fails("--save_path", str(not_a_folder), "--out_dir", str(out))
+  assert f"--save_path {not_a_folder}: exists and is not a folder" in result.stderr
+  assert not out.exists()
+  result = train_fails("--out_dir", str(not_a_folder))
+  assert "--out_dir" in result.stderr and "not a folder" in result.stderr
+  save = tmp_path / "save"
+  save.mkdir()
+  (save / "best_model_fold0.msgpack").write_bytes(b"an earlier run's")
+  result = train_fails("--save_path", str(save), "--out_dir", str(out))
+  assert "already holds best_model_fold0.msgpack" in result.stderr and not out.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lr", "inf"], "OptimConfig.lr=inf must be positive and finite"),
+    (["--focal_gamma", "inf"], "OptimConfig.focal_gamma=inf must be finite"),
+    (["--seed", "-1"], "RunConfig.seed=-1 must lie in [0, 2**32 - num_folds)"),
+    (["--seed", str(2**32)], "RunConfig.seed=4294967296"),
+    (["--num_devices", "64"], "--num_devices 64 but only"),
+    (["--synthetic_subjects", "8", "--num_folds", "2"], "the stratified 80/20 validation split"),
+    (["--pretrained", "/nonexistent/encoder.msgpack"], "does not exist"),
+])
+def test_bad_settings_stop_with_one_line_before_the_run_folder_is_written(args, message,
+                                                                         tmp_path):
+  out = tmp_path / "out"
+  result = train_fails(*args, "--out_dir", str(out), "--save_path", str(tmp_path / "save"),
+                       "--no_progress")
+  assert message in result.stderr
+  assert not out.exists()
+
+
+def test_data_errors_are_one_line_naming_the_file(tmp_path):
+  from stgnn_jax.data import synthetic
+
+  root = tmp_path / "cohort"
+  synthetic.write_synthetic(root, num_subjects=20, num_regions=10, seed=0)
+  scan = sorted((root / "FC_Matrices").iterdir())[3]
+  raw = bytearray(scan.read_bytes())
+  raw[len(raw) // 2:len(raw) // 2 + 40] = b"\x00" * 40  # damage the compressed stream
+  scan.write_bytes(bytes(raw))
+  result = train_fails("--data_root", str(root), "--out_dir", str(tmp_path / "out"),
+                       "--save_path", str(tmp_path / "save"))
+  assert scan.name in result.stderr
+
+
+def test_resume_names_a_damaged_config_and_warns_about_ignored_flags(tmp_path, reference_run,
+                                                                      compile_cache):
+  run_dir = tmp_path / "damaged"
+  run_dir.mkdir()
+  (run_dir / "config.json").write_bytes(b"\xff\xfe not json")
+  result = train_fails("--resume", str(run_dir))
+  assert f"{run_dir / 'config.json'}: not a readable run configuration" in result.stderr
+  out, save = reference_run
+  copy = tmp_path / "copy"
+  shutil.copytree(out, copy)
+  result = run_train(["--resume", str(copy), "--lr", "0.5", "--save_path",
+                      str(tmp_path / "save2")], compile_cache)
+  assert "ignoring --lr" in result.stdout + result.stderr

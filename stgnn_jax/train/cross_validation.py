@@ -64,10 +64,11 @@ def run_cross_validation(model_config: ModelConfig, optim_config: OptimConfig, r
   logger.info(cohort.summary())
   # Every kind of node features has one entry per region: the input width is the atlas size.
   model_config = dataclasses.replace(model_config, input_dim=cohort.num_nodes)
-  subjects = Subjects(cohort, run, model_config)
   placement = Placement(run.num_devices, run.batch_size, run.eval_batch_size, run.graph_multiple)
   if placement.num_devices > 1:
     logger.info("data parallel over %d devices", placement.num_devices)
+  run = size_by_data(run, cohort, placement.num_devices)
+  subjects = Subjects(cohort, run, model_config)
   folds = make_folds(subjects.labels, run.num_folds, run.seed)
   if run.pretrained:
     check_pretrained_encoder(run, model_config,
@@ -91,6 +92,22 @@ def run_cross_validation(model_config: ModelConfig, optim_config: OptimConfig, r
   reports.plot_roc_curves(out_dir, results, subjects.labels, output.get("baselines"))
   logger.info(format_summary(summary, output.get("baselines")))
   return output
+
+
+def size_by_data(run: RunConfig, cohort: Cohort, num_devices: int) -> RunConfig:
+  """`run` with visit and batch slots no larger than the data needs: `max_visits` at most the
+  longest subject's visits, the batch sizes at most the subjects (rounded up to a multiple of
+  the devices). Padding slots never change a number, so the results are the same; the memory
+  (and compile shapes) follow the data, not a flag far beyond it."""
+  longest = max(subject.num_visits for subject in cohort.subjects)
+  subjects = -(-len(cohort.subjects) // num_devices) * num_devices
+  sized = {"max_visits": min(run.max_visits, longest),
+           "batch_size": min(run.batch_size, subjects),
+           "eval_batch_size": min(run.eval_batch_size, subjects)}
+  changed = {k: v for k, v in sized.items() if v != getattr(run, k)}
+  for name, value in changed.items():
+    logger.info("%s %d is more than the cohort needs: using %d", name, getattr(run, name), value)
+  return dataclasses.replace(run, **changed)
 
 
 def read_json(path: str) -> Any:

@@ -8,6 +8,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from stgnn_jax.errors import ConfigError
 from stgnn_jax.input_pipeline import SubjectBatch
 
 
@@ -19,11 +20,11 @@ class Placement:
     available = jax.devices()
     n = len(available) if num_devices is None else num_devices
     if n > len(available):
-      raise ValueError(f"--num_devices {n} but only {len(available)} JAX device(s) are present.")
+      raise ConfigError(f"--num_devices {n} but only {len(available)} JAX device(s) are present.")
     for name, size in (("batch_size", batch_size), ("eval batch size", eval_batch_size),
                        ("graph_multiple", graph_multiple)):
       if size % n:
-        raise ValueError(f"{name}={size} is not divisible by the {n} devices used; pick "
+        raise ConfigError(f"{name}={size} is not divisible by the {n} devices used; pick "
                          "--num_devices that divides it.")
     self.num_devices = n
     mesh = Mesh(np.array(available[:n]), ("data",))
