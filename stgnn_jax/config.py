@@ -274,6 +274,9 @@ class ModelConfig:
           for name in ("gnn_dropout", "input_dropout", "lstm_dropout", "classifier_dropout")],
         ("topk_ratio", 0.0 < self.topk_ratio <= 1.0,
          "is outside (0, 1]; pass the fraction of nodes to keep, e.g. 0.3"),
+        ("input_dropout", self.input_dropout == 0 or self.explicit_node_features,
+         "drops node-feature entries, but one-hot nodes have none; pass input_dropout=0 "
+         "(--input_dropout 0) with node_features='onehot'"),
     ])
     if self.use_topk_pooling and self.effective_topk_ratio != self.topk_ratio:
       _warn_once(

@@ -23,9 +23,9 @@ import numpy as np
 from stgnn_jax.config import ModelConfig, RunConfig
 from stgnn_jax.data.cohort import Cohort, conversion_type, time_features
 from stgnn_jax.data.preprocessing import (
-  connection_features,
-  horizon_bucket,
-  normalize_time,
+    connection_features,
+    horizon_bucket,
+    normalize_time,
 )
 from stgnn_jax.errors import InputError
 from stgnn_jax.nn.graphs import DenseGraphs

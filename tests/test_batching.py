@@ -6,7 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from stgnn_jax.config import ModelConfig, RunConfig
+from stgnn_jax.data import synthetic
 from stgnn_jax.input_pipeline import (
+    Subjects,
     graph_budget,
     iterate_batches,
     iterate_embedded_batches,
@@ -67,3 +70,17 @@ def test_embedded_batches_pick_each_subjects_visits_in_order():
       assert batch.lengths[s] == lengths[subject] and batch.labels[s] == table.labels[subject]
       for v in range(lengths[subject]):  # the row holds that subject's visit v
         np.testing.assert_array_equal(rows[batch.visit_index[s, v]], adjacency[subject][v])
+
+
+def test_minmax_time_is_scaled_by_the_folds_training_subjects_only():
+
+  cohort = synthetic.synthetic_cohort(num_subjects=30, num_regions=10, seed=1)
+  run = RunConfig(time_normalization="minmax")
+  subjects = Subjects(cohort, run, ModelConfig(input_dim=10, use_time_features=True))
+  months = cohort.time_to_predict()
+  train_idx = np.flatnonzero(months < months.max())  # the longest horizon is held out
+  fold = subjects.for_fold(train_idx)
+  np.testing.assert_allclose(fold.time, np.clip(months / months[train_idx].max(), 0, 1),
+                             rtol=1e-6)
+  assert fold.time.max() == 1.0 and subjects.time.max() == 1.0
+  assert not np.array_equal(fold.time, subjects.time)  # the cohort-wide scale differed

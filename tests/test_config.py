@@ -141,11 +141,42 @@ def test_parsers():
     (lambda: ModelConfig(readout="concat"), "ModelConfig.readout='concat' needs every region"),
     (lambda: ModelConfig(gnn_hidden_dim=0), "ModelConfig.gnn_hidden_dim=0 must be a positive"),
     (lambda: ModelConfig(lstm_dropout=1.0), "ModelConfig.lstm_dropout=1.0 is a dropout rate"),
+    (lambda: ModelConfig(input_dropout=0.5), "ModelConfig.input_dropout=0.5 drops node-feature"),
     (lambda: OptimConfig(lr=0), "OptimConfig.lr=0 must be positive"),
     (lambda: OptimConfig(focal_alpha=1.5), "OptimConfig.focal_alpha=1.5 must lie in [0, 1]"),
     (lambda: RunConfig(num_folds=1), "RunConfig.num_folds=1 must be >= 2"),
     (lambda: RunConfig(selection="first"), "RunConfig.selection='first' must be one of"),
+    (lambda: OptimConfig(lr=float("nan")), "OptimConfig.lr=nan must be positive and finite"),
+    (lambda: OptimConfig(weight_decay=float("inf")), "OptimConfig.weight_decay=inf must be"),
+    (lambda: RunConfig(threshold=float("inf")), "RunConfig.threshold=inf must be finite"),
+    (lambda: RunConfig(single_visit_horizon=float("inf")),
+     "RunConfig.single_visit_horizon=inf must be positive and finite"),
 ])
 def test_invalid_settings_name_the_config_and_the_field(make, message):
   with pytest.raises(ValueError, match=re.escape(message)):
     make()
+
+
+def test_help_states_each_default_once():
+  text = train.build_parser().format_help()
+  assert "(default: False) (default: False)" not in text
+  assert text.count("(default: profile_change)") == 1
+
+
+def test_a_clamped_topk_ratio_is_warned_about_once(recwarn):
+  config = ModelConfig(topk_ratio=0.123)
+  dataclasses.replace(config, input_dim=50)  # rebuilt with the cohort's atlas size
+  assert [str(w.message) for w in recwarn].count(
+      "topk_ratio=0.123 is clamped to 0.3 as in the reference (TopK keeps between 30% and 100% "
+      "of the nodes).") == 1
+
+
+def test_settings_that_change_nothing_are_warned_about():
+  with pytest.warns(UserWarning, match="the pretrained encoder is used and no pretraining runs"):
+    RunConfig(pretrained="encoder.msgpack", pretrain_encoder=True)
+  parser = train.build_parser()
+  args = parser.parse_args(["--time_normalization", "minmax"])
+  model, _, run = train.configs_from_args(args)
+  with pytest.warns(UserWarning, match="--time_normalization has no effect without "
+                    "--use_time_features"):
+    train.warn_about_ignored_flags(parser, args, model, run)

@@ -750,3 +750,13 @@ def test_matches_seed_on_random_inputs(shape, num_classes, alpha, gamma,
     finite = np.isfinite(ref_grad)
     assert_close(grad[finite], ref_grad[finite], *TOLERANCES["float64"],
                  reduction, atol=floor)
+
+
+@pytest.mark.parametrize("gamma", [np.inf, float("nan")])
+def test_a_concrete_infinite_or_nan_gamma_is_refused(gamma):
+  """gamma = inf used to give a loss of 0 with an all-NaN gradient."""
+  logits = jnp.array([[1.0, -1.0], [0.5, 0.2]])
+  with pytest.raises(ValueError, match="gamma must be finite and >= 0"):
+    focal_jax.focal_loss(logits, jnp.array([0, 1]), gamma=gamma)
+  with pytest.raises(ValueError, match="gamma"):
+    focal_jax.FocalLoss(gamma=gamma)

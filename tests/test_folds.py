@@ -37,3 +37,10 @@ def test_folds_are_deterministic_per_seed():
 def test_folds_refuse_a_class_smaller_than_the_fold_count():
   with pytest.raises(ValueError, match="num_folds=5 but the smaller class has only 3 subjects"):
     make_folds(np.array([1, 1, 1] + [0] * 20), 5, seed=0)
+
+
+def test_folds_refuse_a_cohort_too_small_for_the_validation_split():
+  """The guard above passed this cohort; scikit-learn's 80/20 split then failed inside."""
+  with pytest.raises(ValueError, match="fold 0 keeps 15 stable and 1 converter subjects for "
+                     "training and validation: the stratified 80/20 validation split needs"):
+    make_folds(np.array([1, 1] + [0] * 30), 2, seed=0)

@@ -254,6 +254,15 @@ def test_predict_rejects_bad_input():
     predict(params, config, [[]])
   with pytest.raises(ValueError, match="time_gaps"):
     predict(params, dataclasses.replace(config, use_time_features=True), [[np.eye(24)]])
+  # Each malformed subject is named, with its visit (these used to fail inside NumPy).
+  with pytest.raises(ValueError, match="visit 1 of subject 1 is a 20x20 matrix but the model "
+                     "expects 24x24"):
+    predict(params, config, [[np.eye(24)], [np.eye(24), np.eye(20)]])
+  with pytest.raises(ValueError, match=r"visit 0 of subject 0 has shape \(24,\), not an N x N "
+                     "matrix; pass, per subject, a list"):
+    predict(params, config, [np.eye(24), np.eye(24)])  # a flat list of matrices
+  with pytest.raises(ValueError, match="visit 0 of subject 0 holds complex128 values"):
+    predict(params, config, [[np.eye(24) * (1 + 1j)]])
 
 
 def test_jit_compiles_once_per_batch_shape_and_dropout_uses_rng():

@@ -15,7 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stgnn_jax.train.checkpoints import load_checkpoint
+from stgnn_jax.config import ModelConfig
+from stgnn_jax.data import synthetic
+from stgnn_jax.train.checkpoints import load_checkpoint, save_checkpoint
+from tests.torch_reference import SMALL, params_for
 
 ROOT = Path(__file__).resolve().parents[1]
 # A tiny but complete run: one graph bucket and one eval shape keep compilations to a minimum.
@@ -243,7 +246,6 @@ def test_bad_settings_stop_with_one_line_before_the_run_folder_is_written(args, 
 
 
 def test_data_errors_are_one_line_naming_the_file(tmp_path):
-  from stgnn_jax.data import synthetic
 
   root = tmp_path / "cohort"
   synthetic.write_synthetic(root, num_subjects=20, num_regions=10, seed=0)
@@ -269,3 +271,17 @@ def test_resume_names_a_damaged_config_and_warns_about_ignored_flags(tmp_path, r
   result = run_train(["--resume", str(copy), "--lr", "0.5", "--save_path",
                       str(tmp_path / "save2")], compile_cache)
   assert "ignoring --lr" in result.stdout + result.stderr
+
+
+def test_a_pretrained_encoder_that_does_not_fit_is_refused_before_the_run_folder(tmp_path):
+
+  path = tmp_path / "encoder.msgpack"  # a 24-region encoder, for the run's 20-region cohort
+  save_checkpoint(path, {"encoder": params_for(ModelConfig(**SMALL))["encoder"]},
+                  ModelConfig(**SMALL))
+  out = tmp_path / "out"
+  result = train_fails(*SMALL_RUN, "--node_features", "onehot", "--gnn_num_layers", "2",
+                       "--graph_norm", "true", "--use_topk_pooling", "true", "--readout",
+                       "meanmax", "--input_dropout", "0", "--pretrained", str(path), "--out_dir", str(out),
+                       "--save_path", str(tmp_path / "save"))
+  assert "the pretrained encoder does not fit this model" in result.stderr
+  assert not out.exists()

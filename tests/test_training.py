@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 
 import jax
@@ -14,12 +15,14 @@ import torch
 
 from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
 from stgnn_jax.data import synthetic
+from stgnn_jax.errors import CheckpointMismatchError, InputError
 from stgnn_jax.input_pipeline import (
     EmbeddedBatch,
     Subjects,
     iterate_batches,
     pack_subjects,
 )
+from stgnn_jax.train.checkpoints import save_checkpoint
 from stgnn_jax.train.loop import FrozenEncoderScans, train_epoch
 from stgnn_jax.train.optimizer import (
     create_optimizer,
@@ -30,7 +33,7 @@ from stgnn_jax.train.optimizer import (
 )
 from stgnn_jax.train.pretrain import pretrain_encoder, read_pretrained_encoder
 from stgnn_jax.train.sharding import Placement
-from stgnn_jax.train.state import TrainState, auto_focal_alpha
+from stgnn_jax.train.state import TrainState, auto_focal_alpha, replace_encoder
 from stgnn_jax.train.step import loss_terms, minority_weight, train_step
 from tests.torch_reference import SMALL, params_for, torch_model
 
@@ -351,3 +354,31 @@ def test_train_step_refuses_embeddings_when_the_encoder_is_trained():
                         labels=np.array([0, 1]), subject_mask=np.array([True, True]))
   with pytest.raises(ValueError, match="carry no gradient to the encoder"):
     train_step(state, batch, jax.random.key(0))
+
+
+def test_a_pretrained_encoder_of_another_architecture_names_the_parameter(tmp_path):
+  config = ModelConfig(**SMALL)
+  params = params_for(config)
+  wider = params_for(dataclasses.replace(config, gnn_hidden_dim=32))
+  with pytest.raises(CheckpointMismatchError,
+                     match=r"has 'convs_0/lin_l/bias' of shape \(32,\), this model needs "
+                     r"\(16,\)"):
+    replace_encoder(params, wider["encoder"])
+  # A checkpoint trained with other (shape-neutral) settings loads, with a warning naming them.
+  path = tmp_path / "encoder.msgpack"
+  save_checkpoint(path, {"encoder": params["encoder"]},
+                  dataclasses.replace(config, gnn_activation="relu"))
+  with pytest.warns(UserWarning, match=r"gnn_activation='relu' \(this run: 'elu'\)"):
+    encoder = read_pretrained_encoder(str(path), config)
+  assert jax.tree.structure(encoder) == jax.tree.structure(params["encoder"])
+
+
+class NotATensor:
+  """Something `torch.load(weights_only=True)` refuses to unpickle."""
+
+
+def test_an_untrusted_pth_file_is_refused_with_the_flag_that_allows_it(tmp_path):
+  path = tmp_path / "odd.pth"
+  torch.save({"encoder": {}, "extra": NotATensor()}, path)
+  with pytest.raises(InputError, match=r"--trust_checkpoint \(trust_checkpoint=True in Python\)"):
+    read_pretrained_encoder(str(path), ModelConfig(**SMALL))

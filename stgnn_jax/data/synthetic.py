@@ -57,10 +57,10 @@ from stgnn_jax import atomic
 from stgnn_jax.data.cohort import Cohort, VisitRecord, build_cohort
 from stgnn_jax.data.preprocessing import threshold_fc
 from stgnn_jax.data.reference_format import (
-  FC_DIR,
-  SCAN_FILE_PATTERN,
-  SIMPLIFIED_CSV,
-  TEMPORAL_CSV,
+    FC_DIR,
+    SCAN_FILE_PATTERN,
+    SIMPLIFIED_CSV,
+    TEMPORAL_CSV,
 )
 
 # P(1..6 visits): mean 3.31 visits, like the reference's synthetic 976 scans / 300 subjects.

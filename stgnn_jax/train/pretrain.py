@@ -30,17 +30,17 @@ from stgnn_jax.input_pipeline import SubjectBatch, Subjects, iterate_batches
 from stgnn_jax.nn.model import GraphEncoder
 from stgnn_jax.train.checkpoints import load_checkpoint, save_checkpoint
 from stgnn_jax.train.optimizer import (
-  create_optimizer,
-  plateau_scheduler,
-  plateau_step,
-  set_learning_rate,
+    create_optimizer,
+    plateau_scheduler,
+    plateau_step,
+    set_learning_rate,
 )
 from stgnn_jax.train.state import (
-  check_encoder_fits,
-  init_params,
-  input_statistics,
-  replace_encoder,
-  with_input_statistics,
+    check_encoder_fits,
+    init_params,
+    input_statistics,
+    replace_encoder,
+    with_input_statistics,
 )
 
 logger = logging.getLogger(__name__)
