@@ -427,32 +427,32 @@ def _concrete(x: ArrayLike) -> Optional[np.ndarray]:
     return None
 
 
-def _check_arrays(logits, labels, where):
+def _check_arrays(logits, labels, where, name="focal_loss"):
   """Checks dtypes and shapes; returns the three as JAX arrays."""
   logits = jnp.asarray(logits)
   labels = jnp.asarray(labels)
   if not jnp.issubdtype(logits.dtype, jnp.floating):
     raise TypeError(
-        f"focal_loss: logits must be floating point, got {logits.dtype}")
+        f"{name}: logits must be floating point, got {logits.dtype}")
   if logits.ndim < 1 or logits.shape[-1] < 2:
     raise ValueError(
-        "focal_loss: logits must have shape [..., C] with C >= 2 classes, got "
+        f"{name}: logits must have shape [..., C] with C >= 2 classes, got "
         f"shape {logits.shape}")
   if not jnp.issubdtype(labels.dtype, jnp.integer):
     raise TypeError(
-        "focal_loss: labels must be integer class indices, got dtype "
+        f"{name}: labels must be integer class indices, got dtype "
         f"{labels.dtype}")
   if labels.shape != logits.shape[:-1]:
     raise ValueError(
-        f"focal_loss: labels must have shape logits.shape[:-1] = "
+        f"{name}: labels must have shape logits.shape[:-1] = "
         f"{logits.shape[:-1]}, got {labels.shape}")
   if where is not None:
     where = jnp.asarray(where)
     if where.dtype != jnp.bool_:
-      raise TypeError(f"focal_loss: where must be boolean, got {where.dtype}")
+      raise TypeError(f"{name}: where must be boolean, got {where.dtype}")
     if where.shape != labels.shape:
       raise ValueError(
-          f"focal_loss: where must have the labels' shape {labels.shape}, got "
+          f"{name}: where must have the labels' shape {labels.shape}, got "
           f"{where.shape}")
   return logits, labels, where
 

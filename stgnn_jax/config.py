@@ -32,6 +32,9 @@ NODE_FEATURES = ("onehot", "connection_profile", "profile_change")
 # atlas order (BrainGB's concatenation readout), so the embedding keeps where a change happened.
 READOUTS = ("meanmax", "concat")
 PLATEAU_METRICS = ("balanced_acc", "auc", "loss")
+# The seeds' comparison: the focal loss against cross-entropy, plain or class-weighted.
+LOSSES = ("focal", "ce", "weighted_ce")
+SCHEDULE_FORM = "VALUE@EPOCH pairs from epoch 0 on, epochs increasing, e.g. 1@0,2@20,3@60"
 DECISION_THRESHOLDS = ("val", "argmax")
 SELECTION_RULES = ("auc", "auc_loss")
 TIME_NORMALIZATIONS = ("log", "minmax", "buckets", "raw")
@@ -61,6 +64,41 @@ def parse_alpha(text: str) -> float | str:
     return float(text)
   except ValueError:
     raise ValueError(f"expected a number in [0, 1] or 'auto', got {text!r}") from None
+
+
+def parse_schedule(text: str) -> tuple[tuple[int, float], ...]:
+  """"1@0,2@20,3@60" -> ((0, 1.0), (20, 2.0), (60, 3.0)): a value from each epoch (0-based) on.
+
+  Raises ValueError, showing the accepted form, unless the stages start at epoch 0 and their
+  epochs increase.
+  """
+  stages = []
+  for part in text.split(","):
+    value, at, epoch = part.strip().partition("@")
+    try:
+      stages.append((int(epoch), float(value)))
+    except ValueError:
+      raise ValueError(f"{text!r} is not a schedule; expected {SCHEDULE_FORM}") from None
+    if not at or not math.isfinite(stages[-1][1]):
+      raise ValueError(f"{text!r} is not a schedule; expected {SCHEDULE_FORM}")
+  epochs = [epoch for epoch, _ in stages]
+  if epochs[0] != 0 or any(b <= a for a, b in zip(epochs, epochs[1:])):
+    raise ValueError(f"{text!r}: the stages must start at epoch 0 and their epochs increase; "
+                     f"expected {SCHEDULE_FORM}")
+  return tuple(stages)
+
+
+def schedule_value(schedule: tuple[tuple[int, float], ...], epoch: int) -> float:
+  """The value of the last stage that has started by `epoch`."""
+  return [value for start, value in schedule if start <= epoch][-1]
+
+
+def parse_class_weights(text: str) -> tuple[float, ...]:
+  """"1,3" -> (1.0, 3.0)."""
+  try:
+    return tuple(float(w) for w in text.split(","))
+  except ValueError:
+    raise ValueError(f"expected one weight per class, e.g. 1,3; got {text!r}") from None
 
 
 def setting(default: Any, help: str, *, group: str, choices: tuple | None = None,
@@ -350,12 +388,28 @@ class OptimConfig:
   """
 
   lr: float = setting(1e-3, "Adam's learning rate", group="training")
+  loss: str = setting(
+      "focal", "the classification loss: the seeds' focal loss, or their baselines: softmax "
+      "cross-entropy (ce) and class-weighted cross-entropy (weighted_ce, PyTorch's "
+      "CrossEntropyLoss(weight=...)); every one with --label_smoothing and the minority forcing",
+      group="training", choices=LOSSES)
+  class_weights: tuple[float, ...] | None = setting(
+      None, "weighted_ce's class weights w0,w1 (stable, converter); default: the inverse class "
+      "frequency of each fold's training subjects, n / (2 n_c)", group="training",
+      parse=parse_class_weights)
   focal_alpha: float | str = setting(
       0.90, "focal α of the converter class, or 'auto': the share of stable subjects in each "
       "fold's training split (weights the minority class up; the reference: 0.9)",
       group="training", cli_default="auto", parse=parse_alpha)
   focal_gamma: float = setting(3.0, "focal γ", group="training")
-  label_smoothing: float = setting(0.05, "label smoothing of the focal loss", group="training")
+  gamma_schedule: str | None = setting(
+      None, "multi-stage focusing, e.g. 1@0,2@20,3@60: γ = 1 from epoch 0, 2 from epoch 20, 3 "
+      "from epoch 60 (replaces --focal_gamma; a traced value, no recompilation)",
+      group="training")
+  label_smoothing: float = setting(0.05, "label smoothing of the loss", group="training")
+  smoothing_schedule: str | None = setting(
+      None, "label smoothing by stage, in --gamma_schedule's form (replaces --label_smoothing)",
+      group="training")
   minority_focus_epochs: int = setting(
       20, "epochs of the reference's decaying extra cross-entropy on converters",
       group="training")
@@ -374,9 +428,16 @@ class OptimConfig:
       "balanced_acc)", group="training", choices=PLATEAU_METRICS, cli_default="auc")
 
   def __post_init__(self):
+    if self.class_weights is not None:  # a list from config.json
+      object.__setattr__(self, "class_weights", tuple(float(w) for w in self.class_weights))
     alpha_ok = self.focal_alpha == "auto" or (
         not isinstance(self.focal_alpha, str) and 0 <= self.focal_alpha <= 1)
+    weights = self.class_weights
     _validate(self, [
+        ("loss", self.loss in LOSSES, f"must be one of {', '.join(LOSSES)}"),
+        ("class_weights", weights is None or (
+            len(weights) == 2 and all(0 <= w < math.inf for w in weights) and sum(weights) > 0),
+         "needs one finite weight >= 0 per class (2: stable, converter), not all 0, e.g. 1,3"),
         ("lr", 0 < self.lr < math.inf, "must be positive and finite"),
         ("focal_alpha", alpha_ok, "must lie in [0, 1] or be 'auto'"),
         ("plateau_metric", self.plateau_metric in PLATEAU_METRICS,
@@ -390,6 +451,33 @@ class OptimConfig:
         ("plateau_patience", self.plateau_patience >= 0, "must be >= 0"),
         ("min_lr", 0 <= self.min_lr <= self.lr, "must lie in [0, lr]"),
     ])
+    for name, low, high in (("gamma_schedule", 0, math.inf), ("smoothing_schedule", 0, 1)):
+      text = getattr(self, name)
+      if text is None:
+        continue
+      try:
+        stages = parse_schedule(text)
+      except ValueError as error:
+        raise ConfigError(f"OptimConfig.{name}={text!r}: {error}") from None
+      bad = [value for _, value in stages if not low <= value <= high]
+      if bad:
+        raise ConfigError(f"OptimConfig.{name}={text!r}: value {bad[0]:g} outside "
+                          f"[{low}, {high}]; expected {SCHEDULE_FORM}")
+    if self.class_weights is not None and self.loss != "weighted_ce":
+      _warn_once(f"class_weights={self.class_weights} are used only by loss='weighted_ce' "
+                 f"(this run's loss: {self.loss!r}).")
+
+  def gamma_at(self, epoch: int) -> float:
+    """γ of `epoch` (0-based): the schedule's, or `focal_gamma`."""
+    if self.gamma_schedule is None:
+      return self.focal_gamma
+    return schedule_value(parse_schedule(self.gamma_schedule), epoch)
+
+  def smoothing_at(self, epoch: int) -> float:
+    """Label smoothing of `epoch` (0-based): the schedule's, or `label_smoothing`."""
+    if self.smoothing_schedule is None:
+      return self.label_smoothing
+    return schedule_value(parse_schedule(self.smoothing_schedule), epoch)
 
 
 @dataclasses.dataclass(frozen=True)

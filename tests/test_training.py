@@ -171,11 +171,11 @@ def test_auto_focal_alpha_is_the_stable_share_and_a_traced_value():
       state = TrainState.create(params, config, OptimConfig(focal_alpha="auto"),
                                 focal_alpha=alpha)
       _, metrics = train_step(state, batch, jax.random.key(0))
-      losses[alpha] = float(metrics["focal"])
+      losses[alpha] = float(metrics["criterion"])
   assert compiled() == 1  # one fold's alpha or another's: the same executable
   # The focal loss is linear in alpha_t: 1 converter (weight alpha) and 3 stable (1 - alpha).
   fixed = {alpha: float(train_step(TrainState.create(params, config, OptimConfig(
-      focal_alpha=alpha)), batch, jax.random.key(0))[1]["focal"]) for alpha in losses}
+      focal_alpha=alpha)), batch, jax.random.key(0))[1]["criterion"]) for alpha in losses}
   for alpha in losses:
     assert losses[alpha] == pytest.approx(fixed[alpha], rel=1e-6)
   assert losses[0.9] != pytest.approx(losses[0.6])
@@ -197,8 +197,8 @@ def test_minority_forcing_weight_and_loss_terms():
 
   batch = Batch()
   batch.labels, batch.subject_mask = jnp.asarray(labels), jnp.asarray(mask)
-  cfg = OptimConfig()
-  terms = loss_terms(jnp.asarray(logits), batch, jnp.asarray(5), cfg, cfg.focal_alpha)
+  state = TrainState.create({}, ModelConfig(), OptimConfig()).at_epoch(5)
+  terms = loss_terms(jnp.asarray(logits), batch, state)
   t_logits, t_labels = torch.from_numpy(logits[:4]), torch.from_numpy(labels[:4]).long()
   # The seed's focal loss (smoothing branch), written out for the 4 real rows.
   q = torch.nn.functional.one_hot(t_labels, 2).float() * (1 - 0.05) + 0.05 / 2
@@ -208,7 +208,7 @@ def test_minority_forcing_weight_and_loss_terms():
   converters = t_labels == 1
   forcing = torch.nn.functional.cross_entropy(t_logits[converters], t_labels[converters])
   expected = focal + 0.1 * (20 - 5) / 20 * forcing
-  np.testing.assert_allclose(float(terms["focal"]), float(focal), rtol=1e-5)
+  np.testing.assert_allclose(float(terms["criterion"]), float(focal), rtol=1e-5)
   np.testing.assert_allclose(float(terms["forcing_ce"]), float(forcing), rtol=1e-5)
   np.testing.assert_allclose(float(terms["loss"]), float(expected), rtol=1e-5)
 

@@ -148,3 +148,51 @@ def summarize(folds: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str,
         "n": len(values),
     }
   return summary
+
+
+def reliability_bins(labels: Sequence[int], p1: np.ndarray, bins: int = 10
+                     ) -> dict[str, np.ndarray]:
+  """Top-label reliability of binary predictions in `bins` equal-width confidence bins.
+
+  The confidence of a prediction is the probability of its predicted class, max(p1, 1 - p1)
+  (the seeds' `probs.max(dim=1)`); it is correct when that class is the label.
+
+  Returns:
+    `count`, `confidence` (mean per bin) and `accuracy` (per bin), each `[bins]`; empty bins
+    have count 0 and NaN means.
+  """
+  labels = np.asarray(labels)
+  p1 = np.asarray(p1, np.float64)
+  confidence = np.maximum(p1, 1 - p1)
+  correct = (p1 > 0.5).astype(int) == labels  # argmax; a tie (0.5) counts as class 0
+  index = np.minimum((confidence * bins).astype(int), bins - 1)
+  count = np.bincount(index, minlength=bins)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    mean_confidence = np.bincount(index, confidence, minlength=bins) / count
+    accuracy = np.bincount(index, correct.astype(float), minlength=bins) / count
+  return {"count": count, "confidence": mean_confidence, "accuracy": accuracy}
+
+
+def calibration(labels: Sequence[int], p1: np.ndarray, *, bins: int = 10,
+                overconfident_above: float = 0.95) -> dict[str, Any]:
+  """The seeds' confidence checks and the calibration of binary predictions.
+
+  Returns `confidence_mean`, `confidence_min`, `confidence_max` (of max(p1, 1 - p1)),
+  `overconfident` (how many predictions are more confident than `overconfident_above`),
+  `brier` (scikit-learn's Brier score of p1) and `ece`, the expected calibration error:
+  sum over the `bins` equal-width confidence bins of (bin share) x |accuracy - mean confidence|.
+  """
+  labels = np.asarray(labels)
+  p1 = np.asarray(p1, np.float64)
+  confidence = np.maximum(p1, 1 - p1)
+  table = reliability_bins(labels, p1, bins)
+  filled = table["count"] > 0
+  gaps = np.abs(table["accuracy"][filled] - table["confidence"][filled])
+  return {
+      "confidence_mean": float(confidence.mean()),
+      "confidence_min": float(confidence.min()),
+      "confidence_max": float(confidence.max()),
+      "overconfident": int((confidence > overconfident_above).sum()),
+      "brier": float(skm.brier_score_loss(labels, p1, pos_label=1)),
+      "ece": float((table["count"][filled] / len(p1) * gaps).sum()),
+  }

@@ -110,6 +110,40 @@ def _label_roc_axes(ax, title: str) -> None:
   ax.legend(loc="lower right", fontsize=8)
 
 
+def plot_reliability(out_dir: str, folds: Sequence[dict[str, Any]], labels: np.ndarray,
+                     bins: int = 10) -> str | None:
+  """`reliability.png`: the reliability diagram of every fold's test predictions pooled
+  (accuracy against mean confidence per confidence bin, `metrics.reliability_bins`), with the
+  number of predictions per bin; None when no fold has predictions."""
+  from stgnn_jax.eval import metrics as metrics_lib
+
+  defined = [f for f in folds if f.get("test_p1") is not None]
+  if not defined:
+    return None
+  y = labels[np.concatenate([np.asarray(f["test_subjects"], int) for f in defined])]
+  p1 = np.concatenate([np.asarray(f["test_p1"], float) for f in defined])
+  table = metrics_lib.reliability_bins(y, p1, bins)
+  ece = metrics_lib.calibration(y, p1, bins=bins)["ece"]
+  plt = _pyplot()
+  fig, (ax, counts) = plt.subplots(2, 1, figsize=(5, 6), height_ratios=(3, 1), sharex=True,
+                                   layout="constrained")
+  edges = np.linspace(0, 1, bins + 1)
+  filled = table["count"] > 0
+  ax.bar(edges[:-1][filled], table["accuracy"][filled], width=1 / bins, align="edge",
+         edgecolor="black", label="accuracy")
+  ax.plot(table["confidence"][filled], table["accuracy"][filled], "o", color="C1",
+          label="mean confidence")
+  ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect calibration")
+  ax.set_ylabel("accuracy of the predicted class")
+  ax.set_title(f"test predictions, all folds (ECE {ece:.3f})")
+  ax.legend(loc="upper left", fontsize=8)
+  counts.bar(edges[:-1], table["count"], width=1 / bins, align="edge", edgecolor="black")
+  counts.set_xlabel("confidence (probability of the predicted class)")
+  counts.set_ylabel("predictions")
+  path = os.path.join(out_dir, "reliability.png")
+  atomic.write_bytes(path, _figure_bytes(fig))
+  return path
+
 
 METRICS_COLUMNS = ("fold", "epoch", "train_loss", "train_acc", "val_loss", "val_acc",
                    "val_balanced_acc", "val_auc", "val_threshold", "lr", "epoch_seconds")

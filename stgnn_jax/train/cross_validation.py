@@ -29,7 +29,7 @@ from stgnn_jax.train.pretrain import check_pretrained_encoder
 from stgnn_jax.train.sharding import Placement
 
 SUMMARY_METRICS = ("test_acc", "balanced_acc", "minority_f1", "test_auc", "train_acc",
-                   "balanced_train_acc")
+                   "balanced_train_acc", "ece", "brier", "confidence_mean", "overconfident")
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +90,7 @@ def run_cross_validation(model_config: ModelConfig, optim_config: OptimConfig, r
 
   reports.plot_training_curves(out_dir, histories)
   reports.plot_roc_curves(out_dir, results, subjects.labels, output.get("baselines"))
+  reports.plot_reliability(out_dir, results, subjects.labels)
   logger.info(format_summary(summary, output.get("baselines")))
   return output
 

@@ -27,21 +27,22 @@ import numpy as np
 from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
 from stgnn_jax.eval import metrics as metrics_lib
 from stgnn_jax.input_pipeline import (
-    ScanTable,
-    Subjects,
-    iterate_embedded_batches,
-    pack_scans,
+  ScanTable,
+  Subjects,
+  iterate_embedded_batches,
+  pack_scans,
 )
 from stgnn_jax.train.checkpoints import restore_state, save_checkpoint, save_state
 from stgnn_jax.train.optimizer import plateau_scheduler, plateau_step, plateau_value
 from stgnn_jax.train.pretrain import load_encoder
 from stgnn_jax.train.sharding import Placement
 from stgnn_jax.train.state import (
-    TrainState,
-    auto_focal_alpha,
-    init_params,
-    input_statistics,
-    with_input_statistics,
+  TrainState,
+  auto_class_weights,
+  auto_focal_alpha,
+  init_params,
+  input_statistics,
+  with_input_statistics,
 )
 from stgnn_jax.train.step import encode_graphs, eval_step, train_step
 
@@ -93,9 +94,12 @@ def train_epoch(state: TrainState, epoch: int, subjects: Subjects, order: np.nda
   the epoch's precomputed embeddings; otherwise each step runs the whole model on its batch's
   graphs. Nothing is synchronised.
   """
-  # Placed like the rest of the state: an uncommitted scalar would make the first step of a
-  # run compile once more than the others.
-  state = state.replace(epoch=placement.replicate(np.int32(epoch)))
+  # The epoch and its stage of the schedules, placed like the rest of the state: an uncommitted
+  # scalar would make the first step of a run compile once more than the others.
+  staged = state.at_epoch(epoch)
+  state = state.replace(**placement.replicate(
+      {"epoch": staged.epoch, "focal_gamma": staged.focal_gamma,
+       "label_smoothing": staged.label_smoothing}))
   if frozen_scans is not None:
     # The steps use fold_in(epoch_key, b); the encoder's dropout takes an index no step reaches.
     batches = frozen_scans.batches(state, order, jax.random.fold_in(epoch_key, 2**31 - 1))
@@ -221,6 +225,7 @@ class Fold:
   directory: str
   base_key: jax.Array
   focal_alpha: float
+  class_weights: tuple[float, ...] | None
   frozen_scans: FrozenEncoderScans | None
 
   @property
@@ -248,12 +253,16 @@ def setup_fold(index: int, split, subjects: Subjects, model_config: ModelConfig,
   params = load_encoder(params, model_config, run, subjects, train_idx, directory, base_key)
   focal_alpha = (auto_focal_alpha(subjects.labels[train_idx])
                  if optim_config.focal_alpha == "auto" else optim_config.focal_alpha)
+  class_weights = (auto_class_weights(subjects.labels[train_idx])
+                   if optim_config.loss == "weighted_ce" and optim_config.class_weights is None
+                   else optim_config.class_weights)
   state = placement.replicate(TrainState.create(params, model_config, optim_config,
-                                                focal_alpha=focal_alpha))
+                                                focal_alpha=focal_alpha,
+                                                class_weights=class_weights))
   fold = Fold(index=index, train_idx=train_idx, val_idx=val_idx, test_idx=test_idx,
               subjects=subjects, model_config=model_config, optim_config=optim_config, run=run,
               placement=placement, directory=directory, base_key=base_key,
-              focal_alpha=focal_alpha,
+              focal_alpha=focal_alpha, class_weights=class_weights,
               frozen_scans=(FrozenEncoderScans(subjects, train_idx, run, placement)
                             if model_config.freeze_encoder else None))
   progress = FoldProgress(state=state,
@@ -357,6 +366,7 @@ def fold_result(fold: Fold, progress: FoldProgress) -> dict[str, Any]:
                  "minority_f1": argmax["minority_f1"],
                  "prediction_counts": argmax["prediction_counts"]},
       "focal_alpha": fold.focal_alpha,
+      "class_weights": fold.class_weights,
       "best_epoch": progress.best_epoch,
       "best_val_auc": progress.best_val_auc if progress.best_epoch >= 0 else None,
       "epochs_run": progress.next_epoch,
@@ -367,6 +377,7 @@ def fold_result(fold: Fold, progress: FoldProgress) -> dict[str, Any]:
       "test_subjects": fold.test_idx.tolist(),
       "test_p1": metrics_lib.softmax_p1(test["logits"]).tolist(),
   }
+  result.update(metrics_lib.calibration(test["labels"], result["test_p1"]))
   for key in ("per_conversion_type", "per_horizon"):
     if key in test:
       result[key] = test[key]

@@ -26,6 +26,16 @@ from stgnn_jax.nn.model import STGNN
 from stgnn_jax.train.optimizer import model_optimizer, set_learning_rate
 
 
+def auto_class_weights(labels: np.ndarray, num_classes: int = 2) -> tuple[float, ...]:
+  """weighted_ce's default class weights from the training labels: the inverse class
+  frequency, n / (C n_c) (scikit-learn's "balanced"), so each class weighs as much in all."""
+  counts = np.bincount(np.asarray(labels), minlength=num_classes)
+  if (counts == 0).any():
+    raise ValueError(f"auto_class_weights: class {int(np.argmin(counts))} has no training "
+                     "subject; pass class_weights explicitly.")
+  return tuple(float(w) for w in counts.sum() / (num_classes * counts))
+
+
 def auto_focal_alpha(labels: np.ndarray) -> float:
   """α for the converters (class 1) from the training labels: the share of the stable class.
 
@@ -63,11 +73,14 @@ def with_input_statistics(params: Mapping[str, Any], stats: Mapping[str, np.ndar
 
 
 class TrainState(flax.struct.PyTreeNode):
-  """Parameters, optimiser state and the step's static recipe.
+  """Parameters, optimiser state, the loss's traced hyper-parameters and the static recipe.
 
-  `epoch` (0-based) drives the minority-forcing weight; `focal_alpha` is the focal loss's α as a
-  traced scalar; `model_config` and `optim_config` are static, so a new configuration compiles a
-  new step.
+  `epoch` (0-based) drives the minority-forcing weight. The loss's hyper-parameters that change
+  between folds or epochs are traced scalars, so no new value compiles a new step: `focal_alpha`
+  (the fold's with "auto"), `class_weights` `[C]` (weighted_ce; the fold's inverse class
+  frequency by default), `focal_gamma` and `label_smoothing` (the epoch's stage of a schedule;
+  read only when `optim_config` has one, the static constants otherwise). `model_config` and
+  `optim_config` are static, so a new configuration compiles a new step.
   """
 
   step: jax.Array
@@ -75,22 +88,45 @@ class TrainState(flax.struct.PyTreeNode):
   params: Any
   opt_state: optax.OptState
   focal_alpha: jax.Array
+  class_weights: jax.Array
+  focal_gamma: jax.Array
+  label_smoothing: jax.Array
   model_config: ModelConfig = flax.struct.field(pytree_node=False)
   optim_config: OptimConfig = flax.struct.field(pytree_node=False)
 
   @classmethod
   def create(cls, params: Any, model_config: ModelConfig, optim_config: OptimConfig, *,
-             focal_alpha: float | None = None) -> "TrainState":
-    """A fresh state; `focal_alpha` is required when `optim_config.focal_alpha` is "auto"."""
+             focal_alpha: float | None = None,
+             class_weights: Sequence[float] | None = None) -> "TrainState":
+    """A fresh state at epoch 0. `focal_alpha` is required when `optim_config.focal_alpha` is
+    "auto" (`auto_focal_alpha`), `class_weights` for loss="weighted_ce" without configured
+    weights (`auto_class_weights`)."""
     if focal_alpha is None:
       if optim_config.focal_alpha == "auto":
         raise ValueError("focal_alpha='auto' needs the fold's value: pass "
                          "focal_alpha=auto_focal_alpha(training labels).")
       focal_alpha = optim_config.focal_alpha
+    if class_weights is None:
+      class_weights = optim_config.class_weights
+      if class_weights is None:
+        if optim_config.loss == "weighted_ce":
+          raise ValueError("loss='weighted_ce' without class_weights needs the fold's: pass "
+                           "class_weights=auto_class_weights(training labels).")
+        class_weights = np.ones(model_config.num_classes)
     tx = model_optimizer(optim_config, model_config)
+    scalar = functools.partial(jnp.asarray, dtype=jnp.float32)
     return cls(step=jnp.zeros((), jnp.int32), epoch=jnp.zeros((), jnp.int32), params=params,
-               opt_state=tx.init(params), focal_alpha=jnp.asarray(focal_alpha, jnp.float32),
+               opt_state=tx.init(params), focal_alpha=scalar(focal_alpha),
+               class_weights=scalar(class_weights), focal_gamma=scalar(optim_config.gamma_at(0)),
+               label_smoothing=scalar(optim_config.smoothing_at(0)),
                model_config=model_config, optim_config=optim_config)
+
+  def at_epoch(self, epoch: int) -> "TrainState":
+    """The state for training epoch `epoch`: its number and its stage of the schedules."""
+    cfg = self.optim_config
+    return self.replace(epoch=jnp.asarray(epoch, jnp.int32),
+                        focal_gamma=jnp.asarray(cfg.gamma_at(epoch), jnp.float32),
+                        label_smoothing=jnp.asarray(cfg.smoothing_at(epoch), jnp.float32))
 
   def with_learning_rate(self, lr: float | jax.Array) -> "TrainState":
     return self.replace(opt_state=set_learning_rate(self.opt_state, lr))

@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import optax
 import optax.contrib
 
-from focal_jax import focal_loss
-from stgnn_jax.config import ModelConfig, OptimConfig
+from focal_jax import cross_entropy, focal_loss
+from stgnn_jax.config import ModelConfig
 from stgnn_jax.input_pipeline import EmbeddedBatch, SubjectBatch
 from stgnn_jax.nn.graphs import DenseGraphs
 from stgnn_jax.nn.model import STGNN
@@ -32,20 +32,39 @@ def minority_weight(epoch: jax.Array, focus_epochs: int) -> jax.Array:
   return 0.1 * jnp.maximum(focus_epochs - epoch, 0) / focus_epochs
 
 
-def loss_terms(logits: jax.Array, batch: SubjectBatch, epoch: jax.Array,
-               cfg: OptimConfig, focal_alpha: jax.Array) -> dict[str, jax.Array]:
-  """Focal loss over real subjects plus the reference's minority-forcing cross-entropy.
+def criterion(logits: jax.Array, batch: SubjectBatch | EmbeddedBatch, state: TrainState, *,
+              reduction: str = "mean") -> jax.Array:
+  """The configured loss (`OptimConfig.loss`) over the batch's real subjects.
+
+  "focal": `focal_jax.focal_loss` with the state's α; "ce" and "weighted_ce":
+  `focal_jax.cross_entropy` (PyTorch's `CrossEntropyLoss`), the latter with the state's class
+  weights. γ and the label smoothing are the static constants, or the state's traced values of
+  the epoch's stage when the configuration has a schedule.
+  """
+  cfg = state.optim_config
+  smoothing = state.label_smoothing if cfg.smoothing_schedule else cfg.label_smoothing
+  if cfg.loss == "focal":
+    gamma = state.focal_gamma if cfg.gamma_schedule else cfg.focal_gamma
+    return focal_loss(logits, batch.labels, state.focal_alpha, gamma, smoothing,
+                      reduction=reduction, where=batch.subject_mask)
+  weights = state.class_weights if cfg.loss == "weighted_ce" else None
+  return cross_entropy(logits, batch.labels, weights, smoothing, reduction=reduction,
+                       where=batch.subject_mask)
+
+
+def loss_terms(logits: jax.Array, batch: SubjectBatch | EmbeddedBatch,
+               state: TrainState) -> dict[str, jax.Array]:
+  """The configured loss (`criterion`) plus the reference's minority-forcing cross-entropy.
 
   The forcing term is the mean cross-entropy of the batch's real converters against class 1,
-  weighted by `minority_weight(epoch)`; a batch without converters adds 0.
+  weighted by `minority_weight(state.epoch)`; a batch without converters adds 0.
   """
-  focal = focal_loss(logits, batch.labels, focal_alpha, cfg.focal_gamma, cfg.label_smoothing,
-                     where=batch.subject_mask)
+  main = criterion(logits, batch, state)
   converters = batch.subject_mask & (batch.labels == 1)
   log_p1 = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)[:, 1]
   forcing_ce = -jnp.sum(jnp.where(converters, log_p1, 0.0)) / jnp.maximum(converters.sum(), 1)
-  weight = minority_weight(epoch, cfg.minority_focus_epochs)
-  return {"loss": focal + weight * forcing_ce, "focal": focal, "forcing_ce": forcing_ce}
+  weight = minority_weight(state.epoch, state.optim_config.minority_focus_epochs)
+  return {"loss": main + weight * forcing_ce, "criterion": main, "forcing_ce": forcing_ce}
 
 
 @functools.partial(jax.jit, static_argnames="model_config")
@@ -70,7 +89,8 @@ def train_step(state: TrainState, batch: SubjectBatch | EmbeddedBatch,
   `EmbeddedBatch` of precomputed embeddings (the classifier only; the same objective, since a
   frozen encoder gets no gradient either way).
 
-  Returns the new state and metrics: `loss` (the optimised objective), `focal`, `forcing_ce`,
+  Returns the new state and metrics: `loss` (the optimised objective), `criterion` (the
+  configured loss alone), `forcing_ce`,
   `grad_norm` (before clipping), `correct` and `count` (real subjects).
   """
   model = STGNN(state.model_config)
@@ -88,7 +108,7 @@ def train_step(state: TrainState, batch: SubjectBatch | EmbeddedBatch,
       logits = model.apply(
           {"params": params}, batch.graphs, batch.visit_slot, batch.lengths, batch.time,
           max_visits=batch.max_visits, deterministic=False, rngs={"dropout": rng})
-    terms = loss_terms(logits, batch, state.epoch, state.optim_config, state.focal_alpha)
+    terms = loss_terms(logits, batch, state)
     return terms["loss"], (terms, logits)
 
   grads, (terms, logits) = jax.grad(objective, has_aux=True)(state.params)
@@ -103,11 +123,9 @@ def train_step(state: TrainState, batch: SubjectBatch | EmbeddedBatch,
 
 @jax.jit
 def eval_step(state: TrainState, batch: SubjectBatch) -> dict[str, jax.Array]:
-  """Eval-mode logits `[subjects, classes]` and the per-subject focal loss (0 on padding)."""
+  """Eval-mode logits `[subjects, classes]` and the per-subject loss (`criterion`, 0 on
+  padding)."""
   logits = STGNN(state.model_config).apply(
       {"params": state.params}, batch.graphs, batch.visit_slot, batch.lengths, batch.time,
       max_visits=batch.max_visits, deterministic=True)
-  cfg = state.optim_config
-  per_subject = focal_loss(logits, batch.labels, state.focal_alpha, cfg.focal_gamma,
-                           cfg.label_smoothing, reduction="none", where=batch.subject_mask)
-  return {"logits": logits, "loss": per_subject}
+  return {"logits": logits, "loss": criterion(logits, batch, state, reduction="none")}
