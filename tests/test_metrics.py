@@ -57,3 +57,20 @@ def test_summarize_leaves_undefined_values_out():
   assert summary["n"] == 2
   assert summary["mean"] == pytest.approx(0.7)
   assert summary["std"] == pytest.approx(np.std([0.5, 0.9]))
+
+
+def test_calibration_against_hand_computed_values():
+  labels = np.array([1, 0, 1, 0, 1])
+  p1 = np.array([0.97, 0.40, 0.55, 0.10, 0.45])
+  # Confidence max(p, 1 - p): 0.97, 0.60, 0.55, 0.90, 0.55; predictions 1, 0, 1, 0, 0.
+  # Bins of width 0.1: [0.5, 0.6): 0.55, 0.55 (right, wrong) -> |0.5 - 0.55| = 0.05;
+  # [0.6, 0.7): 0.60 (right) -> 0.40; [0.9, 1]: 0.90, 0.97 (both right) -> |1 - 0.935| = 0.065.
+  result = metrics.calibration(labels, p1)
+  assert result["ece"] == pytest.approx((2 * 0.05 + 1 * 0.40 + 2 * 0.065) / 5)
+  assert result["brier"] == pytest.approx(np.mean((p1 - labels) ** 2))
+  assert result["confidence_mean"] == pytest.approx(np.mean([0.97, 0.6, 0.55, 0.9, 0.55]))
+  assert (result["confidence_min"], result["confidence_max"]) == pytest.approx((0.55, 0.97))
+  assert result["overconfident"] == 1  # only 0.97 > 0.95
+  table = metrics.reliability_bins(labels, p1)
+  assert table["count"].tolist() == [0, 0, 0, 0, 0, 2, 1, 0, 0, 2]
+  np.testing.assert_allclose(table["accuracy"][[5, 6, 9]], [0.5, 1.0, 1.0])

@@ -13,27 +13,34 @@ import optax
 import pytest
 import torch
 
+from focal_jax import focal_loss
 from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
 from stgnn_jax.data import synthetic
 from stgnn_jax.errors import CheckpointMismatchError, InputError
+from stgnn_jax.inference import apply_model
 from stgnn_jax.input_pipeline import (
-    EmbeddedBatch,
-    Subjects,
-    iterate_batches,
-    pack_subjects,
+  EmbeddedBatch,
+  Subjects,
+  iterate_batches,
+  pack_subjects,
 )
 from stgnn_jax.train.checkpoints import save_checkpoint
 from stgnn_jax.train.loop import FrozenEncoderScans, train_epoch
 from stgnn_jax.train.optimizer import (
-    create_optimizer,
-    plateau_scheduler,
-    plateau_step,
-    plateau_value,
-    set_learning_rate,
+  create_optimizer,
+  plateau_scheduler,
+  plateau_step,
+  plateau_value,
+  set_learning_rate,
 )
 from stgnn_jax.train.pretrain import pretrain_encoder, read_pretrained_encoder
 from stgnn_jax.train.sharding import Placement
-from stgnn_jax.train.state import TrainState, auto_focal_alpha, replace_encoder
+from stgnn_jax.train.state import (
+  TrainState,
+  auto_class_weights,
+  auto_focal_alpha,
+  replace_encoder,
+)
 from stgnn_jax.train.step import loss_terms, minority_weight, train_step
 from tests.torch_reference import SMALL, params_for, torch_model
 
@@ -382,3 +389,52 @@ def test_an_untrusted_pth_file_is_refused_with_the_flag_that_allows_it(tmp_path)
   torch.save({"encoder": {}, "extra": NotATensor()}, path)
   with pytest.raises(InputError, match=r"--trust_checkpoint \(trust_checkpoint=True in Python\)"):
     read_pretrained_encoder(str(path), ModelConfig(**SMALL))
+
+
+def test_schedules_change_gamma_and_smoothing_without_compiling_again():
+  config = ModelConfig(input_dim=12, gnn_hidden_dim=8, output_dim=8, lstm_hidden_dim=4,
+                       gnn_dropout=0.0, lstm_dropout=0.0, classifier_dropout=0.0)
+  optim = OptimConfig(lr=1e-9, min_lr=0.0, gamma_schedule="1@0,2@2,5@3",
+                      smoothing_schedule="0@0,0.2@3",
+                      minority_focus_epochs=0)
+  assert [optim.gamma_at(e) for e in range(5)] == [1.0, 1.0, 2.0, 5.0, 5.0]
+  assert [optim.smoothing_at(e) for e in range(5)] == [0.0, 0.0, 0.0, 0.2, 0.2]
+  rng = np.random.default_rng(4)
+  batch = pack_subjects([rng.random((n, 12, 12)) < 0.4 for n in (1, 2, 3, 2)],
+                        labels=[0, 1, 0, 0])
+  state = TrainState.create(params_for(config), config, optim)
+  train_step.clear_cache()
+  with count_compilations("train_step") as compiled:
+    for epoch in range(5):
+      staged = state.at_epoch(epoch)
+      _, metrics = train_step(staged, batch, jax.random.key(0))
+      logits = apply_model(state.params, config, batch)
+      expected = focal_loss(logits, batch.labels, 0.9, optim.gamma_at(epoch),
+                            optim.smoothing_at(epoch), where=batch.subject_mask)
+      np.testing.assert_allclose(float(metrics["criterion"]), float(expected), rtol=1e-5)
+  assert compiled() == 1  # every stage runs the same executable
+
+
+@pytest.mark.parametrize("loss", ["ce", "weighted_ce"])
+def test_cross_entropy_losses_in_the_train_step(loss):
+  config = ModelConfig(input_dim=12, gnn_hidden_dim=8, output_dim=8, lstm_hidden_dim=4,
+                       gnn_dropout=0.0, lstm_dropout=0.0, classifier_dropout=0.0)
+  labels = np.array([0, 1, 0, 0])
+  optim = OptimConfig(loss=loss, minority_focus_epochs=0)
+  if loss == "weighted_ce":
+    with pytest.raises(ValueError, match="auto_class_weights"):
+      TrainState.create({}, config, optim)
+  weights = auto_class_weights(labels)
+  assert weights == pytest.approx((4 / 6, 4 / 2))  # n / (2 n_c)
+  rng = np.random.default_rng(5)
+  batch = pack_subjects([rng.random((n, 12, 12)) < 0.4 for n in (1, 2, 3, 2)], labels=labels)
+  params = params_for(config)
+  state = TrainState.create(params, config, optim, class_weights=weights)
+  _, metrics = train_step(state, batch, jax.random.key(0))
+  logits = torch.from_numpy(np.asarray(apply_model(params, config, batch))[:4]).double()
+  expected = torch.nn.functional.cross_entropy(
+      logits, torch.from_numpy(labels), label_smoothing=0.05,
+      weight=torch.tensor(weights, dtype=torch.float64) if loss == "weighted_ce" else None)
+  np.testing.assert_allclose(float(metrics["criterion"]), float(expected), rtol=1e-5)
+  with pytest.raises(ValueError, match="has no training subject"):
+    auto_class_weights(np.zeros(5, int))
