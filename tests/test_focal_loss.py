@@ -9,6 +9,8 @@ other test files in the same worker keep float32 defaults.
 import dataclasses
 import functools
 import itertools
+import runpy
+from pathlib import Path
 
 import chex
 import hypothesis
@@ -760,3 +762,10 @@ def test_a_concrete_infinite_or_nan_gamma_is_refused(gamma):
     focal_jax.focal_loss(logits, jnp.array([0, 1]), gamma=gamma)
   with pytest.raises(ValueError, match="gamma"):
     focal_jax.FocalLoss(gamma=gamma)
+
+
+def test_the_behaviour_plot_script_draws_from_focal_jax(tmp_path):
+  script = runpy.run_path(str(Path(__file__).resolve().parents[1] / "docs" /
+                              "plot_focal_behaviour.py"))
+  script["main"](str(tmp_path / "behaviour.png"))
+  assert (tmp_path / "behaviour.png").stat().st_size > 10_000

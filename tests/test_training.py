@@ -19,27 +19,27 @@ from stgnn_jax.data import synthetic
 from stgnn_jax.errors import CheckpointMismatchError, InputError
 from stgnn_jax.inference import apply_model
 from stgnn_jax.input_pipeline import (
-  EmbeddedBatch,
-  Subjects,
-  iterate_batches,
-  pack_subjects,
+    EmbeddedBatch,
+    Subjects,
+    iterate_batches,
+    pack_subjects,
 )
 from stgnn_jax.train.checkpoints import save_checkpoint
 from stgnn_jax.train.loop import FrozenEncoderScans, train_epoch
 from stgnn_jax.train.optimizer import (
-  create_optimizer,
-  plateau_scheduler,
-  plateau_step,
-  plateau_value,
-  set_learning_rate,
+    create_optimizer,
+    plateau_scheduler,
+    plateau_step,
+    plateau_value,
+    set_learning_rate,
 )
 from stgnn_jax.train.pretrain import pretrain_encoder, read_pretrained_encoder
 from stgnn_jax.train.sharding import Placement
 from stgnn_jax.train.state import (
-  TrainState,
-  auto_class_weights,
-  auto_focal_alpha,
-  replace_encoder,
+    TrainState,
+    auto_class_weights,
+    auto_focal_alpha,
+    replace_encoder,
 )
 from stgnn_jax.train.step import loss_terms, minority_weight, train_step
 from tests.torch_reference import SMALL, params_for, torch_model

@@ -27,22 +27,22 @@ import numpy as np
 from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
 from stgnn_jax.eval import metrics as metrics_lib
 from stgnn_jax.input_pipeline import (
-  ScanTable,
-  Subjects,
-  iterate_embedded_batches,
-  pack_scans,
+    ScanTable,
+    Subjects,
+    iterate_embedded_batches,
+    pack_scans,
 )
 from stgnn_jax.train.checkpoints import restore_state, save_checkpoint, save_state
 from stgnn_jax.train.optimizer import plateau_scheduler, plateau_step, plateau_value
 from stgnn_jax.train.pretrain import load_encoder
 from stgnn_jax.train.sharding import Placement
 from stgnn_jax.train.state import (
-  TrainState,
-  auto_class_weights,
-  auto_focal_alpha,
-  init_params,
-  input_statistics,
-  with_input_statistics,
+    TrainState,
+    auto_class_weights,
+    auto_focal_alpha,
+    init_params,
+    input_statistics,
+    with_input_statistics,
 )
 from stgnn_jax.train.step import encode_graphs, eval_step, train_step
 
