@@ -23,8 +23,9 @@ from stgnn_jax.config import (
 ROOT = Path(__file__).resolve().parents[1]
 
 # train.py's flags and defaults before the configuration was declared once (written down from
-# the hand-written parser they replaced), plus the two added since (--overwrite,
-# --trust_checkpoint): the generated parser must offer exactly these.
+# the hand-written parser they replaced), plus those added since (--overwrite,
+# --trust_checkpoint; --loss, --class_weights, --gamma_schedule, --smoothing_schedule): the
+# generated parser must offer exactly these.
 FLAGS_BEFORE = {
     "--data_root": None, "--var_name": "fc_matrix", "--threshold": 0.2, "--max_visits": 10,
     "--exclude_target_visit": False, "--time_normalization": "log",
@@ -44,6 +45,8 @@ FLAGS_BEFORE = {
     "--eval_batch_size": 64, "--out_dir": None, "--save_path": "./model/", "--resume": None,
     "--no_progress": False, "--compile_cache": "~/.cache/stgnn-jax/xla",
     "--overwrite": False, "--trust_checkpoint": False,
+    "--loss": "focal", "--class_weights": None, "--gamma_schedule": None,
+    "--smoothing_schedule": None,
 }
 
 # The reference's flags and defaults (../shared/reference/original-stgnn.md) and its fixed

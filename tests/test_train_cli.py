@@ -26,7 +26,7 @@ SMALL_RUN = ["--synthetic_subjects", "40", "--synthetic_regions", "20", "--gnn_h
              "--lstm_hidden_dim", "8", "--n_epochs", "3", "--num_folds", "2", "--batch_size", "8",
              "--graph_multiple", "48", "--eval_batch_size", "8", "--no_progress"]
 SUMMARY = ("test_acc", "balanced_acc", "minority_f1", "test_auc", "train_acc",
-           "balanced_train_acc")
+           "balanced_train_acc", "ece", "brier", "confidence_mean", "overconfident")
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +86,10 @@ def test_outputs_of_a_run(reference_run):
     assert fold["decision_threshold"] is None or 0 < fold["decision_threshold"] < 1
     assert set(fold["argmax"]) >= {"test_acc", "balanced_acc", "minority_f1"}
   assert set(results["summary"]) == set(SUMMARY)
+  assert (out / "reliability.png").stat().st_size > 0
+  for fold in results["folds"]:
+    assert 0.5 <= fold["confidence_min"] <= fold["confidence_mean"] <= fold["confidence_max"] <= 1
+    assert 0 <= fold["ece"] <= 1 and 0 <= fold["brier"] <= 1 and fold["class_weights"] is None
   # The classical baselines ran on exactly the STGNN's test folds.
   assert set(results["baselines"]) == {"logreg_fc", "logreg_edges", "logreg_degree"}
   for baseline in results["baselines"].values():
