@@ -1,4 +1,5 @@
-"""Tests of `stgnn_jax.temporal` against PyTorch's nn.LSTM / nn.GRU / nn.RNN with packed sequences."""
+"""Tests of `stgnn_jax.nn.temporal` (and its converter, `torch_interop.temporal`) against
+PyTorch's nn.LSTM / nn.GRU / nn.RNN with packed sequences."""
 
 from __future__ import annotations
 
