@@ -1,4 +1,5 @@
-"""Parity of the graph layers of stgnn_jax.nn with PyTorch Geometric 2.8 (max abs error <= 1e-5, float32).
+"""Parity of the graph layers of stgnn_jax.nn with PyTorch Geometric 2.8 (max abs error <= 1e-5,
+float32).
 
 Each case builds the PyG module with seeded random weights, converts them with the layer
 converters, runs both on the same random graphs (jraph -> `dense_graphs_from_jraph` on the JAX
