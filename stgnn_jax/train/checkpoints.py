@@ -93,6 +93,21 @@ def save_state(path: str | os.PathLike, tree: Any) -> None:
       flax.serialization.to_state_dict(tree))))
 
 
+def first_difference(expected: Any, found: Any
+                     ) -> tuple[str, tuple | None, tuple | None] | None:
+  """The first entry (by "/"-joined path) where two nested dicts of arrays (or
+  `jax.ShapeDtypeStruct`s) differ in name or shape: `(key, found shape, expected shape)`, a
+  shape None where that side lacks the entry; None when they agree."""
+  want = flax.traverse_util.flatten_dict(expected, sep="/") if isinstance(expected, dict) else {}
+  have = flax.traverse_util.flatten_dict(found, sep="/") if isinstance(found, dict) else {}
+  for key in sorted(set(want) | set(have)):
+    found_shape = tuple(np.shape(have[key])) if key in have else None
+    expected_shape = tuple(np.shape(want[key])) if key in want else None
+    if found_shape != expected_shape:
+      return key, found_shape, expected_shape
+  return None
+
+
 def restore_state(path: str | os.PathLike, template: Any) -> Any:
   """Restores a pytree saved by `save_state` into the structure of `template`.
 
@@ -108,17 +123,17 @@ def restore_state(path: str | os.PathLike, template: Any) -> Any:
              if isinstance(raw, dict) and raw.get("format") == STATE_FORMAT else raw)
   except InputError as error:
     raise RunStateError(str(error)) from None
-  expected = flax.traverse_util.flatten_dict(flax.serialization.to_state_dict(template), sep="/")
-  found = flax.traverse_util.flatten_dict(state, sep="/") if isinstance(state, dict) else {}
-  for key in sorted(set(expected) | set(found)):
-    if key not in found or key not in expected:
-      problem = "is missing" if key not in found else "is not part of this run's state"
-      raise RunStateError(f"{path}: entry {key!r} {problem}; the file was saved by a run of "
-                          "another configuration, or is damaged.")
-    if np.shape(found[key]) != np.shape(expected[key]):
+  expected = flax.serialization.to_state_dict(template)
+  difference = first_difference(expected, state)
+  if difference is not None:
+    key, found_shape, expected_shape = difference
+    if found_shape is not None and expected_shape is not None:
       raise RunStateError(
-          f"{path}: entry {key!r} has shape {np.shape(found[key])} but this run's model needs "
-          f"{np.shape(expected[key])}; the file was saved by a run of another configuration.")
+          f"{path}: entry {key!r} has shape {found_shape} but this run's model needs "
+          f"{expected_shape}; the file was saved by a run of another configuration.")
+    problem = "is missing" if found_shape is None else "is not part of this run's state"
+    raise RunStateError(f"{path}: entry {key!r} {problem}; the file was saved by a run of "
+                        "another configuration, or is damaged.")
   return flax.serialization.from_state_dict(template, state)
 
 

@@ -139,7 +139,8 @@ def prepare_run_dir(out_dir: str, model_config: ModelConfig, optim_config: Optim
       {"model": model_config.to_dict(), "optim": dataclasses.asdict(optim_config),
        "run": dataclasses.asdict(run)}))
   data = {"fingerprint": cohort.fingerprint(), "cohort": cohort.summary()}
-  if has_progress(out_dir):
+  trained = has_progress(out_dir)
+  if trained:
     if read_json(config_path) != config:
       raise RunStateError(
           f"{config_path} holds a different configuration; resume with the same settings "
@@ -160,7 +161,7 @@ def prepare_run_dir(out_dir: str, model_config: ModelConfig, optim_config: Optim
                          recursive=True):
     os.remove(stale)  # the atomic writer's temporary file of a write that was killed
   atomic.write_json(config_path, config)
-  if not os.path.exists(data_path) or not has_progress(out_dir):
+  if not os.path.exists(data_path) or not trained:
     atomic.write_json(data_path, data)
 
 

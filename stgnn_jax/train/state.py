@@ -23,6 +23,7 @@ from stgnn_jax.config import ModelConfig, OptimConfig
 from stgnn_jax.errors import CheckpointMismatchError
 from stgnn_jax.input_pipeline import SubjectBatch
 from stgnn_jax.nn.model import STGNN
+from stgnn_jax.train.checkpoints import first_difference
 from stgnn_jax.train.optimizer import model_optimizer, set_learning_rate
 
 
@@ -143,18 +144,15 @@ def init_params(model_config: ModelConfig, batch: SubjectBatch, rng: jax.Array) 
 def check_encoder_fits(expected: Mapping[str, Any], encoder: Mapping[str, Any]) -> None:
   """Raises CheckpointMismatchError naming the first parameter of `encoder` whose name or shape
   differs from `expected`'s (arrays or `jax.ShapeDtypeStruct`s)."""
-  want = flax.traverse_util.flatten_dict(dict(expected), sep="/")
-  have = flax.traverse_util.flatten_dict(dict(encoder), sep="/")
-  for key in sorted(set(want) | set(have)):
-    if key not in have:
-      problem = f"has no parameter {key!r} (this model's: shape {tuple(np.shape(want[key]))})"
-    elif key not in want:
+  difference = first_difference(dict(expected), dict(encoder))
+  if difference is not None:
+    key, found_shape, expected_shape = difference
+    if found_shape is None:
+      problem = f"has no parameter {key!r} (this model's: shape {expected_shape})"
+    elif expected_shape is None:
       problem = f"has a parameter {key!r} this model does not have"
-    elif tuple(np.shape(have[key])) != tuple(np.shape(want[key])):
-      problem = (f"has {key!r} of shape {tuple(np.shape(have[key]))}, this model needs "
-                 f"{tuple(np.shape(want[key]))}")
     else:
-      continue
+      problem = f"has {key!r} of shape {found_shape}, this model needs {expected_shape}"
     raise CheckpointMismatchError(
         f"the pretrained encoder does not fit this model: it {problem}; check node_features, "
         "layer_type, gnn_hidden_dim, gnn_num_layers, graph_norm, use_topk_pooling, readout and "
