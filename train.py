@@ -55,6 +55,10 @@ def add_flag(group: argparse._ArgumentGroup, field: dataclasses.Field) -> None:
   # argparse words the errors of int and float itself ("invalid int value: 'x'").
   parse = (_argparse_type(meta["parse"]) if meta["parse"]
            else {"int": int, "int | None": int, "float": float}.get(field.type, str))
+  if meta["repeat"]:  # argparse appends to a list of its own; the config makes it a tuple
+    group.add_argument(f"--{field.name}", action="append", default=None, type=parse,
+                       metavar=field.name.upper(), help=meta["help"])
+    return
   group.add_argument(f"--{field.name}", default=default, choices=meta["choices"], type=parse,
                      help=meta["help"])
 

@@ -41,7 +41,15 @@ TIME_NORMALIZATIONS = ("log", "minmax", "buckets", "raw")
 # The reference clamps --topk_ratio into this range before building its TopK layers.
 TOPK_RATIO_RANGE = (0.3, 1.0)
 # The groups of train.py's --help, in order.
-FLAG_GROUPS = ("data", "model", "training")
+FLAG_GROUPS = ("data", "model", "training", "sweep")
+# What `--sweep NAME=V1,V2,...` can vary within one vmapped program per fold: traced values of
+# the loss and the optimiser, and the seed of the initialisation, dropout and batch order. Every
+# other setting changes shapes, the architecture, the data or the protocol.
+SWEEPABLE = ("focal_alpha", "focal_gamma", "label_smoothing", "loss", "lr", "weight_decay",
+             "minority_focus_epochs", "seed")
+# Named grids of `--sweep_grid`: "seeds" is the focal-loss seeds' tuning grid (48 members).
+SWEEP_GRIDS = {"seeds": ("focal_alpha=0.1,0.25,0.5,0.75", "focal_gamma=0.5,1,2,3",
+                         "label_smoothing=0,0.05,0.1")}
 
 _UNSET = object()
 
@@ -101,9 +109,50 @@ def parse_class_weights(text: str) -> tuple[float, ...]:
     raise ValueError(f"expected one weight per class, e.g. 1,3; got {text!r}") from None
 
 
+def parse_sweep_axis(text: str) -> tuple[str, tuple[Any, ...]]:
+  """"focal_gamma=1,2,3" -> ("focal_gamma", (1.0, 2.0, 3.0)): one axis of a sweep.
+
+  Raises ValueError naming the problem: a setting outside `SWEEPABLE` (it would change shapes,
+  the architecture, the data or the protocol), a value its flag would not take, a repeated value.
+  """
+  name, equals, values = text.partition("=")
+  name = name.strip().lstrip("-")
+  if not equals or not name:
+    raise ValueError(f"{text!r} is not a sweep axis; expected NAME=V1,V2,... e.g. "
+                     "focal_gamma=1,2,3")
+  if name not in SWEEPABLE:
+    if name not in _FLAG_FIELDS:
+      raise ValueError(f"{name} is not a setting of train.py; sweepable: {', '.join(SWEEPABLE)}")
+    if name in _MODEL_FIELDS:
+      problem = "changes the model's architecture or shapes"
+    else:
+      problem = "changes the data, the batches or the protocol"
+    raise ValueError(f"{name} cannot be swept: it {problem}, so its values cannot train in one "
+                     f"program; run train.py once per value. Sweepable: {', '.join(SWEEPABLE)}")
+  parse = {"focal_alpha": parse_alpha, "minority_focus_epochs": int, "seed": int,
+           "loss": str}.get(name, float)
+  parsed = []
+  for value in values.split(","):
+    try:
+      parsed.append(parse(value.strip()))
+    except ValueError:
+      raise ValueError(f"{name}={values}: {value.strip()!r} is not a value of --{name}") from None
+    if name == "loss" and parsed[-1] not in LOSSES:
+      raise ValueError(f"{name}={values}: {value.strip()!r} is not one of {', '.join(LOSSES)}")
+  if len(set(parsed)) != len(parsed):
+    raise ValueError(f"{name}={values}: a value is repeated")
+  return name, tuple(parsed)
+
+
+def _sweep_axis_flag(text: str) -> str:
+  """--sweep's parser: the axis as given, once it parses (`parse_sweep_axis`)."""
+  parse_sweep_axis(text)
+  return text.strip()
+
+
 def setting(default: Any, help: str, *, group: str, choices: tuple | None = None,
             cli_default: Any = _UNSET, reference: Any = _UNSET,
-            parse: Callable[[str], Any] | None = None) -> Any:
+            parse: Callable[[str], Any] | None = None, repeat: bool = False) -> Any:
   """A config field that is also a flag of train.py (`--<field name>`).
 
   Args:
@@ -115,10 +164,12 @@ def setting(default: Any, help: str, *, group: str, choices: tuple | None = None
     reference: the reference's value, where it differs from train.py's default and from
       `default` (e.g. a protocol setting whose field default is already the recipe's).
     parse: the flag's parser, where the field's type does not say it (e.g. "0.9" or "auto").
+    repeat: the flag may be given several times; the field is the tuple of its values.
   """
   if group not in FLAG_GROUPS:
     raise ValueError(f"setting: group {group!r} is not one of {FLAG_GROUPS}")
-  metadata = {"help": help, "group": group, "choices": choices, "parse": parse}
+  metadata = {"help": help, "group": group, "choices": choices, "parse": parse,
+              "repeat": repeat}
   if cli_default is not _UNSET:
     metadata["cli_default"] = cli_default
   if reference is not _UNSET:
@@ -542,8 +593,20 @@ class RunConfig:
       32, "graph slots per batch are rounded up to this multiple (fewer distinct shapes = "
       "fewer compilations, more padding)", group="training")
   eval_batch_size: int = setting(64, "subjects per evaluation batch", group="training")
+  sweep: tuple[str, ...] = setting(
+      (), "NAME=V1,V2,...: train every value (repeat the flag: every combination) as one "
+      f"vmapped program per fold and select by mean validation AUC; NAME is one of "
+      f"{', '.join(SWEEPABLE)}", group="sweep", parse=_sweep_axis_flag, repeat=True)
+  sweep_grid: str | None = setting(
+      None, "a named sweep: seeds = the focal-loss seeds' grid, focal_alpha 0.1,0.25,0.5,0.75 x "
+      "focal_gamma 0.5,1,2,3 x label_smoothing 0,0.05,0.1 (48 members)", group="sweep",
+      choices=tuple(SWEEP_GRIDS))
+  sweep_chunk: int | None = setting(
+      None, "sweep members trained together (default: chosen from the member count, the model "
+      "and the batch to fit the memory budget)", group="sweep")
 
   def __post_init__(self):
+    object.__setattr__(self, "sweep", tuple(self.sweep or ()))  # None (argparse), a JSON list
     _validate(self, [
         ("seed", 0 <= self.seed and self.seed + self.num_folds < 2**32,
          "must lie in [0, 2**32 - num_folds) (NumPy and scikit-learn seeds are 32-bit)"),
@@ -565,7 +628,34 @@ class RunConfig:
         ("selection", self.selection in SELECTION_RULES,
          f"must be one of {', '.join(SELECTION_RULES)}"),
         ("early_stop_patience", self.early_stop_patience >= 0, "must be >= 0 (0: off)"),
+        ("sweep_grid", self.sweep_grid is None or self.sweep_grid in SWEEP_GRIDS,
+         f"must be one of {', '.join(SWEEP_GRIDS)}"),
+        ("sweep_chunk", self.sweep_chunk is None or _positive_int(self.sweep_chunk),
+         "must be >= 1"),
     ])
+    try:
+      self.sweep_axes()
+    except ValueError as error:
+      raise ConfigError(f"RunConfig.sweep: {error}") from None
     if self.pretrained and self.pretrain_encoder:
       _warn_once("pretrained and pretrain_encoder are both set: the pretrained encoder is used "
                  "and no pretraining runs.")
+
+  def sweep_axes(self) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    """The sweep's axes, `sweep_grid`'s then `sweep`'s (`parse_sweep_axis`); () for one run.
+
+    Raises ValueError when two axes vary the same setting.
+    """
+    texts = SWEEP_GRIDS[self.sweep_grid] if self.sweep_grid else ()
+    axes = tuple(parse_sweep_axis(text) for text in texts + self.sweep)
+    names = [name for name, _ in axes]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+      raise ValueError(f"{repeated[0]} is swept twice (--sweep or --sweep_grid); give its "
+                       "values once")
+    return axes
+
+
+_MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)}
+_FLAG_FIELDS = {f.name: f for config_class in (ModelConfig, OptimConfig, RunConfig)
+                for f in flag_fields(config_class)}

@@ -150,13 +150,20 @@ METRICS_COLUMNS = ("fold", "epoch", "train_loss", "train_acc", "val_loss", "val_
 
 
 def write_metrics_csv(out_dir: str, histories: Sequence[Sequence[dict[str, Any]]]) -> None:
+  """metrics.csv: one row per epoch of each history; a sweep's rows (with a "member" key) lead
+  with the member's name."""
+  rows = [row for history in histories for row in history]
+  columns = (("member",) if rows and "member" in rows[0] else ()) + METRICS_COLUMNS
+  atomic.write_text(os.path.join(out_dir, "metrics.csv"), _csv(columns, rows))
+
+
+def _csv(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
   buffer = io.StringIO()
-  writer = csv.DictWriter(buffer, fieldnames=METRICS_COLUMNS, lineterminator="\n")
+  writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
   writer.writeheader()
-  for history in histories:
-    for row in history:
-      writer.writerow({k: ("" if row[k] is None else row[k]) for k in METRICS_COLUMNS})
-  atomic.write_text(os.path.join(out_dir, "metrics.csv"), buffer.getvalue())
+  for row in rows:
+    writer.writerow({k: ("" if row[k] is None else row[k]) for k in columns})
+  return buffer.getvalue()
 
 
 def format_summary(summary: dict[str, dict[str, Any]],
@@ -184,3 +191,79 @@ def format_summary(summary: dict[str, dict[str, Any]],
 def format_value(value: float | None) -> str:
   """A metric to 3 decimals, or \"undefined\"."""
   return "undefined" if value is None else f"{value:.3f}"
+
+
+SWEEP_METRICS = ("test_acc", "balanced_acc", "minority_f1", "test_auc", "train_acc",
+                 "balanced_train_acc")
+
+
+def write_sweep_csv(out_dir: str, sweep: dict[str, Any]) -> str:
+  """sweep.csv: one row per member: its overrides, mean validation AUC (what selects), the mean
+  and std over folds of the summary metrics (test metrics: context, not used to select)."""
+  members = sweep["members"]
+  names = list(members[0]["overrides"])
+  columns = (["member", *names, "selected", "mean_val_auc"]
+             + [f"{key}_{stat}" for key in SWEEP_METRICS for stat in ("mean", "std")])
+  rows = []
+  for member in members:
+    row = {"member": member["name"], **member["overrides"],
+           "selected": member["name"] == sweep["selected"]["name"],
+           "mean_val_auc": member["mean_val_auc"]}
+    for key in SWEEP_METRICS:
+      for stat in ("mean", "std"):
+        row[f"{key}_{stat}"] = member["summary"][key][stat]
+    rows.append(row)
+  path = os.path.join(out_dir, "sweep.csv")
+  atomic.write_text(path, _csv(columns, rows))
+  return path
+
+
+def plot_sweep_heatmap(out_dir: str, sweep: dict[str, Any],
+                       axes: Sequence[tuple[str, Sequence[Any]]]) -> str:
+  """sweep_heatmap.png: mean validation AUC (top row, what selects) and mean test AUC (bottom
+  row) over the first two swept settings (α × γ when both are swept), one panel per value of
+  a third; members that differ only in further settings are averaged."""
+  plt = _pyplot()
+  axes = list(axes)
+  preferred = [a for a in axes if a[0] in ("focal_alpha", "focal_gamma")]
+  axes = preferred + [a for a in axes if a not in preferred]
+  (row_name, row_values), (col_name, col_values) = (axes + [("", (None,))] * 2)[:2]
+  panel_name, panel_values = axes[2] if len(axes) > 2 else ("", (None,))
+  grids = {"mean_val_auc": [], "test_auc": []}
+  for panel in panel_values:
+    for key, grid in grids.items():
+      table = np.full((len(row_values), len(col_values)), np.nan)
+      for i, r in enumerate(row_values):
+        for j, c in enumerate(col_values):
+          wanted = {row_name: r, col_name: c, panel_name: panel}
+          values = [_member_value(m, key) for m in sweep["members"]
+                    if all(m["overrides"].get(n) == v for n, v in wanted.items() if n)]
+          values = [v for v in values if v is not None]
+          table[i, j] = np.mean(values) if values else np.nan
+      grid.append(table)
+  fig, panels = plt.subplots(2, len(panel_values), squeeze=False, layout="constrained",
+                             figsize=(3.2 * len(panel_values) + 1, 6))
+  for p, panel in enumerate(panel_values):
+    for row, (key, label) in enumerate((("mean_val_auc", "validation AUC (selects)"),
+                                        ("test_auc", "test AUC (not used to select)"))):
+      ax = panels[row][p]
+      image = ax.imshow(grids[key][p], vmin=0.5, vmax=1.0, cmap="viridis", aspect="auto")
+      for (i, j), value in np.ndenumerate(grids[key][p]):
+        if not np.isnan(value):
+          ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=7,
+                  color="white" if value < 0.8 else "black")
+      ax.set_xticks(range(len(col_values)), [str(v) for v in col_values])
+      ax.set_yticks(range(len(row_values)), [str(v) for v in row_values])
+      ax.set_xlabel(col_name)
+      ax.set_ylabel(row_name)
+      ax.set_title(f"{label}" + (f"\n{panel_name}={panel}" if panel_name else ""), fontsize=9)
+  fig.colorbar(image, ax=panels, shrink=0.6, label="mean AUC over folds")
+  fig.suptitle(f"sweep: {len(sweep['members'])} members; selected {sweep['selected']['name']}",
+               fontsize=9)
+  path = os.path.join(out_dir, "sweep_heatmap.png")
+  atomic.write_bytes(path, _figure_bytes(fig))
+  return path
+
+
+def _member_value(member: dict[str, Any], key: str) -> float | None:
+  return member[key] if key == "mean_val_auc" else member["summary"][key]["mean"]

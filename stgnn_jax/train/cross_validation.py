@@ -16,17 +16,21 @@ import logging
 import os
 from typing import Any
 
+import jax
+
 from stgnn_jax import atomic
 from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
 from stgnn_jax.data.cohort import Cohort
 from stgnn_jax.data.reference_format import load_cohort
-from stgnn_jax.errors import RunStateError
+from stgnn_jax.errors import ConfigError, RunStateError
 from stgnn_jax.eval import metrics as metrics_lib
 from stgnn_jax.eval.reports import format_summary, format_value, write_metrics_csv
 from stgnn_jax.input_pipeline import Subjects, make_folds
+from stgnn_jax.train import sweep
 from stgnn_jax.train.loop import train_fold
 from stgnn_jax.train.pretrain import check_pretrained_encoder
 from stgnn_jax.train.sharding import Placement
+from stgnn_jax.train.state import init_params
 
 SUMMARY_METRICS = ("test_acc", "balanced_acc", "minority_f1", "test_auc", "train_acc",
                    "balanced_train_acc", "ece", "brier", "confidence_mean", "overconfident")
@@ -60,33 +64,62 @@ def run_cross_validation(model_config: ModelConfig, optim_config: OptimConfig, r
   train and test each fold (a finished fold is read back), fit the baselines on the same folds,
   write results.json, metrics.csv and the plots. Messages go to the `stgnn_jax` loggers.
   """
+  members = sweep.sweep_members(optim_config, run)
+  if members and model_config.freeze_encoder:
+    raise ConfigError("--sweep with --freeze_encoder: a sweep trains the encoder end to end "
+                      "(the frozen encoder's once-per-epoch embedding is not vmapped over "
+                      "members); drop --freeze_encoder, or run train.py once per setting.")
   cohort = load_data(run)
   logger.info(cohort.summary())
   # Every kind of node features has one entry per region: the input width is the atlas size.
   model_config = dataclasses.replace(model_config, input_dim=cohort.num_nodes)
-  placement = Placement(run.num_devices, run.batch_size, run.eval_batch_size, run.graph_multiple)
-  if placement.num_devices > 1:
-    logger.info("data parallel over %d devices", placement.num_devices)
-  run = size_by_data(run, cohort, placement.num_devices)
+  # A sweep spreads its members over the devices; a single run its batches.
+  placement = Placement(run.num_devices, run.batch_size, run.eval_batch_size, run.graph_multiple,
+                        member_devices=len(jax.devices()) if members else 1)
+  if placement.data_devices > 1:
+    logger.info("data parallel over %d devices", placement.data_devices)
+  run = size_by_data(run, cohort, placement.data_devices)
   subjects = Subjects(cohort, run, model_config)
   folds = make_folds(subjects.labels, run.num_folds, run.seed)
+  first = next(subjects.batches(folds[0][0], run.batch_size, run))
   if run.pretrained:
-    check_pretrained_encoder(run, model_config,
-                             next(subjects.batches(folds[0][0], run.batch_size, run)))
+    check_pretrained_encoder(run, model_config, first)
   prepare_run_dir(out_dir, model_config, optim_config, run, cohort)
-  results, histories = train_folds(folds, subjects, model_config, optim_config, run, placement,
-                                   out_dir, progress_bar=progress_bar)
+  output = {}
+  if members:
+    chunk_size = run.sweep_chunk or sweep.auto_chunk_size(
+        jax.eval_shape(init_params, model_config, first, jax.random.key(0)), model_config,
+        run, len(members), placement.member_devices)
+    output["sweep"] = sweep.train_sweep(folds, subjects, model_config, optim_config, run,
+                                        placement, out_dir, members, chunk_size,
+                                        progress_bar=progress_bar)
+    selected = next(m for m in output["sweep"]["members"]
+                    if m["name"] == output["sweep"]["selected"]["name"])
+    results, histories = selected["folds"], selected["histories"]
+  else:
+    results, histories = train_folds(folds, subjects, model_config, optim_config, run,
+                                     placement, out_dir, progress_bar=progress_bar)
 
   summary = metrics_lib.summarize(results, SUMMARY_METRICS)
-  output = {"folds": results, "summary": summary, "cohort": cohort.summary()}
+  output = {"folds": results, "summary": summary, "cohort": cohort.summary(), **output}
   if run.baselines:
     from stgnn_jax.eval import baselines
 
     output["baselines"] = baselines.run_baselines(
         subjects.last_fc, subjects.labels, folds, decision_threshold=run.decision_threshold)
-  atomic.write_json(os.path.join(out_dir, "results.json"), output)
-  write_metrics_csv(out_dir, histories)
   from stgnn_jax.eval import reports
+
+  if members:
+    sweep_histories = [dict(row, member=m["name"]) for m in output["sweep"]["members"]
+                       for history in m["histories"] for row in history]
+    write_metrics_csv(out_dir, [sweep_histories])
+    reports.write_sweep_csv(out_dir, output["sweep"])
+    reports.plot_sweep_heatmap(out_dir, output["sweep"], run.sweep_axes())
+    for m in output["sweep"]["members"]:
+      del m["histories"]  # in metrics.csv
+  else:
+    write_metrics_csv(out_dir, histories)
+  atomic.write_json(os.path.join(out_dir, "results.json"), output)
 
   reports.plot_training_curves(out_dir, histories)
   reports.plot_roc_curves(out_dir, results, subjects.labels, output.get("baselines"))

@@ -138,6 +138,14 @@ def evaluate(state, subjects, indices, run, placement, *, threshold: float | Non
   Raises NonFiniteError when a prediction or loss is not finite (metrics would be undefined).
   """
   logits, losses = predict_split(state, subjects, indices, run, placement)
+  return split_metrics(logits, losses, subjects, indices, threshold=threshold,
+                       choose_threshold=choose_threshold, reports=reports)
+
+
+def split_metrics(logits: np.ndarray, losses: np.ndarray, subjects: Subjects,
+                  indices: np.ndarray, *, threshold: float | None = None,
+                  choose_threshold: bool = False, reports: bool = False) -> dict[str, Any]:
+  """`evaluate`'s metrics from a model's predictions of `indices` (`predict_split`)."""
   bad = ~(np.isfinite(logits).all(axis=-1) & np.isfinite(losses))
   if bad.any():
     raise NonFiniteError(f"{int(bad.sum())} of {len(bad)} predictions are not finite")
@@ -176,28 +184,24 @@ class FoldProgress:
   stopped: str = ""
   history: list = dataclasses.field(default_factory=list)
 
+  META = ("best_epoch", "best_val_auc", "best_val_loss", "best_threshold", "next_epoch",
+          "stopped", "history")
+
+  def meta(self) -> dict[str, Any]:
+    """The bookkeeping (everything but the arrays), as JSON values."""
+    return {name: getattr(self, name) for name in self.META}
+
   def to_tree(self) -> dict[str, Any]:
     return {"state": self.state, "plateau_state": self.plateau_state,
-            "best_params": self.best_params,
-            "meta": json.dumps({"best_epoch": self.best_epoch, "best_val_auc": self.best_val_auc,
-                                "best_val_loss": self.best_val_loss,
-                                "best_threshold": self.best_threshold,
-                                "next_epoch": self.next_epoch, "stopped": self.stopped,
-                                "history": self.history})}
+            "best_params": self.best_params, "meta": json.dumps(self.meta())}
 
   def restore(self, path: str) -> None:
     tree = restore_state(path, self.to_tree())
-    meta = json.loads(tree["meta"])
     self.state = tree["state"]
     self.plateau_state = tree["plateau_state"]
     self.best_params = tree["best_params"]
-    self.best_epoch = meta["best_epoch"]
-    self.best_val_auc = meta["best_val_auc"]
-    self.best_val_loss = meta["best_val_loss"]
-    self.best_threshold = meta["best_threshold"]
-    self.next_epoch = meta["next_epoch"]
-    self.stopped = meta["stopped"]
-    self.history = meta["history"]
+    for name, value in json.loads(tree["meta"]).items():
+      setattr(self, name, value)
 
   def improves(self, val: dict[str, Any], selection: str) -> bool:
     """Whether a validation result beats the selected epoch: a higher AUC, or with "auc_loss" an
@@ -289,11 +293,8 @@ def run_epoch(fold: Fold, progress: FoldProgress) -> dict[str, Any] | None:
   started = wall_time.perf_counter()
   state, step_metrics = train_epoch(progress.state, epoch, fold.subjects, order, run,
                                     fold.placement, epoch_key, fold.frozen_scans)
-  step_metrics = jax.device_get(step_metrics)
+  train_loss, train_acc = epoch_losses(jax.device_get(step_metrics))
   epoch_seconds = wall_time.perf_counter() - started
-  count = sum(float(m["count"]) for m in step_metrics)
-  train_loss = sum(float(m["loss"]) * float(m["count"]) for m in step_metrics) / count
-  train_acc = sum(float(m["correct"]) for m in step_metrics) / count
   kept = (f"the fold stops and keeps its best state so far (epoch {progress.best_epoch}; -1: "
           "the last finite state)")
   if not math.isfinite(train_loss):
@@ -309,20 +310,39 @@ def run_epoch(fold: Fold, progress: FoldProgress) -> dict[str, Any] | None:
                                         plateau_value(optim_config, val))
   lr = optim_config.lr * float(progress.plateau_state.scale)
   state = state.with_learning_rate(lr)
-  if progress.improves(val, run.selection):
-    progress.best_val_auc, progress.best_val_loss = val["auc"], val["loss"]
-    progress.best_epoch, progress.best_threshold = epoch, val["threshold"]
+  row = record_epoch(progress, fold.index, epoch, run, val, lr=lr, train_loss=train_loss,
+                     train_acc=train_acc, epoch_seconds=epoch_seconds)
+  if progress.best_epoch == epoch:
     progress.best_params = state.params  # immutable arrays: a real copy, never updated in place
     save_checkpoint(os.path.join(fold.directory, "best.msgpack"), jax.device_get(state.params),
                     fold.model_config, fold=fold.index, epoch=epoch, val_auc=val["auc"],
                     val_balanced_acc=val["balanced_accuracy"],
                     decision_threshold=val["threshold"], focal_alpha=fold.focal_alpha)
-  row = {"fold": fold.index, "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
-         "val_loss": val["loss"], "val_acc": val["accuracy"],
-         "val_balanced_acc": val["balanced_accuracy"], "val_auc": val["auc"],
-         "val_threshold": val["threshold"], "lr": lr, "epoch_seconds": epoch_seconds}
-  progress.history.append(row)
   progress.state = state
+  return row
+
+
+def epoch_losses(step_metrics: list[dict[str, Any]]) -> tuple[float, float]:
+  """(mean training loss, accuracy) of an epoch from its steps' metrics (host values)."""
+  count = sum(float(m["count"]) for m in step_metrics)
+  train_loss = sum(float(m["loss"]) * float(m["count"]) for m in step_metrics) / count
+  return train_loss, sum(float(m["correct"]) for m in step_metrics) / count
+
+
+def record_epoch(progress: FoldProgress, fold: int, epoch: int, run: RunConfig,
+                 val: dict[str, Any], **row: Any) -> dict[str, Any]:
+  """The bookkeeping of a validated epoch: selection (`progress.best_*` when it improves),
+  the metrics row (`row`'s values with the validation's), the next epoch and early stopping.
+  The caller keeps the selected epoch's parameters. Returns the row."""
+  if progress.improves(val, run.selection):
+    progress.best_val_auc, progress.best_val_loss = val["auc"], val["loss"]
+    progress.best_epoch, progress.best_threshold = epoch, val["threshold"]
+  row = {"fold": fold, "epoch": epoch, "train_loss": row["train_loss"],
+         "train_acc": row["train_acc"], "val_loss": val["loss"], "val_acc": val["accuracy"],
+         "val_balanced_acc": val["balanced_accuracy"], "val_auc": val["auc"],
+         "val_threshold": val["threshold"], "lr": row["lr"],
+         "epoch_seconds": row["epoch_seconds"]}
+  progress.history.append(row)
   progress.next_epoch = epoch + 1
   if run.early_stop_patience and epoch - progress.best_epoch >= run.early_stop_patience:
     progress.stopped = (f"early stop at epoch {epoch}: no better validation epoch for "
@@ -338,12 +358,19 @@ def fold_result(fold: Fold, progress: FoldProgress) -> dict[str, Any]:
     best_state = progress.state
   else:
     best_state = progress.state.replace(params=progress.best_params)
+  test = predict_split(best_state, fold.subjects, fold.test_idx, fold.run, fold.placement)
+  train = predict_split(best_state, fold.subjects, fold.train_idx, fold.run, fold.placement)
+  return tested_result(fold, progress, test, train)
+
+
+def tested_result(fold: Fold, progress: FoldProgress, test: tuple[np.ndarray, np.ndarray],
+                  train: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
+  """The fold's results.json entry from the selected model's (logits, losses) of its test and
+  training subjects (`predict_split`)."""
   threshold = progress.best_threshold if progress.best_epoch >= 0 else None
   try:
-    test = evaluate(best_state, fold.subjects, fold.test_idx, fold.run, fold.placement,
-                    threshold=threshold, reports=True)
-    train = evaluate(best_state, fold.subjects, fold.train_idx, fold.run, fold.placement,
-                     threshold=threshold)
+    test = split_metrics(*test, fold.subjects, fold.test_idx, threshold=threshold, reports=True)
+    train = split_metrics(*train, fold.subjects, fold.train_idx, threshold=threshold)
   except NonFiniteError as error:
     reason = f"the fold's model gives non-finite test or training predictions ({error})"
     logger.warning("fold %d: %s; its metrics are undefined", fold.index, reason)

@@ -52,11 +52,14 @@ def create_optimizer(cfg: OptimConfig, *, freeze_encoder: bool = False,
                      fixed_inputs: bool = False) -> optax.GradientTransformation:
   """clip_by_global_norm -> add_decayed_weights -> scale_by_adam -> -learning_rate.
 
+  The learning rate and the weight decay are traced values of the state (`hyperparams`), so a
+  sweep's members can each have their own in one program (`set_learning_rate`).
+
   With `freeze_encoder`, parameters under "encoder" are left out of the chain: they never move;
   with `fixed_inputs` (explicit node features), neither do the input statistics.
   """
   return optax.inject_hyperparams(_adam_with_l2, static_args=(
-      "weight_decay", "clip_norm", "b1", "b2", "eps", "freeze_encoder", "fixed_inputs"))(
+      "clip_norm", "b1", "b2", "eps", "freeze_encoder", "fixed_inputs"))(
           learning_rate=cfg.lr, weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm,
           b1=cfg.adam_b1, b2=cfg.adam_b2, eps=cfg.adam_eps, freeze_encoder=freeze_encoder,
           fixed_inputs=fixed_inputs)
@@ -68,19 +71,22 @@ def model_optimizer(cfg: OptimConfig, model_config: ModelConfig) -> optax.Gradie
                           fixed_inputs=model_config.explicit_node_features)
 
 
-def plateau_scheduler(cfg: OptimConfig) -> optax.GradientTransformationExtraArgs:
+def plateau_scheduler(cfg: OptimConfig, min_scale: float | jax.Array | None = None
+                      ) -> optax.GradientTransformationExtraArgs:
   """Learning-rate scale from a validation metric, stepped once per epoch (`plateau_value`).
 
   PyTorch reduces after `patience` epochs without improvement on the next bad one
   (`num_bad_epochs > patience`), optax on reaching it, hence `patience + 1`. Improvement means
   beating the best by more than 1e-4: absolute for balanced accuracy and AUC (they move in steps
   of 1/n, far above it), relative for the loss (PyTorch's default `threshold_mode="rel"`).
+  The scale stops at `min_lr / lr`; `min_scale` gives it as a (traced) value instead, for a
+  sweep's members of different learning rates.
   """
   relative = cfg.plateau_metric == "loss"
   return optax.contrib.reduce_on_plateau(
       factor=cfg.plateau_factor, patience=cfg.plateau_patience + 1,
       rtol=1e-4 if relative else 0.0, atol=0.0 if relative else 1e-4,
-      min_scale=cfg.min_lr / cfg.lr)
+      min_scale=cfg.min_lr / cfg.lr if min_scale is None else min_scale)
 
 
 def plateau_value(cfg: OptimConfig, val: Mapping[str, Any]) -> float:

@@ -82,6 +82,11 @@ class TrainState(flax.struct.PyTreeNode):
   frequency by default), `focal_gamma` and `label_smoothing` (the epoch's stage of a schedule;
   read only when `optim_config` has one, the static constants otherwise). `model_config` and
   `optim_config` are static, so a new configuration compiles a new step.
+
+  A sweep member (`train.sweep`) also carries `loss_index` (its loss, an index into
+  `config.LOSSES`) and `focus_epochs` (its `minority_focus_epochs`), and then every setting of its
+  loss is read from the state, never from the static `optim_config`: members that differ in any
+  of them are one program. Both are None in a single run.
   """
 
   step: jax.Array
@@ -94,6 +99,8 @@ class TrainState(flax.struct.PyTreeNode):
   label_smoothing: jax.Array
   model_config: ModelConfig = flax.struct.field(pytree_node=False)
   optim_config: OptimConfig = flax.struct.field(pytree_node=False)
+  loss_index: jax.Array | None = None
+  focus_epochs: jax.Array | None = None
 
   @classmethod
   def create(cls, params: Any, model_config: ModelConfig, optim_config: OptimConfig, *,

@@ -17,7 +17,7 @@ import optax
 import optax.contrib
 
 from focal_jax import cross_entropy, focal_loss
-from stgnn_jax.config import ModelConfig
+from stgnn_jax.config import LOSSES, ModelConfig
 from stgnn_jax.input_pipeline import EmbeddedBatch, SubjectBatch
 from stgnn_jax.nn.graphs import DenseGraphs
 from stgnn_jax.nn.model import STGNN
@@ -25,11 +25,15 @@ from stgnn_jax.train.optimizer import model_optimizer
 from stgnn_jax.train.state import TrainState
 
 
-def minority_weight(epoch: jax.Array, focus_epochs: int) -> jax.Array:
-  """0.1 (M - epoch) / M for 0-based epochs below M = minority_focus_epochs, else 0."""
-  if focus_epochs == 0:
-    return jnp.zeros(())
-  return 0.1 * jnp.maximum(focus_epochs - epoch, 0) / focus_epochs
+def minority_weight(epoch: jax.Array, focus_epochs: int | jax.Array) -> jax.Array:
+  """0.1 (M - epoch) / M for 0-based epochs below M = minority_focus_epochs, else 0 (M may be
+  a traced value: a sweep member's)."""
+  if isinstance(focus_epochs, int):
+    if focus_epochs == 0:
+      return jnp.zeros(())
+    return 0.1 * jnp.maximum(focus_epochs - epoch, 0) / focus_epochs
+  weight = 0.1 * jnp.maximum(focus_epochs - epoch, 0) / jnp.maximum(focus_epochs, 1)
+  return jnp.where(focus_epochs > 0, weight, 0.0)
 
 
 def criterion(logits: jax.Array, batch: SubjectBatch | EmbeddedBatch, state: TrainState, *,
@@ -42,6 +46,13 @@ def criterion(logits: jax.Array, batch: SubjectBatch | EmbeddedBatch, state: Tra
   the epoch's stage when the configuration has a schedule.
   """
   cfg = state.optim_config
+  if state.loss_index is not None:  # a sweep member: its loss and every setting are traced
+    focal = focal_loss(logits, batch.labels, state.focal_alpha, state.focal_gamma,
+                       state.label_smoothing, reduction=reduction, where=batch.subject_mask)
+    weighted = state.loss_index == LOSSES.index("weighted_ce")
+    ce = cross_entropy(logits, batch.labels, jnp.where(weighted, state.class_weights, 1.0),
+                       state.label_smoothing, reduction=reduction, where=batch.subject_mask)
+    return jnp.where(state.loss_index == LOSSES.index("focal"), focal, ce)
   smoothing = state.label_smoothing if cfg.smoothing_schedule else cfg.label_smoothing
   if cfg.loss == "focal":
     gamma = state.focal_gamma if cfg.gamma_schedule else cfg.focal_gamma
@@ -63,7 +74,8 @@ def loss_terms(logits: jax.Array, batch: SubjectBatch | EmbeddedBatch,
   converters = batch.subject_mask & (batch.labels == 1)
   log_p1 = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)[:, 1]
   forcing_ce = -jnp.sum(jnp.where(converters, log_p1, 0.0)) / jnp.maximum(converters.sum(), 1)
-  weight = minority_weight(state.epoch, state.optim_config.minority_focus_epochs)
+  weight = minority_weight(state.epoch, state.optim_config.minority_focus_epochs
+                           if state.focus_epochs is None else state.focus_epochs)
   return {"loss": main + weight * forcing_ce, "criterion": main, "forcing_ce": forcing_ce}
 
 
