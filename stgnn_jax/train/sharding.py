@@ -80,6 +80,8 @@ def _put(tree: Any, sharding: NamedSharding) -> Any:
 def to_host(tree: Any) -> Any:
   """NumPy copies of `tree`'s arrays, gathered from every process when they span several."""
   def get(x):
+    if not isinstance(x, (jax.Array, np.ndarray, np.generic)):
+      return x  # e.g. a JSON string beside the arrays
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
       if x.is_fully_replicated:
         return np.asarray(x.addressable_data(0))

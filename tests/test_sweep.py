@@ -1,0 +1,208 @@
+"""Sweeps (`stgnn_jax.train.sweep`): every member of the vmapped program trains exactly as a
+standalone run with its overrides, the outputs and the selection, resume, and bad flags."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
+from stgnn_jax.errors import ConfigError
+from stgnn_jax.input_pipeline import Subjects, make_folds
+from stgnn_jax.train import cross_validation, sweep
+from stgnn_jax.train.loop import run_epoch, setup_fold
+from stgnn_jax.train.sharding import Placement
+
+MODEL = ModelConfig(node_features="profile_change", gnn_num_layers=1, graph_norm=False,
+                    use_topk_pooling=False, readout="concat", gnn_hidden_dim=16, output_dim=16,
+                    lstm_hidden_dim=8, input_dropout=0.5)
+OPTIM = OptimConfig(focal_alpha="auto", weight_decay=1e-2, plateau_metric="auc")
+RUN = RunConfig(synthetic_subjects=40, synthetic_regions=20, n_epochs=1, num_folds=2,
+                batch_size=8, graph_multiple=8, eval_batch_size=8, baselines=False)
+# The row entries a member and its standalone run must share (epoch_seconds is a timing).
+ROW_KEYS = ("fold", "epoch", "train_loss", "train_acc", "val_loss", "val_acc",
+            "val_balanced_acc", "val_auc", "val_threshold", "lr")
+
+
+def fold_inputs(run: RunConfig):
+  """What run_cross_validation builds before training: the sized model, run, subjects, folds."""
+  cohort = cross_validation.load_data(run)
+  model = dataclasses.replace(MODEL, input_dim=cohort.num_nodes)
+  run = cross_validation.size_by_data(run, cohort, 1)
+  subjects = Subjects(cohort, run, model)
+  return model, run, subjects, make_folds(subjects.labels, run.num_folds, run.seed)
+
+
+def assert_rows_agree(member_row, single_row):
+  for key in ROW_KEYS:
+    a, b = member_row[key], single_row[key]
+    if isinstance(b, float):
+      np.testing.assert_allclose(a, b, rtol=1e-5, err_msg=key)
+    else:
+      assert a == b, key
+
+
+@pytest.mark.parametrize("axes, compared", [
+    # Members that differ in α, γ, smoothing and the learning rate (16 in the program).
+    (("focal_alpha=0.25,0.75", "focal_gamma=1,2", "label_smoothing=0,0.1", "lr=0.001,0.003"),
+     (0, 6, 9, 15)),
+    # The loss itself, the weight decay and the minority-forcing epochs (8 in the program).
+    (("loss=ce,weighted_ce", "weight_decay=0,0.05", "minority_focus_epochs=0,5"), (0, 3, 6)),
+])
+def test_members_equal_standalone_runs_after_one_epoch(tmp_path, axes, compared):
+  run = dataclasses.replace(RUN, sweep=axes)
+  model, run, subjects, folds = fold_inputs(run)
+  members = sweep.sweep_members(OPTIM, run)
+  placement = Placement(1, run.batch_size, run.eval_batch_size, run.graph_multiple)
+  chunk = sweep.setup_chunk(0, folds[0], subjects, model, OPTIM, run, placement, members,
+                            str(tmp_path / "sweep" / "chunk_0"))
+  rows = {row["member"]: row for row in sweep.chunk_epoch(chunk, OPTIM)}
+  params = sweep.to_host(chunk.state.params)
+  for m in compared:
+    member = members[m]
+    fold, progress = setup_fold(0, folds[0], subjects, model, member.optim_config, run,
+                                placement, str(tmp_path / f"single_{m}"))
+    single_row = run_epoch(fold, progress)
+    assert_rows_agree(rows[member.name], single_row)
+    single = jax.device_get(progress.state.params)
+    for path, leaf in jax.tree_util.tree_leaves_with_path(single):
+      stacked = params
+      for key in path:
+        stacked = stacked[key.key]
+      # Relative to each parameter array's norm: vmapped matmuls sum in another order, and
+      # Adam divides a near-zero gradient entry by its own tiny scale, which can blow that
+      # entry's float32 reordering up (measured: 1 entry of 5120 at 2.7e-4, the array at 1e-6).
+      error = np.linalg.norm(stacked[m] - leaf) / max(np.linalg.norm(leaf), 1e-30)
+      assert error <= 1e-5, f"{member.name}: {jax.tree_util.keystr(path)} differs by {error:.2e}"
+
+
+def test_sweep_outputs_selection_and_resume(tmp_path, monkeypatch):
+  run = dataclasses.replace(RUN, n_epochs=3, sweep=("focal_gamma=1,3", "lr=0.001,0.01"),
+                            sweep_chunk=3, early_stop_patience=1)
+  output = cross_validation.run_cross_validation(MODEL, OPTIM, run, str(tmp_path),
+                                                 progress_bar=False)
+  results = output["sweep"]
+  names = [m["name"] for m in results["members"]]
+  assert names == ["focal_gamma=1,lr=0.001", "focal_gamma=1,lr=0.01", "focal_gamma=3,lr=0.001",
+                   "focal_gamma=3,lr=0.01"]
+  assert results["members"][1]["overrides"] == {"focal_gamma": 1.0, "lr": 0.01}
+  # Selected by the mean validation AUC, never by test; its folds are the run's.
+  best = max(results["members"], key=lambda m: m["mean_val_auc"])
+  assert results["selected"]["name"] == best["name"]
+  for m in results["members"]:
+    assert m["mean_val_auc"] == pytest.approx(np.mean(
+        [0.5 if f["best_val_auc"] is None else f["best_val_auc"] for f in m["folds"]]))
+    assert len(m["folds"]) == 2 and set(m["summary"]) >= {"test_auc", "balanced_acc"}
+  assert output["folds"] == best["folds"]
+  # Chunks of 3 members of one seed: 2 and 2.
+  assert (tmp_path / "fold_0" / "sweep" / "chunk_1" / "result.json").exists()
+  with open(tmp_path / "sweep.csv") as f:
+    table = list(csv.DictReader(f))
+  assert [row["member"] for row in table] == names
+  assert [row["selected"] for row in table].count("True") == 1
+  assert float(table[0]["test_auc_mean"]) == pytest.approx(
+      results["members"][0]["summary"]["test_auc"]["mean"])
+  assert (tmp_path / "sweep_heatmap.png").stat().st_size > 10_000
+  with open(tmp_path / "metrics.csv") as f:
+    rows = list(csv.DictReader(f))
+  # Early stopping per member: each member's rows are its own epochs run.
+  for m in results["members"]:
+    assert sum(r["member"] == m["name"] for r in rows) == sum(
+        f["epochs_run"] for f in m["folds"])
+  # Each fold keeps the selected member's best checkpoint.
+  from stgnn_jax.train.checkpoints import load_checkpoint
+
+  for k, fold in enumerate(best["folds"]):
+    if fold["best_epoch"] >= 0:
+      _, _, meta = load_checkpoint(tmp_path / f"fold_{k}" / "best.msgpack")
+      assert meta["sweep_member"] == best["name"] and meta["epoch"] == fold["best_epoch"]
+
+  # Resume after a kill inside a fold: the chunk in progress restarts from its saved epoch,
+  # finished chunks are read back, and the results are the same.
+  done = tmp_path / "fold_1" / "sweep" / "chunk_1" / "result.json"
+  done.unlink()
+  calls = []
+  real_epoch = sweep.chunk_epoch
+
+  def counted(chunk, optim_config):
+    calls.append(min(p.next_epoch for p in chunk.progress))
+    return real_epoch(chunk, optim_config)
+
+  monkeypatch.setattr(sweep, "chunk_epoch", counted)
+  again = cross_validation.run_cross_validation(MODEL, OPTIM, run, str(tmp_path),
+                                                progress_bar=False)
+  assert calls and calls[0] == 0  # the result was gone with no progress: trained again
+  assert json.loads(json.dumps(again)) == json.loads(json.dumps(output))
+
+
+def test_a_killed_chunk_resumes_at_its_next_epoch(tmp_path):
+  run = dataclasses.replace(RUN, n_epochs=3, sweep=("focal_gamma=1,2",))
+  model, run, subjects, folds = fold_inputs(run)
+  members = sweep.sweep_members(OPTIM, run)
+  placement = Placement(1, run.batch_size, run.eval_batch_size, run.graph_multiple)
+  directory = str(tmp_path / "sweep" / "chunk_0")
+
+  def start():
+    return sweep.setup_chunk(0, folds[0], subjects, model, OPTIM, run, placement, members,
+                             directory)
+
+  whole = start()
+  rows = [sweep.chunk_epoch(whole, OPTIM) for _ in range(3)]
+  killed = start()
+  sweep.chunk_epoch(killed, OPTIM)
+  killed.save()  # what train_chunk saves after every epoch; then the process dies
+  resumed = start()
+  assert [p.next_epoch for p in resumed.progress] == [1, 1]
+  later = [sweep.chunk_epoch(resumed, OPTIM) for _ in range(2)]
+  for got, want in zip(later, rows[1:]):
+    for a, b in zip(got, want):
+      assert a["member"] == b["member"]
+      assert_rows_agree(a, b)
+  np.testing.assert_array_equal(
+      jax.tree.leaves(sweep.to_host(resumed.state.params))[0],
+      jax.tree.leaves(sweep.to_host(whole.state.params))[0])
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"sweep": ("gnn_hidden_dim=8,16",)}, "gnn_hidden_dim cannot be swept: it changes the "
+     "model's architecture or shapes"),
+    ({"sweep": ("batch_size=8,16",)}, "batch_size cannot be swept: it changes the data"),
+    ({"sweep": ("lr=0.1,0.1",)}, "lr=0.1,0.1: a value is repeated"),
+    ({"sweep": ("focal_gamma=1,2",), "sweep_grid": "seeds"}, "focal_gamma is swept twice"),
+    ({"sweep": ("loss=focal,hinge",)}, "'hinge' is not one of focal, ce, weighted_ce"),
+])
+def test_bad_sweeps_are_refused_by_the_config(change, message):
+  with pytest.raises(ConfigError, match=message):
+    dataclasses.replace(RUN, **change)
+
+
+def test_bad_members_are_refused_before_any_work(tmp_path):
+  run = dataclasses.replace(RUN, sweep=("lr=0.001,0",))
+  with pytest.raises(ConfigError, match=r"--sweep member lr=0: OptimConfig.lr=0.0 must be"):
+    cross_validation.run_cross_validation(MODEL, OPTIM, run, str(tmp_path / "out"))
+  run = dataclasses.replace(RUN, sweep=("focal_gamma=1,2",))
+  with pytest.raises(ConfigError, match="--gamma_schedule replaces --focal_gamma"):
+    cross_validation.run_cross_validation(
+        MODEL, dataclasses.replace(OPTIM, gamma_schedule="1@0,2@5"), run, str(tmp_path / "out"))
+  with pytest.raises(ConfigError, match="--sweep with --freeze_encoder"):
+    cross_validation.run_cross_validation(dataclasses.replace(MODEL, freeze_encoder=True),
+                                          OPTIM, run, str(tmp_path / "out"))
+  assert not (tmp_path / "out").exists()
+
+
+def test_the_seeds_grid_and_chunks():
+  run = dataclasses.replace(RUN, sweep_grid="seeds", sweep=("seed=1,2",))
+  members = sweep.sweep_members(OPTIM, run)
+  assert len(members) == 96
+  assert members[0].overrides == {"focal_alpha": 0.1, "focal_gamma": 0.5,
+                                  "label_smoothing": 0.0, "seed": 1}
+  assert members[0].optim_config.focal_alpha == 0.1 and members[0].seed == 1
+  chunks = sweep.plan_chunks(members, 20)
+  # Each chunk holds one seed's members; 48 per seed in 20s becomes 16, 16, 16.
+  assert [len(c) for c in chunks] == [16] * 6
+  assert all(len({m.seed for m in c}) == 1 for c in chunks)
