@@ -85,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
   out.add_argument("--no_progress", action="store_true", help="no progress bar")
   out.add_argument("--compile_cache", default=os.path.join("~", ".cache", "stgnn-jax", "xla"),
                    help="JAX's persistent compilation cache, reused by later runs ('none': off)")
+  hosts = parser.add_argument_group(
+      "processes", "a sweep over several processes or hosts (jax.distributed.initialize): start "
+      "the same command in each, with its --process_id; without these flags JAX's own "
+      "environment variables (JAX_COORDINATOR_ADDRESS, ...) or cluster detection apply")
+  hosts.add_argument("--coordinator_address", default=None, metavar="HOST:PORT",
+                     help="address of process 0's coordinator")
+  hosts.add_argument("--num_processes", type=int, default=None, help="processes in the run")
+  hosts.add_argument("--process_id", type=int, default=None, help="this process's index")
   return parser
 
 
@@ -142,6 +150,30 @@ def warn_about_ignored_flags(parser: argparse.ArgumentParser, args: argparse.Nam
     warnings.warn("--time_normalization has no effect without --use_time_features.")
 
 
+def start_processes(args: argparse.Namespace) -> None:
+  """Joins a run over several processes (`jax.distributed.initialize`) when the flags or JAX's
+  environment ask for one; only process 0 writes files and prints the run's messages."""
+  if not (args.coordinator_address or args.num_processes or args.process_id is not None
+          or os.environ.get("JAX_COORDINATOR_ADDRESS")):
+    return
+  import jax
+
+  from stgnn_jax import atomic
+
+  try:
+    jax.distributed.initialize(coordinator_address=args.coordinator_address,
+                               num_processes=args.num_processes, process_id=args.process_id)
+  except (RuntimeError, ValueError) as error:
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    raise InputError(f"--coordinator_address/--num_processes/--process_id: the processes "
+                     f"could not connect ({first}); check the address and that every process "
+                     "was started with the same flags.") from None
+  atomic.set_writer(jax.process_index() == 0)
+  if jax.process_index():
+    logger.setLevel(logging.WARNING)
+    args.no_progress = True
+
+
 def one_line_warnings(message, category, filename, lineno, file=None, line=None) -> str:
   return f"warning: {message}\n"
 
@@ -190,6 +222,7 @@ def train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     warnings.warn(f"{reference_encoder} exists but is not loaded (the reference loads it "
                   "silently); pass --pretrained to start from it.")
 
+  start_processes(args)
   if args.compile_cache.lower() != "none":
     import jax
 

@@ -17,6 +17,21 @@ import numpy as np
 
 # The prefix of the temporary files; one left by a killed write can be removed safely.
 TEMP_PREFIX = ".tmp-"
+# In a run over several processes (`jax.distributed`), every process computes the same values
+# and only the first one writes (`set_writer`); the others skip their writes and removals.
+_writer = True
+
+
+def set_writer(writes: bool) -> None:
+  """Whether this process writes (and removes) files: False for all but a run's first process."""
+  global _writer
+  _writer = writes
+
+
+def remove(path: str | os.PathLike) -> None:
+  """Removes a file of a run (by the writing process only)."""
+  if _writer:
+    os.remove(path)
 
 
 def _umask() -> int:
@@ -27,6 +42,8 @@ def _umask() -> int:
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
   """Writes `data` to `path` atomically (temporary file + fsync + rename)."""
+  if not _writer:
+    return
   path = os.fspath(path)
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)

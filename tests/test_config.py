@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # train.py's flags and defaults before the configuration was declared once (written down from
 # the hand-written parser they replaced), plus those added since (--overwrite,
-# --trust_checkpoint; --loss, --class_weights, --gamma_schedule, --smoothing_schedule): the
-# generated parser must offer exactly these.
+# --trust_checkpoint; --loss, --class_weights, --gamma_schedule, --smoothing_schedule; the
+# sweep's and the processes' flags): the generated parser must offer exactly these.
 FLAGS_BEFORE = {
     "--data_root": None, "--var_name": "fc_matrix", "--threshold": 0.2, "--max_visits": 10,
     "--exclude_target_visit": False, "--time_normalization": "log",
@@ -46,7 +46,8 @@ FLAGS_BEFORE = {
     "--no_progress": False, "--compile_cache": "~/.cache/stgnn-jax/xla",
     "--overwrite": False, "--trust_checkpoint": False,
     "--loss": "focal", "--class_weights": None, "--gamma_schedule": None,
-    "--smoothing_schedule": None,
+    "--smoothing_schedule": None, "--sweep": None, "--sweep_grid": None, "--sweep_chunk": None,
+    "--coordinator_address": None, "--num_processes": None, "--process_id": None,
 }
 
 # The reference's flags and defaults (../shared/reference/original-stgnn.md) and its fixed
@@ -78,10 +79,11 @@ def test_generated_flags_are_the_hand_written_ones():
 def test_every_flag_is_a_config_field_with_help():
   fields = {f.name: f for cls in train.CONFIGS for f in flag_fields(cls)}
   entry_point_only = {"--write_synthetic", "--out_dir", "--save_path", "--resume",
-                      "--no_progress", "--compile_cache", "--overwrite"}
+                      "--no_progress", "--compile_cache", "--overwrite",
+                      "--coordinator_address", "--num_processes", "--process_id"}
   assert {"--" + name for name in fields} == set(FLAGS_BEFORE) - entry_point_only
   for f in fields.values():
-    assert f.metadata["help"] and f.metadata["group"] in ("data", "model", "training")
+    assert f.metadata["help"] and f.metadata["group"] in ("data", "model", "training", "sweep")
 
 
 def test_reference_flags_give_the_reference():

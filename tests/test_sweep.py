@@ -6,6 +6,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import socket
+import subprocess
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -17,6 +20,7 @@ from stgnn_jax.input_pipeline import Subjects, make_folds
 from stgnn_jax.train import cross_validation, sweep
 from stgnn_jax.train.loop import run_epoch, setup_fold
 from stgnn_jax.train.sharding import Placement
+from tests.test_train_cli import ROOT, compile_cache, results_of, run_train, train_command  # noqa: F401 (a fixture)
 
 MODEL = ModelConfig(node_features="profile_change", gnn_num_layers=1, graph_norm=False,
                     use_topk_pooling=False, readout="concat", gnn_hidden_dim=16, output_dim=16,
@@ -29,10 +33,10 @@ ROW_KEYS = ("fold", "epoch", "train_loss", "train_acc", "val_loss", "val_acc",
             "val_balanced_acc", "val_auc", "val_threshold", "lr")
 
 
-def fold_inputs(run: RunConfig):
+def fold_inputs(run: RunConfig, **model_changes):
   """What run_cross_validation builds before training: the sized model, run, subjects, folds."""
   cohort = cross_validation.load_data(run)
-  model = dataclasses.replace(MODEL, input_dim=cohort.num_nodes)
+  model = dataclasses.replace(MODEL, input_dim=cohort.num_nodes, **model_changes)
   run = cross_validation.size_by_data(run, cohort, 1)
   subjects = Subjects(cohort, run, model)
   return model, run, subjects, make_folds(subjects.labels, run.num_folds, run.seed)
@@ -47,16 +51,18 @@ def assert_rows_agree(member_row, single_row):
       assert a == b, key
 
 
-@pytest.mark.parametrize("axes, compared", [
+@pytest.mark.parametrize("model_changes, axes, compared", [
     # Members that differ in α, γ, smoothing and the learning rate (16 in the program).
-    (("focal_alpha=0.25,0.75", "focal_gamma=1,2", "label_smoothing=0,0.1", "lr=0.001,0.003"),
+    ({}, ("focal_alpha=0.25,0.75", "focal_gamma=1,2", "label_smoothing=0,0.1", "lr=0.001,0.003"),
      (0, 6, 9, 15)),
     # The loss itself, the weight decay and the minority-forcing epochs (8 in the program).
-    (("loss=ce,weighted_ce", "weight_decay=0,0.05", "minority_focus_epochs=0,5"), (0, 3, 6)),
+    ({}, ("loss=ce,weighted_ce", "weight_decay=0,0.05", "minority_focus_epochs=0,5"), (0, 3, 6)),
+    # The reference's frozen encoder: the classifier steps on the epoch's shared embeddings.
+    ({"freeze_encoder": True}, ("focal_alpha=0.25,0.9", "lr=0.001,0.003"), (0, 3)),
 ])
-def test_members_equal_standalone_runs_after_one_epoch(tmp_path, axes, compared):
+def test_members_equal_standalone_runs_after_one_epoch(tmp_path, model_changes, axes, compared):
   run = dataclasses.replace(RUN, sweep=axes)
-  model, run, subjects, folds = fold_inputs(run)
+  model, run, subjects, folds = fold_inputs(run, **model_changes)
   members = sweep.sweep_members(OPTIM, run)
   placement = Placement(1, run.batch_size, run.eval_batch_size, run.graph_multiple)
   chunk = sweep.setup_chunk(0, folds[0], subjects, model, OPTIM, run, placement, members,
@@ -189,9 +195,6 @@ def test_bad_members_are_refused_before_any_work(tmp_path):
   with pytest.raises(ConfigError, match="--gamma_schedule replaces --focal_gamma"):
     cross_validation.run_cross_validation(
         MODEL, dataclasses.replace(OPTIM, gamma_schedule="1@0,2@5"), run, str(tmp_path / "out"))
-  with pytest.raises(ConfigError, match="--sweep with --freeze_encoder"):
-    cross_validation.run_cross_validation(dataclasses.replace(MODEL, freeze_encoder=True),
-                                          OPTIM, run, str(tmp_path / "out"))
   assert not (tmp_path / "out").exists()
 
 
@@ -206,3 +209,83 @@ def test_the_seeds_grid_and_chunks():
   # Each chunk holds one seed's members; 48 per seed in 20s becomes 16, 16, 16.
   assert [len(c) for c in chunks] == [16] * 6
   assert all(len({m.seed for m in c}) == 1 for c in chunks)
+
+
+# --- The command line: several devices and processes give one device's results --------------
+
+SWEEP_RUN = ["--synthetic_subjects", "40", "--synthetic_regions", "20", "--gnn_hidden_dim", "16",
+             "--lstm_hidden_dim", "8", "--n_epochs", "2", "--num_folds", "2", "--batch_size",
+             "8", "--graph_multiple", "8", "--eval_batch_size", "8", "--no-baselines",
+             "--no_progress", "--sweep", "focal_gamma=1,2", "--sweep", "lr=0.001,0.003"]
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def sweep_rows(out: Path) -> list[dict]:
+  with open(out / "metrics.csv") as f:
+    return list(csv.DictReader(f))
+
+
+def assert_same_sweep(one: Path, other: Path) -> None:
+  a, b = results_of(one)["sweep"], results_of(other)["sweep"]
+  assert a["selected"] == b["selected"]
+  for ma, mb in zip(a["members"], b["members"]):
+    assert ma["name"] == mb["name"]
+    assert mb["mean_val_auc"] == pytest.approx(ma["mean_val_auc"], abs=1e-6)
+    for fa, fb in zip(ma["folds"], mb["folds"]):
+      assert fa["best_epoch"] == fb["best_epoch"]
+      np.testing.assert_allclose(fb["test_p1"], fa["test_p1"], rtol=1e-5, atol=1e-6)
+  rows_a, rows_b = sweep_rows(one), sweep_rows(other)
+  assert [(r["member"], r["fold"], r["epoch"]) for r in rows_a] == \
+      [(r["member"], r["fold"], r["epoch"]) for r in rows_b]
+  for ra, rb in zip(rows_a, rows_b):
+    for key in ("train_loss", "val_loss", "val_auc", "lr"):
+      assert float(rb[key]) == pytest.approx(float(ra[key]), rel=1e-5, abs=1e-7), key
+
+
+@pytest.fixture(scope="module")
+def one_device_sweep(tmp_path_factory, compile_cache):
+  out = tmp_path_factory.mktemp("sweep") / "one"
+  run_train([*SWEEP_RUN, "--out_dir", str(out), "--save_path", str(out / "m")], compile_cache)
+  return out
+
+
+def test_sweep_over_four_devices_matches_one_device(one_device_sweep, tmp_path, compile_cache):
+  out = tmp_path / "four"
+  result = run_train([*SWEEP_RUN, "--out_dir", str(out), "--save_path", str(out / "m")],
+                     compile_cache, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+  assert "members over 4 device(s)" in result.stdout
+  assert_same_sweep(one_device_sweep, out)
+
+
+def test_sweep_over_two_processes_matches_one_device(one_device_sweep, tmp_path):
+  out = tmp_path / "two"
+  port = free_port()
+  procs = [subprocess.Popen(
+      train_command(*SWEEP_RUN, "--out_dir", str(out), "--save_path", str(out / "m"),
+                    "--compile_cache", "none", "--coordinator_address", f"127.0.0.1:{port}",
+                    "--num_processes", "2", "--process_id", str(i)),
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(2)]
+  logs = [proc.communicate(timeout=600)[0] for proc in procs]
+  assert [proc.returncode for proc in procs] == [0, 0], "\n".join(log[-3000:] for log in logs)
+  assert "members over 2 device(s)" in logs[0]
+  assert "cross-validation summary" not in logs[1]  # process 1 computes, process 0 reports
+  assert_same_sweep(one_device_sweep, out)
+  # Only process 0 wrote: the selected member's checkpoints went to --save_path once.
+  assert sorted(p.name for p in (out / "m").iterdir()) == ["best_model_fold0.msgpack",
+                                                          "best_model_fold1.msgpack"]
+
+
+def test_train_py_refuses_a_sweep_of_the_architecture_in_one_line(tmp_path):
+  result = subprocess.run(train_command("--sweep", "gnn_hidden_dim=8,16", "--out_dir",
+                                        str(tmp_path / "out")),
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      "train.py: error: argument --sweep: gnn_hidden_dim cannot be swept")
+  assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()

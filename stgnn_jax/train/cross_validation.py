@@ -65,10 +65,10 @@ def run_cross_validation(model_config: ModelConfig, optim_config: OptimConfig, r
   write results.json, metrics.csv and the plots. Messages go to the `stgnn_jax` loggers.
   """
   members = sweep.sweep_members(optim_config, run)
-  if members and model_config.freeze_encoder:
-    raise ConfigError("--sweep with --freeze_encoder: a sweep trains the encoder end to end "
-                      "(the frozen encoder's once-per-epoch embedding is not vmapped over "
-                      "members); drop --freeze_encoder, or run train.py once per setting.")
+  if not members and jax.process_count() > 1:
+    raise ConfigError(f"this run spans {jax.process_count()} processes, but only a sweep "
+                      "(--sweep, --sweep_grid) spreads over processes; run a single setting in "
+                      "one process.")
   cohort = load_data(run)
   logger.info(cohort.summary())
   # Every kind of node features has one entry per region: the input width is the atlas size.
@@ -192,7 +192,7 @@ def prepare_run_dir(out_dir: str, model_config: ModelConfig, optim_config: Optim
                      "checked against the one its finished folds used", out_dir)
   for stale in glob.glob(os.path.join(glob.escape(out_dir), "**", atomic.TEMP_PREFIX + "*"),
                          recursive=True):
-    os.remove(stale)  # the atomic writer's temporary file of a write that was killed
+    atomic.remove(stale)  # the atomic writer's temporary file of a write that was killed
   atomic.write_json(config_path, config)
   if not os.path.exists(data_path) or not trained:
     atomic.write_json(data_path, data)

@@ -233,6 +233,8 @@ def setup_chunk(index: int, split, subjects: Subjects, model_config: ModelConfig
     member_run = dataclasses.replace(run, seed=member.seed)
     fold, progress = setup_fold(index, split, subjects, model_config, member.optim_config,
                                 member_run, placement, seed_dir)
+    if folds and fold.frozen_scans is not None:
+      fold.frozen_scans = folds[0].frozen_scans  # the fold's packed scans, held once
     folds.append(fold)
     # The stack's static configuration is the run's: every member's own values are traced.
     states.append(progress.state.replace(
@@ -289,9 +291,17 @@ def chunk_epoch(chunk: Chunk, optim_config: OptimConfig) -> list[dict[str, Any]]
   started = wall_time.perf_counter()
   mask = placement.members(active)
   state, step_metrics = staged(chunk, epoch), []
-  for b, batch in enumerate(fold.subjects.batches(order, run.batch_size, run)):
-    state, metrics = sweep_train_step(state, placement.batch(batch),
-                                      jax.random.fold_in(epoch_key, b), mask)
+  if fold.frozen_scans is not None:
+    # The frozen encoder is the same in every member of a chunk (one seed, never trained), so
+    # the epoch's embeddings are computed once, from the first member's, as each member's
+    # standalone run computes them (the same key).
+    first = jax.tree.map(lambda x: x[0], state)
+    batches = fold.frozen_scans.batches(first, order, jax.random.fold_in(epoch_key, 2**31 - 1))
+  else:
+    batches = (placement.batch(b) for b in fold.subjects.batches(order, run.batch_size, run))
+  for b, batch in enumerate(batches):
+    state, metrics = sweep_train_step(state, batch,
+                                      placement.replicate(jax.random.fold_in(epoch_key, b)), mask)
     step_metrics.append(metrics)
   step_metrics = to_host(step_metrics)
   val_logits, val_losses = predict_members(chunk, state, fold.val_idx)
@@ -373,7 +383,7 @@ def train_chunk(index: int, split, subjects: Subjects, model_config: ModelConfig
   done = {"members": [{"name": m.name, "result": r, "history": p.history}
                       for m, r, p in zip(members, results, chunk.progress)]}
   atomic.write_json(os.path.join(directory, "result.json"), done)
-  os.remove(chunk.path)  # the finished chunk's arrays: best.msgpack keeps what is needed
+  atomic.remove(chunk.path)  # the finished chunk's arrays: best.msgpack keeps what is needed
   return done
 
 

@@ -1,0 +1,177 @@
+"""Benchmark: a sweep's K members in one vmapped program against the same members trained one
+after another as standalone runs, in members × epochs per second.
+
+What is measured, on the built-in cohort (150 subjects, 100 regions, train.py's defaults: the
+recipe's model and optimiser, batch 16), fold 0 of the run's folds (96 training, 24 validation
+subjects):
+
+  * one epoch = what the fold loop does per epoch: the training steps over the fold's training
+    subjects in a freshly shuffled order, then validation, the plateau and the best-epoch
+    bookkeeping. Standalone: `loop.run_epoch` of one member (`setup_fold` with the member's
+    settings). Sweep: `sweep.chunk_epoch` of a chunk of K members (`setup_chunk`), the members
+    taken from the seeds' α × γ × smoothing grid (K = 48 is the whole grid).
+  * compilation apart: `--warmup` untimed epochs first (default 4), in which the steps compile
+    for the batch shapes (graph buckets) the timed epochs meet; their time is reported.
+  * standalone: `--standalone` members of the grid (default 8), each trained `--epochs` epochs
+    after the warm-up; their members × epochs per second is
+    the sequential throughput of any K (every member costs the same).
+  * sweep: each K in its own child process (so that its peak memory, the process's maximum
+    resident set, is its own), the warm-up and then `--epochs` timed epochs; `--sweep_chunk` is K (one chunk).
+  * speed-up = sweep members × epochs / s ÷ standalone members × epochs / s.
+
+  python -m bench.sweep_bench                 # K = 4, 8, 16, 48; 3 timed epochs
+  python -m bench.sweep_bench --members 8 --epochs 2
+
+This is a benchmark, not a test: numbers depend on the machine and its load (the load average
+is printed; run nothing else meanwhile).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import jax
+
+from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig, cli_default, flag_fields
+from stgnn_jax.input_pipeline import Subjects, make_folds
+from stgnn_jax.train import cross_validation, sweep
+from stgnn_jax.train.loop import run_epoch, setup_fold
+from stgnn_jax.train.sharding import Placement
+
+
+def recipe():
+  """train.py's default configurations (the recipe)."""
+  def defaults(cls):
+    return cls(**{f.name: cli_default(f) for f in flag_fields(cls)})
+  return defaults(ModelConfig), defaults(OptimConfig), defaults(RunConfig)
+
+
+def fold_inputs(num_members: int):
+  model, optim, run = recipe()
+  run = dataclasses.replace(run, sweep_grid="seeds")
+  cohort = cross_validation.load_data(run)
+  model = dataclasses.replace(model, input_dim=cohort.num_nodes)
+  run = cross_validation.size_by_data(run, cohort, 1)
+  subjects = Subjects(cohort, run, model)
+  folds = make_folds(subjects.labels, run.num_folds, run.seed)
+  members = sweep.sweep_members(optim, run)
+  # Spread over the grid: every member differs from its neighbours in α, γ or smoothing.
+  step = len(members) / num_members
+  chosen = [members[int(i * step)] for i in range(num_members)]
+  placement = Placement(None, run.batch_size, run.eval_batch_size, run.graph_multiple,
+                        member_devices=len(jax.devices()))
+  return model, optim, run, subjects, folds, chosen, placement
+
+
+def time_sweep(k: int, epochs: int, warmup: int) -> dict:
+  model, optim, run, subjects, folds, members, placement = fold_inputs(k)
+  with tempfile.TemporaryDirectory() as directory:
+    started = time.perf_counter()
+    chunk = sweep.setup_chunk(0, folds[0], subjects, model, optim, run, placement, members,
+                              os.path.join(directory, "sweep", "chunk_0"))
+    setup = time.perf_counter() - started
+    started = time.perf_counter()
+    for _ in range(warmup):
+      sweep.chunk_epoch(chunk, optim)
+    jax.block_until_ready(chunk.state)
+    first = time.perf_counter() - started
+    started = time.perf_counter()
+    for _ in range(epochs):
+      sweep.chunk_epoch(chunk, optim)
+    jax.block_until_ready(chunk.state)
+    seconds = (time.perf_counter() - started) / epochs
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  return {"members": k, "setup_s": setup, "first_epoch_s": first, "epoch_s": seconds,
+          "member_epochs_per_s": k / seconds, "peak_rss_bytes": peak}
+
+
+def time_standalone(count: int, epochs: int, warmup: int) -> dict:
+  model, optim, run, subjects, folds, members, placement = fold_inputs(count)
+  placement = Placement(1, run.batch_size, run.eval_batch_size, run.graph_multiple)
+  total, firsts = 0.0, []
+  with tempfile.TemporaryDirectory() as directory:
+    for member in members:
+      fold, progress = setup_fold(0, folds[0], subjects, model, member.optim_config, run,
+                                  placement, os.path.join(directory, member.name))
+      started = time.perf_counter()
+      for _ in range(warmup):
+        run_epoch(fold, progress)
+      jax.block_until_ready(progress.state)
+      firsts.append(time.perf_counter() - started)
+      started = time.perf_counter()
+      for _ in range(epochs):
+        run_epoch(fold, progress)
+      jax.block_until_ready(progress.state)
+      total += time.perf_counter() - started
+  return {"members": count, "first_epoch_s": firsts, "epoch_s": total / (count * epochs),
+          "member_epochs_per_s": count * epochs / total}
+
+
+def child(args) -> int:
+  result = (time_standalone(args.standalone, args.epochs, args.warmup)
+            if args.child == "standalone" else time_sweep(int(args.child), args.epochs,
+                                                          args.warmup))
+  print("RESULT " + json.dumps(result))
+  return 0
+
+
+def run_child(kind: str, args) -> dict:
+  command = [sys.executable, "-m", "bench.sweep_bench", "--child", kind, "--epochs",
+             str(args.epochs), "--standalone", str(args.standalone), "--warmup",
+             str(args.warmup)]
+  out = subprocess.run(command, capture_output=True, text=True, check=False)
+  if out.returncode:
+    sys.exit(f"sweep_bench: the {kind} child failed:\n{out.stderr[-3000:]}")
+  line = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")][-1]
+  return json.loads(line[len("RESULT "):])
+
+
+def main() -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--members", default="4,8,16,48", help="the K values, comma-separated")
+  parser.add_argument("--epochs", type=int, default=3, help="timed epochs per measurement")
+  parser.add_argument("--warmup", type=int, default=4,
+                      help="untimed epochs first: they compile the step for the batch shapes")
+  parser.add_argument("--standalone", type=int, default=8,
+                      help="standalone members timed for the sequential throughput")
+  parser.add_argument("--child", help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.child:
+    return child(args)
+  print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {jax.devices()[0].platform} "
+        f"({len(jax.devices())} device(s)), JAX {jax.__version__}; load average "
+        f"{os.getloadavg()[0]:.2f}")
+  single = run_child("standalone", args)
+  print(f"standalone: {single['members']} members x {args.epochs} epochs, "
+        f"{single['epoch_s']:.3f} s per member-epoch (warm-up epochs, compiling: "
+        f"{', '.join(f'{s:.1f}' for s in single['first_epoch_s'])} s)")
+  rows = []
+  for k in (int(k) for k in args.members.split(",")):
+    result = run_child(str(k), args)
+    rows.append(result)
+    print(f"K={k}: {result['epoch_s']:.2f} s per epoch, warm-up {result['first_epoch_s']:.1f}"
+          f" s, set-up {result['setup_s']:.1f} s, peak RSS "
+          f"{result['peak_rss_bytes'] / 2**30:.2f} GiB", flush=True)
+  print(f"\nload average after: {os.getloadavg()[0]:.2f}\n")
+  print("| K | sweep s/epoch | sweep member-epochs/s | standalone member-epochs/s | speed-up "
+        "| warm-up epochs (compile) s | peak RSS GiB |")
+  print("|---|---|---|---|---|---|---|")
+  for r in rows:
+    print(f"| {r['members']} | {r['epoch_s']:.2f} | {r['member_epochs_per_s']:.2f} | "
+          f"{single['member_epochs_per_s']:.2f} | "
+          f"{r['member_epochs_per_s'] / single['member_epochs_per_s']:.2f}x | "
+          f"{r['first_epoch_s']:.1f} | {r['peak_rss_bytes'] / 2**30:.2f} |")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
