@@ -2,8 +2,9 @@
 after another as standalone runs, in members × epochs per second.
 
 What is measured, on the built-in cohort (150 subjects, 100 regions, train.py's defaults: the
-recipe's model and optimiser, batch 16), fold 0 of the run's folds (96 training, 24 validation
-subjects):
+recipe's model and optimiser, batch 16; or, with `--reference`, the reference's recipe, whose
+frozen encoder embeds each epoch's scans once and whose steps train the classifier only), fold 0
+of the run's folds (96 training, 24 validation subjects):
 
   * one epoch = what the fold loop does per epoch: the training steps over the fold's training
     subjects in a freshly shuffled order, then validation, the plateau and the best-epoch
@@ -21,6 +22,7 @@ subjects):
 
   python -m bench.sweep_bench                 # K = 4, 8, 16, 48; 3 timed epochs
   python -m bench.sweep_bench --members 8 --epochs 2
+  python -m bench.sweep_bench --reference     # the reference's recipe (frozen encoder)
 
 This is a benchmark, not a test: numbers depend on the machine and its load (the load average
 is printed; run nothing else meanwhile).
@@ -41,22 +43,31 @@ import time
 
 import jax
 
-from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig, cli_default, flag_fields
+from stgnn_jax.config import (
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    cli_default,
+    flag_fields,
+    reference_overrides,
+)
 from stgnn_jax.input_pipeline import Subjects, make_folds
 from stgnn_jax.train import cross_validation, sweep
 from stgnn_jax.train.loop import run_epoch, setup_fold
 from stgnn_jax.train.sharding import Placement
 
 
-def recipe():
-  """train.py's default configurations (the recipe)."""
+def recipe(reference: bool = False):
+  """train.py's default configurations (the recipe), or with the reference's flags."""
+  overrides = reference_overrides() if reference else {}
+
   def defaults(cls):
-    return cls(**{f.name: cli_default(f) for f in flag_fields(cls)})
+    return cls(**{f.name: overrides.get(f.name, cli_default(f)) for f in flag_fields(cls)})
   return defaults(ModelConfig), defaults(OptimConfig), defaults(RunConfig)
 
 
-def fold_inputs(num_members: int):
-  model, optim, run = recipe()
+def fold_inputs(num_members: int, reference: bool = False):
+  model, optim, run = recipe(reference)
   run = dataclasses.replace(run, sweep_grid="seeds")
   cohort = cross_validation.load_data(run)
   model = dataclasses.replace(model, input_dim=cohort.num_nodes)
@@ -72,8 +83,8 @@ def fold_inputs(num_members: int):
   return model, optim, run, subjects, folds, chosen, placement
 
 
-def time_sweep(k: int, epochs: int, warmup: int) -> dict:
-  model, optim, run, subjects, folds, members, placement = fold_inputs(k)
+def time_sweep(k: int, epochs: int, warmup: int, reference: bool) -> dict:
+  model, optim, run, subjects, folds, members, placement = fold_inputs(k, reference)
   with tempfile.TemporaryDirectory() as directory:
     started = time.perf_counter()
     chunk = sweep.setup_chunk(0, folds[0], subjects, model, optim, run, placement, members,
@@ -94,8 +105,8 @@ def time_sweep(k: int, epochs: int, warmup: int) -> dict:
           "member_epochs_per_s": k / seconds, "peak_rss_bytes": peak}
 
 
-def time_standalone(count: int, epochs: int, warmup: int) -> dict:
-  model, optim, run, subjects, folds, members, placement = fold_inputs(count)
+def time_standalone(count: int, epochs: int, warmup: int, reference: bool) -> dict:
+  model, optim, run, subjects, folds, members, placement = fold_inputs(count, reference)
   placement = Placement(1, run.batch_size, run.eval_batch_size, run.graph_multiple)
   total, firsts = 0.0, []
   with tempfile.TemporaryDirectory() as directory:
@@ -117,9 +128,9 @@ def time_standalone(count: int, epochs: int, warmup: int) -> dict:
 
 
 def child(args) -> int:
-  result = (time_standalone(args.standalone, args.epochs, args.warmup)
+  result = (time_standalone(args.standalone, args.epochs, args.warmup, args.reference)
             if args.child == "standalone" else time_sweep(int(args.child), args.epochs,
-                                                          args.warmup))
+                                                          args.warmup, args.reference))
   print("RESULT " + json.dumps(result))
   return 0
 
@@ -127,7 +138,7 @@ def child(args) -> int:
 def run_child(kind: str, args) -> dict:
   command = [sys.executable, "-m", "bench.sweep_bench", "--child", kind, "--epochs",
              str(args.epochs), "--standalone", str(args.standalone), "--warmup",
-             str(args.warmup)]
+             str(args.warmup)] + (["--reference"] if args.reference else [])
   out = subprocess.run(command, capture_output=True, text=True, check=False)
   if out.returncode:
     sys.exit(f"sweep_bench: the {kind} child failed:\n{out.stderr[-3000:]}")
@@ -143,11 +154,15 @@ def main() -> int:
                       help="untimed epochs first: they compile the step for the batch shapes")
   parser.add_argument("--standalone", type=int, default=8,
                       help="standalone members timed for the sequential throughput")
+  parser.add_argument("--reference", action="store_true",
+                      help="the reference's recipe (frozen encoder: the steps train the "
+                      "classifier on each epoch's embeddings) instead of train.py's defaults")
   parser.add_argument("--child", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child:
     return child(args)
-  print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {jax.devices()[0].platform} "
+  print(f"recipe: {'the reference' if args.reference else 'train.py defaults'}; "
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {jax.devices()[0].platform} "
         f"({len(jax.devices())} device(s)), JAX {jax.__version__}; load average "
         f"{os.getloadavg()[0]:.2f}")
   single = run_child("standalone", args)

@@ -28,6 +28,11 @@ def set_writer(writes: bool) -> None:
   _writer = writes
 
 
+def writes() -> bool:
+  """Whether this process writes the run's files (`set_writer`)."""
+  return _writer
+
+
 def remove(path: str | os.PathLike) -> None:
   """Removes a file of a run (by the writing process only)."""
   if _writer:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
-from stgnn_jax.errors import ConfigError
+from stgnn_jax.errors import ConfigError, RunStateError
 from stgnn_jax.input_pipeline import Subjects, make_folds
 from stgnn_jax.train import cross_validation, sweep
 from stgnn_jax.train.loop import run_epoch, setup_fold
@@ -98,7 +98,7 @@ def test_sweep_outputs_selection_and_resume(tmp_path, monkeypatch):
                    "focal_gamma=3,lr=0.01"]
   assert results["members"][1]["overrides"] == {"focal_gamma": 1.0, "lr": 0.01}
   # Selected by the mean validation AUC, never by test; its folds are the run's.
-  best = max(results["members"], key=lambda m: m["mean_val_auc"])
+  best = max(results["members"], key=lambda m: (m["mean_val_auc"], m["mean_val_balanced_acc"]))
   assert results["selected"]["name"] == best["name"]
   for m in results["members"]:
     assert m["mean_val_auc"] == pytest.approx(np.mean(
@@ -144,6 +144,11 @@ def test_sweep_outputs_selection_and_resume(tmp_path, monkeypatch):
                                                 progress_bar=False)
   assert calls and calls[0] == 0  # the result was gone with no progress: trained again
   assert json.loads(json.dumps(again)) == json.loads(json.dumps(output))
+  # A sweep folder is a run in progress: other settings are refused, not mixed in.
+  with pytest.raises(RunStateError, match="holds a different configuration"):
+    cross_validation.run_cross_validation(
+        MODEL, OPTIM, dataclasses.replace(run, sweep=("focal_gamma=1,2",)), str(tmp_path),
+        progress_bar=False)
 
 
 def test_a_killed_chunk_resumes_at_its_next_epoch(tmp_path):
@@ -161,7 +166,7 @@ def test_a_killed_chunk_resumes_at_its_next_epoch(tmp_path):
   rows = [sweep.chunk_epoch(whole, OPTIM) for _ in range(3)]
   killed = start()
   sweep.chunk_epoch(killed, OPTIM)
-  killed.save()  # what train_chunk saves after every epoch; then the process dies
+  killed.save()  # what train_chunk saves (at most every SAVE_SECONDS); then the process dies
   resumed = start()
   assert [p.next_epoch for p in resumed.progress] == [1, 1]
   later = [sweep.chunk_epoch(resumed, OPTIM) for _ in range(2)]

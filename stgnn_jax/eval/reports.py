@@ -198,17 +198,19 @@ SWEEP_METRICS = ("test_acc", "balanced_acc", "minority_f1", "test_auc", "train_a
 
 
 def write_sweep_csv(out_dir: str, sweep: dict[str, Any]) -> str:
-  """sweep.csv: one row per member: its overrides, mean validation AUC (what selects), the mean
-  and std over folds of the summary metrics (test metrics: context, not used to select)."""
+  """sweep.csv: one row per member: its overrides, mean validation AUC and balanced accuracy
+  (what selects), the mean and std over folds of the summary metrics (test metrics: context,
+  not used to select)."""
   members = sweep["members"]
   names = list(members[0]["overrides"])
-  columns = (["member", *names, "selected", "mean_val_auc"]
+  columns = (["member", *names, "selected", "mean_val_auc", "mean_val_balanced_acc"]
              + [f"{key}_{stat}" for key in SWEEP_METRICS for stat in ("mean", "std")])
   rows = []
   for member in members:
     row = {"member": member["name"], **member["overrides"],
            "selected": member["name"] == sweep["selected"]["name"],
-           "mean_val_auc": member["mean_val_auc"]}
+           "mean_val_auc": member["mean_val_auc"],
+           "mean_val_balanced_acc": member["mean_val_balanced_acc"]}
     for key in SWEEP_METRICS:
       for stat in ("mean", "std"):
         row[f"{key}_{stat}"] = member["summary"][key][stat]
@@ -241,17 +243,21 @@ def plot_sweep_heatmap(out_dir: str, sweep: dict[str, Any],
           values = [v for v in values if v is not None]
           table[i, j] = np.mean(values) if values else np.nan
       grid.append(table)
+  # The colours span this grid's range (an easy cohort puts every member near 1); the numbers
+  # in the cells are the values.
+  finite = [v for g in grids.values() for t in g for v in t.ravel() if not np.isnan(v)] or [0.5]
+  low, high = min(finite), max(max(finite), min(finite) + 1e-3)
   fig, panels = plt.subplots(2, len(panel_values), squeeze=False, layout="constrained",
                              figsize=(3.2 * len(panel_values) + 1, 6))
   for p, panel in enumerate(panel_values):
     for row, (key, label) in enumerate((("mean_val_auc", "validation AUC (selects)"),
                                         ("test_auc", "test AUC (not used to select)"))):
       ax = panels[row][p]
-      image = ax.imshow(grids[key][p], vmin=0.5, vmax=1.0, cmap="viridis", aspect="auto")
+      image = ax.imshow(grids[key][p], vmin=low, vmax=high, cmap="viridis", aspect="auto")
       for (i, j), value in np.ndenumerate(grids[key][p]):
         if not np.isnan(value):
           ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=7,
-                  color="white" if value < 0.8 else "black")
+                  color="white" if value < (low + high) / 2 else "black")
       ax.set_xticks(range(len(col_values)), [str(v) for v in col_values])
       ax.set_yticks(range(len(row_values)), [str(v) for v in row_values])
       ax.set_xlabel(col_name)

@@ -138,6 +138,9 @@ def restore_state(path: str | os.PathLike, template: Any) -> Any:
 
 
 def copy_checkpoint(source: str | os.PathLike, destination: str | os.PathLike) -> None:
-  """Copies a checkpoint file atomically (a reader never sees half of it)."""
+  """Copies a checkpoint file atomically (a reader never sees half of it), in the process that
+  writes the run's files."""
+  if not atomic.writes():
+    return
   with open(source, "rb") as f:
     atomic.write_bytes(destination, f.read())

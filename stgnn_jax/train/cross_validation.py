@@ -155,8 +155,10 @@ def read_json(path: str) -> Any:
 
 
 def has_progress(out_dir: str) -> bool:
-  """Whether a run folder holds a trained epoch (a fold's progress or result)."""
-  return any(glob.glob(os.path.join(glob.escape(out_dir), "fold_*", name))
+  """Whether a run folder holds a trained epoch (a fold's, or a sweep chunk's, progress or
+  result)."""
+  return any(glob.glob(os.path.join(glob.escape(out_dir), "fold_*", *where, name))
+             for where in ((), ("sweep", "chunk_*"))
              for name in ("progress.msgpack", "result.json"))
 
 

@@ -35,7 +35,7 @@ from stgnn_jax.input_pipeline import (
 from stgnn_jax.train.checkpoints import restore_state, save_checkpoint, save_state
 from stgnn_jax.train.optimizer import plateau_scheduler, plateau_step, plateau_value
 from stgnn_jax.train.pretrain import load_encoder
-from stgnn_jax.train.sharding import Placement
+from stgnn_jax.train.sharding import Placement, to_host
 from stgnn_jax.train.state import (
     TrainState,
     auto_class_weights,
@@ -113,17 +113,19 @@ def train_epoch(state: TrainState, epoch: int, subjects: Subjects, order: np.nda
 
 
 def predict_split(state: TrainState, subjects: Subjects, indices: np.ndarray, run: RunConfig,
-                  placement: Placement) -> tuple[np.ndarray, np.ndarray]:
-  """(logits [n, classes], per-subject focal loss [n]) for `indices`, in eval mode."""
+                  placement: Placement, step: Callable = eval_step
+                  ) -> tuple[np.ndarray, np.ndarray]:
+  """(logits [n, classes], per-subject loss [n]) for `indices`, in eval mode; with a sweep's
+  vmapped `step`, `[members, n, classes]` and `[members, n]`."""
   logits, losses = [], []
   size = run.eval_batch_size
   for start, batch in zip(range(0, len(indices), size),
                           subjects.batches(indices, size, run)):
-    out = jax.device_get(eval_step(state, placement.batch(batch)))
+    out = to_host(step(state, placement.batch(batch)))
     n = min(size, len(indices) - start)
-    logits.append(out["logits"][:n])
-    losses.append(out["loss"][:n])
-  return np.concatenate(logits), np.concatenate(losses)
+    logits.append(out["logits"][..., :n, :])
+    losses.append(out["loss"][..., :n])
+  return np.concatenate(logits, axis=-2), np.concatenate(losses, axis=-1)
 
 
 class NonFiniteError(ArithmeticError):
@@ -330,18 +332,18 @@ def epoch_losses(step_metrics: list[dict[str, Any]]) -> tuple[float, float]:
 
 
 def record_epoch(progress: FoldProgress, fold: int, epoch: int, run: RunConfig,
-                 val: dict[str, Any], **row: Any) -> dict[str, Any]:
+                 val: dict[str, Any], *, train_loss: float, train_acc: float, lr: float,
+                 epoch_seconds: float) -> dict[str, Any]:
   """The bookkeeping of a validated epoch: selection (`progress.best_*` when it improves),
-  the metrics row (`row`'s values with the validation's), the next epoch and early stopping.
-  The caller keeps the selected epoch's parameters. Returns the row."""
+  the metrics row, the next epoch and early stopping. The caller keeps the selected epoch's
+  parameters. Returns the row."""
   if progress.improves(val, run.selection):
     progress.best_val_auc, progress.best_val_loss = val["auc"], val["loss"]
     progress.best_epoch, progress.best_threshold = epoch, val["threshold"]
-  row = {"fold": fold, "epoch": epoch, "train_loss": row["train_loss"],
-         "train_acc": row["train_acc"], "val_loss": val["loss"], "val_acc": val["accuracy"],
+  row = {"fold": fold, "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
+         "val_loss": val["loss"], "val_acc": val["accuracy"],
          "val_balanced_acc": val["balanced_accuracy"], "val_auc": val["auc"],
-         "val_threshold": val["threshold"], "lr": row["lr"],
-         "epoch_seconds": row["epoch_seconds"]}
+         "val_threshold": val["threshold"], "lr": lr, "epoch_seconds": epoch_seconds}
   progress.history.append(row)
   progress.next_epoch = epoch + 1
   if run.early_stop_patience and epoch - progress.best_epoch >= run.early_stop_patience:

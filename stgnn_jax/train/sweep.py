@@ -50,6 +50,7 @@ from stgnn_jax.train.loop import (
     FoldProgress,
     NonFiniteError,
     epoch_losses,
+    predict_split,
     record_epoch,
     setup_fold,
     split_metrics,
@@ -61,7 +62,11 @@ from stgnn_jax.train.step import eval_step, train_step
 
 logger = logging.getLogger(__name__)
 
-SELECTED_BY = "mean validation AUC over folds (an undefined fold counts as 0.5)"
+SELECTED_BY = ("mean validation AUC over folds (an undefined fold counts as 0.5); ties by the "
+               "mean validation balanced accuracy of the folds' best epochs, then grid order")
+# A chunk's progress (every member's state: tens of MB) is saved at most this often, and after
+# its last epoch; a killed chunk resumes from the last save and trains the same epochs again.
+SAVE_SECONDS = 60.0
 # Memory a chunk of members may take on the host or device, when --sweep_chunk is not given.
 CHUNK_MEMORY_BUDGET = 2 * 2**30
 
@@ -258,15 +263,8 @@ def predict_members(chunk: Chunk, state: Any, indices: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray]:
   """(logits [members, n, classes], losses [members, n]) of every member for `indices`."""
   fold = chunk.folds[0]
-  run = fold.run
-  logits, losses = [], []
-  for start, batch in zip(range(0, len(indices), run.eval_batch_size),
-                          fold.subjects.batches(indices, run.eval_batch_size, run)):
-    out = to_host(sweep_eval_step(state, chunk.placement.batch(batch)))
-    n = min(run.eval_batch_size, len(indices) - start)
-    logits.append(out["logits"][:, :n])
-    losses.append(out["loss"][:, :n])
-  return np.concatenate(logits, axis=1), np.concatenate(losses, axis=1)
+  return predict_split(state, fold.subjects, indices, fold.run, chunk.placement,
+                       step=sweep_eval_step)
 
 
 def staged(chunk: Chunk, epoch: int) -> Any:
@@ -307,12 +305,13 @@ def chunk_epoch(chunk: Chunk, optim_config: OptimConfig) -> list[dict[str, Any]]
   val_logits, val_losses = predict_members(chunk, state, fold.val_idx)
   epoch_seconds = wall_time.perf_counter() - started
 
-  vals, keep = [None] * len(chunk.members), active.copy()
+  vals, keep, train = [None] * len(chunk.members), active.copy(), {}
   for m in np.flatnonzero(active):
     progress = chunk.progress[m]
     kept = (f"the member stops and keeps its best state so far (epoch {progress.best_epoch}; "
             "-1: the last finite state)")
-    train_loss, _ = epoch_losses([{k: v[m] for k, v in s.items()} for s in step_metrics])
+    train[m] = epoch_losses([{k: v[m] for k, v in s.items()} for s in step_metrics])
+    train_loss = train[m][0]
     if not math.isfinite(train_loss):
       progress.stopped = f"non-finite training loss ({train_loss}) at epoch {epoch}; {kept}"
       keep[m] = False
@@ -339,8 +338,7 @@ def chunk_epoch(chunk: Chunk, optim_config: OptimConfig) -> list[dict[str, Any]]
 
   rows = []
   for m in np.flatnonzero(keep):
-    train_loss, train_acc = epoch_losses([{k: v[m] for k, v in s.items()}
-                                          for s in step_metrics])
+    train_loss, train_acc = train[m]
     row = record_epoch(chunk.progress[m], fold.index, epoch, run, vals[m], lr=lrs[m],
                        train_loss=train_loss, train_acc=train_acc, epoch_seconds=epoch_seconds)
     rows.append(dict(row, member=chunk.members[m].name))
@@ -367,13 +365,17 @@ def train_chunk(index: int, split, subjects: Subjects, model_config: ModelConfig
                 optim_config: OptimConfig, run: RunConfig, placement: Placement,
                 members: list[Member], directory: str,
                 on_epoch: Callable[[list[dict[str, Any]]], None]) -> dict[str, Any]:
-  """Trains (or resumes) one chunk of a fold and tests each member; writes the chunk's
-  `result.json` and the members' stacked best parameters (`best.msgpack`)."""
+  """Trains (or resumes) one chunk of a fold and tests each member; saves its progress at most
+  every `SAVE_SECONDS`, then writes the chunk's `result.json` and the members' stacked best
+  parameters (`best.msgpack`)."""
   chunk = setup_chunk(index, split, subjects, model_config, optim_config, run, placement,
                       members, directory)
+  saved = wall_time.monotonic()
   while chunk.active().any():
     rows = chunk_epoch(chunk, optim_config)
-    chunk.save()
+    if wall_time.monotonic() - saved >= SAVE_SECONDS:
+      chunk.save()
+      saved = wall_time.monotonic()
     on_epoch(rows)
   results = test_chunk(chunk)
   best = to_host(chunk.best_params)
@@ -383,7 +385,8 @@ def train_chunk(index: int, split, subjects: Subjects, model_config: ModelConfig
   done = {"members": [{"name": m.name, "result": r, "history": p.history}
                       for m, r, p in zip(members, results, chunk.progress)]}
   atomic.write_json(os.path.join(directory, "result.json"), done)
-  atomic.remove(chunk.path)  # the finished chunk's arrays: best.msgpack keeps what is needed
+  if os.path.exists(chunk.path):
+    atomic.remove(chunk.path)  # the finished chunk's arrays: best.msgpack keeps what is needed
   return done
 
 
@@ -436,18 +439,24 @@ def train_sweep(folds, subjects: Subjects, model_config: ModelConfig, optim_conf
     got = per_member[member.name]
     val_aucs = [0.5 if f.get("best_val_auc") is None else f["best_val_auc"]
                 for f in got["folds"]]
+    val_balanced = [next((row["val_balanced_acc"] for row in history
+                          if row["epoch"] == f["best_epoch"]), 0.5)
+                    for f, history in zip(got["folds"], got["histories"])]
     entries.append({"name": member.name, "overrides": member.overrides,
                     "mean_val_auc": float(np.mean(val_aucs)),
+                    "mean_val_balanced_acc": float(np.mean(val_balanced)),
                     "summary": metrics_lib.summarize(got["folds"], SUMMARY_METRICS),
                     "folds": got["folds"], "histories": got["histories"]})
-  selected = max(entries, key=lambda e: e["mean_val_auc"])  # the first of equals
-  write_selected_checkpoints(out_dir, folds, chunks, members.index(
-      next(m for m in members if m.name == selected["name"])), selected, model_config)
+  selected = max(entries, key=lambda e: (e["mean_val_auc"], e["mean_val_balanced_acc"]))
+  if atomic.writes():  # it reads the chunks' files, which only the writing process has for sure
+    write_selected_checkpoints(out_dir, folds, chunks, members.index(
+        next(m for m in members if m.name == selected["name"])), selected, model_config)
   logger.info("sweep: selected %s (mean validation AUC %.4f; test AUC %s)", selected["name"],
               selected["mean_val_auc"], _mean(selected["summary"]["test_auc"]))
   return {"members": entries,
           "selected": {"name": selected["name"], "by": SELECTED_BY,
-                       "mean_val_auc": selected["mean_val_auc"]},
+                       "mean_val_auc": selected["mean_val_auc"],
+                       "mean_val_balanced_acc": selected["mean_val_balanced_acc"]},
           "note": "every member's test metrics are reported for context; none was used to "
                   "select"}
 
@@ -462,6 +471,8 @@ def write_selected_checkpoints(out_dir: str, folds, chunks: list[list[Member]], 
   c = next(i for i, chunk in enumerate(chunks) if any(m.index == index for m in chunk))
   position = [m.index for m in chunks[c]].index(index)
   for k in range(len(folds)):
+    if selected["folds"][k]["best_epoch"] < 0:
+      continue  # no epoch was selected: as in a single run, the fold has no best checkpoint
     stacked, _, _ = load_checkpoint(os.path.join(out_dir, f"fold_{k}", "sweep", f"chunk_{c}",
                                                  "best.msgpack"))
     result = selected["folds"][k]
