@@ -17,7 +17,8 @@ of the run's folds (96 training, 24 validation subjects):
     after the warm-up; their members × epochs per second is
     the sequential throughput of any K (every member costs the same).
   * sweep: each K in its own child process (so that its peak memory, the process's maximum
-    resident set, is its own), the warm-up and then `--epochs` timed epochs; `--sweep_chunk` is K (one chunk).
+    resident set, is its own), the warm-up and then `--epochs` timed epochs; all K members in
+    one chunk.
   * speed-up = sweep members × epochs / s ÷ standalone members × epochs / s.
 
   python -m bench.sweep_bench                 # K = 4, 8, 16, 48; 3 timed epochs

@@ -6,8 +6,10 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import jax
@@ -20,7 +22,7 @@ from stgnn_jax.input_pipeline import Subjects, make_folds
 from stgnn_jax.train import cross_validation, sweep
 from stgnn_jax.train.loop import run_epoch, setup_fold
 from stgnn_jax.train.sharding import Placement
-from tests.test_train_cli import ROOT, compile_cache, results_of, run_train, train_command  # noqa: F401 (a fixture)
+from tests.test_train_cli import ROOT, results_of, run_train, train_command
 
 MODEL = ModelConfig(node_features="profile_change", gnn_num_layers=1, graph_norm=False,
                     use_topk_pooling=False, readout="concat", gnn_hidden_dim=16, output_dim=16,
@@ -203,6 +205,13 @@ def test_bad_members_are_refused_before_any_work(tmp_path):
   assert not (tmp_path / "out").exists()
 
 
+def test_a_single_run_over_several_processes_is_refused(tmp_path, monkeypatch):
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  with pytest.raises(ConfigError, match="only a sweep .* spreads over processes"):
+    cross_validation.run_cross_validation(MODEL, OPTIM, RUN, str(tmp_path / "out"))
+  assert not (tmp_path / "out").exists()
+
+
 def test_the_seeds_grid_and_chunks():
   run = dataclasses.replace(RUN, sweep_grid="seeds", sweep=("seed=1,2",))
   members = sweep.sweep_members(OPTIM, run)
@@ -284,6 +293,27 @@ def test_sweep_over_two_processes_matches_one_device(one_device_sweep, tmp_path)
   # Only process 0 wrote: the selected member's checkpoints went to --save_path once.
   assert sorted(p.name for p in (out / "m").iterdir()) == ["best_model_fold0.msgpack",
                                                           "best_model_fold1.msgpack"]
+
+
+def test_a_killed_sweep_resumes_with_the_same_results(one_device_sweep, tmp_path,
+                                                       compile_cache):
+  out = tmp_path / "killed"
+  proc = subprocess.Popen(
+      train_command(*SWEEP_RUN, "--out_dir", str(out), "--save_path", str(out / "m"),
+                    "--compile_cache", compile_cache),
+      cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  finished_chunk = out / "fold_0" / "sweep" / "chunk_0" / "result.json"
+  deadline = time.time() + 300
+  while not finished_chunk.exists() and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  assert proc.poll() is None, "the run ended before it could be killed: " + \
+      proc.stderr.read().decode()
+  proc.send_signal(signal.SIGKILL)  # inside fold 1
+  proc.wait()
+  assert not (out / "results.json").exists()
+  run_train(["--resume", str(out), "--no_progress", "--save_path", str(out / "m")],
+            compile_cache)
+  assert results_of(out)["sweep"] == results_of(one_device_sweep)["sweep"]
 
 
 def test_train_py_refuses_a_sweep_of_the_architecture_in_one_line(tmp_path):

@@ -29,11 +29,6 @@ SUMMARY = ("test_acc", "balanced_acc", "minority_f1", "test_auc", "train_acc",
            "balanced_train_acc", "ece", "brier", "confidence_mean", "overconfident")
 
 
-@pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("xla_cache"))
-
-
 def train_command(*args: str) -> list[str]:
   return [sys.executable, str(ROOT / "train.py"), *args]
 
