@@ -71,16 +71,19 @@ class FrozenEncoderScans:
     self.run = run
     self.placement = placement
 
-  def batches(self, state: TrainState, order: np.ndarray, key: jax.Array):
-    """The epoch's `EmbeddedBatch`es for subjects in `order` (cohort indices)."""
+  def batches(self, state: TrainState, order: np.ndarray, key: jax.Array | None, *,
+              batch_size: int | None = None):
+    """The epoch's `EmbeddedBatch`es for subjects in `order` (cohort indices), of
+    `batch_size` (default: the run's) subjects; `key` None embeds in eval mode."""
     embeddings = jnp.concatenate([
-        encode_graphs(state.params, graphs, time, jax.random.fold_in(key, c),
-                      model_config=state.model_config)
+        encode_graphs(state.params, graphs, time,
+                      jax.random.key(0) if key is None else jax.random.fold_in(key, c),
+                      model_config=state.model_config, deterministic=key is None)
         for c, (graphs, time) in enumerate(self.chunks)])
     positions = np.array([self.position[int(i)] for i in order])
     # Any subject may pick any row: the embeddings are replicated, the subjects sharded.
     embeddings = self.placement.replicate(embeddings)
-    for batch in iterate_embedded_batches(self.table, batch_size=self.run.batch_size,
+    for batch in iterate_embedded_batches(self.table, batch_size=batch_size or self.run.batch_size,
                                           max_visits=self.run.max_visits, order=positions):
       yield self.placement.batch(batch).replace(embeddings=embeddings)
 
@@ -117,12 +120,18 @@ def predict_split(state: TrainState, subjects: Subjects, indices: np.ndarray, ru
                   ) -> tuple[np.ndarray, np.ndarray]:
   """(logits [n, classes], per-subject loss [n]) for `indices`, in eval mode; with a sweep's
   vmapped `step`, `[members, n, classes]` and `[members, n]`."""
+  batches = (placement.batch(b) for b in subjects.batches(indices, run.eval_batch_size, run))
+  return collect_predictions(state, batches, len(indices), run.eval_batch_size, step)
+
+
+def collect_predictions(state: Any, batches, count: int, size: int, step: Callable = eval_step
+                        ) -> tuple[np.ndarray, np.ndarray]:
+  """`step`'s (logits, losses) over `batches` of `size` subject slots, the padding of the last
+  one dropped: `count` subjects along the second-to-last and last axes."""
   logits, losses = [], []
-  size = run.eval_batch_size
-  for start, batch in zip(range(0, len(indices), size),
-                          subjects.batches(indices, size, run)):
-    out = to_host(step(state, placement.batch(batch)))
-    n = min(size, len(indices) - start)
+  for start, batch in zip(range(0, count, size), batches):
+    out = to_host(step(state, batch))
+    n = min(size, count - start)
     logits.append(out["logits"][..., :n, :])
     losses.append(out["loss"][..., :n])
   return np.concatenate(logits, axis=-2), np.concatenate(losses, axis=-1)

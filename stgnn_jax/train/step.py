@@ -79,16 +79,17 @@ def loss_terms(logits: jax.Array, batch: SubjectBatch | EmbeddedBatch,
   return {"loss": main + weight * forcing_ce, "criterion": main, "forcing_ce": forcing_ce}
 
 
-@functools.partial(jax.jit, static_argnames="model_config")
+@functools.partial(jax.jit, static_argnames=("model_config", "deterministic"))
 def encode_graphs(params: Any, graphs: DenseGraphs, time: jax.Array, rng: jax.Array, *,
-                  model_config: ModelConfig) -> jax.Array:
-  """Training-mode graph embeddings `[G, 2 * output_dim]` (encoder dropout drawn from `rng`).
+                  model_config: ModelConfig, deterministic: bool = False) -> jax.Array:
+  """Training-mode graph embeddings `[G, 2 * output_dim]` (encoder dropout drawn from `rng`), or
+  eval-mode ones with `deterministic`.
 
   With a frozen encoder this is the whole encoder work of an epoch: embed every training scan
   once (in chunks of one shape), then step on `EmbeddedBatch`es of the result.
   """
   return STGNN(model_config).apply(
-      {"params": params}, graphs, time, deterministic=False, rngs={"dropout": rng},
+      {"params": params}, graphs, time, deterministic=deterministic, rngs={"dropout": rng},
       method=STGNN.encode)
 
 
@@ -134,10 +135,16 @@ def train_step(state: TrainState, batch: SubjectBatch | EmbeddedBatch,
 
 
 @jax.jit
-def eval_step(state: TrainState, batch: SubjectBatch) -> dict[str, jax.Array]:
+def eval_step(state: TrainState, batch: SubjectBatch | EmbeddedBatch) -> dict[str, jax.Array]:
   """Eval-mode logits `[subjects, classes]` and the per-subject loss (`criterion`, 0 on
-  padding)."""
-  logits = STGNN(state.model_config).apply(
-      {"params": state.params}, batch.graphs, batch.visit_slot, batch.lengths, batch.time,
-      max_visits=batch.max_visits, deterministic=True)
+  padding); an `EmbeddedBatch` (eval-mode embeddings of a frozen encoder) runs the classifier
+  only."""
+  model = STGNN(state.model_config)
+  if isinstance(batch, EmbeddedBatch):
+    logits = model.apply({"params": state.params}, batch.embeddings, batch.visit_index,
+                         batch.lengths, deterministic=True, method=STGNN.classify_embedded)
+  else:
+    logits = model.apply(
+        {"params": state.params}, batch.graphs, batch.visit_slot, batch.lengths, batch.time,
+        max_visits=batch.max_visits, deterministic=True)
   return {"logits": logits, "loss": criterion(logits, batch, state, reduction="none")}

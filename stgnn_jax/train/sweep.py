@@ -48,7 +48,9 @@ from stgnn_jax.train.checkpoints import (
 from stgnn_jax.train.loop import (
     Fold,
     FoldProgress,
+    FrozenEncoderScans,
     NonFiniteError,
+    collect_predictions,
     epoch_losses,
     predict_split,
     record_epoch,
@@ -198,6 +200,8 @@ class Chunk:
   best_params: Any
   directory: str
   placement: Placement
+  # A frozen encoder's packed scans of the validation, test and training splits.
+  frozen_splits: dict = dataclasses.field(default_factory=dict)
 
   @property
   def path(self) -> str:
@@ -261,10 +265,23 @@ def setup_chunk(index: int, split, subjects: Subjects, model_config: ModelConfig
 
 def predict_members(chunk: Chunk, state: Any, indices: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray]:
-  """(logits [members, n, classes], losses [members, n]) of every member for `indices`."""
+  """(logits [members, n, classes], losses [members, n]) of every member for `indices`.
+
+  With a frozen encoder (the same in every member of the chunk) the split's scans are embedded
+  once, in eval mode, and only the members' classifiers run on them.
+  """
   fold = chunk.folds[0]
-  return predict_split(state, fold.subjects, indices, fold.run, chunk.placement,
-                       step=sweep_eval_step)
+  if fold.frozen_scans is None:
+    return predict_split(state, fold.subjects, indices, fold.run, chunk.placement,
+                         step=sweep_eval_step)
+  key = tuple(indices)
+  if key not in chunk.frozen_splits:
+    chunk.frozen_splits[key] = FrozenEncoderScans(fold.subjects, indices, fold.run,
+                                                  chunk.placement)
+  batches = chunk.frozen_splits[key].batches(jax.tree.map(lambda x: x[0], state), indices, None,
+                                             batch_size=fold.run.eval_batch_size)
+  return collect_predictions(state, batches, len(indices), fold.run.eval_batch_size,
+                             sweep_eval_step)
 
 
 def staged(chunk: Chunk, epoch: int) -> Any:
