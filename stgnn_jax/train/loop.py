@@ -214,6 +214,12 @@ class FoldProgress:
     for name, value in json.loads(tree["meta"]).items():
       setattr(self, name, value)
 
+  def stop_keeping_best(self, problem: str, who: str = "fold") -> None:
+    """Stops training after `problem` (a non-finite loss or prediction); the best state so far
+    stays the one to test."""
+    self.stopped = (f"{problem}; the {who} stops and keeps its best state so far (epoch "
+                    f"{self.best_epoch}; -1: the last finite state)")
+
   def improves(self, val: dict[str, Any], selection: str) -> bool:
     """Whether a validation result beats the selected epoch: a higher AUC, or with "auc_loss" an
     equal AUC and a lower loss (small validation splits tie often, e.g. at AUC 1)."""
@@ -306,16 +312,14 @@ def run_epoch(fold: Fold, progress: FoldProgress) -> dict[str, Any] | None:
                                     fold.placement, epoch_key, fold.frozen_scans)
   train_loss, train_acc = epoch_losses(jax.device_get(step_metrics))
   epoch_seconds = wall_time.perf_counter() - started
-  kept = (f"the fold stops and keeps its best state so far (epoch {progress.best_epoch}; -1: "
-          "the last finite state)")
   if not math.isfinite(train_loss):
-    progress.stopped = f"non-finite training loss ({train_loss}) at epoch {epoch}; {kept}"
+    progress.stop_keeping_best(f"non-finite training loss ({train_loss}) at epoch {epoch}")
     return None
   try:
     val = evaluate(state, fold.subjects, fold.val_idx, run, fold.placement,
                    choose_threshold=run.decision_threshold == "val")
   except NonFiniteError as error:
-    progress.stopped = f"non-finite validation predictions at epoch {epoch} ({error}); {kept}"
+    progress.stop_keeping_best(f"non-finite validation predictions at epoch {epoch} ({error})")
     return None
   progress.plateau_state = plateau_step(optim_config, progress.plateau_state,
                                         plateau_value(optim_config, val))

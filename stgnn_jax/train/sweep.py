@@ -278,10 +278,16 @@ def predict_members(chunk: Chunk, state: Any, indices: np.ndarray
   if key not in chunk.frozen_splits:
     chunk.frozen_splits[key] = FrozenEncoderScans(fold.subjects, indices, fold.run,
                                                   chunk.placement)
-  batches = chunk.frozen_splits[key].batches(jax.tree.map(lambda x: x[0], state), indices, None,
+  batches = chunk.frozen_splits[key].batches(first_member(state), indices, None,
                                              batch_size=fold.run.eval_batch_size)
   return collect_predictions(state, batches, len(indices), fold.run.eval_batch_size,
                              sweep_eval_step)
+
+
+def first_member(state: Any) -> Any:
+  """The first member's `TrainState` of a stacked one: with a frozen encoder, whose encoder is
+  every member's of the chunk (one seed, never trained)."""
+  return jax.tree.map(lambda x: x[0], state)
 
 
 def staged(chunk: Chunk, epoch: int) -> Any:
@@ -307,11 +313,10 @@ def chunk_epoch(chunk: Chunk, optim_config: OptimConfig) -> list[dict[str, Any]]
   mask = placement.members(active)
   state, step_metrics = staged(chunk, epoch), []
   if fold.frozen_scans is not None:
-    # The frozen encoder is the same in every member of a chunk (one seed, never trained), so
-    # the epoch's embeddings are computed once, from the first member's, as each member's
-    # standalone run computes them (the same key).
-    first = jax.tree.map(lambda x: x[0], state)
-    batches = fold.frozen_scans.batches(first, order, jax.random.fold_in(epoch_key, 2**31 - 1))
+    # The epoch's embeddings are computed once, by the encoder every member shares, as each
+    # member's standalone run computes them (the same key).
+    batches = fold.frozen_scans.batches(first_member(state), order,
+                                        jax.random.fold_in(epoch_key, 2**31 - 1))
   else:
     batches = (placement.batch(b) for b in fold.subjects.batches(order, run.batch_size, run))
   for b, batch in enumerate(batches):
@@ -324,21 +329,19 @@ def chunk_epoch(chunk: Chunk, optim_config: OptimConfig) -> list[dict[str, Any]]
 
   vals, keep, train = [None] * len(chunk.members), active.copy(), {}
   for m in np.flatnonzero(active):
-    progress = chunk.progress[m]
-    kept = (f"the member stops and keeps its best state so far (epoch {progress.best_epoch}; "
-            "-1: the last finite state)")
     train[m] = epoch_losses([{k: v[m] for k, v in s.items()} for s in step_metrics])
     train_loss = train[m][0]
     if not math.isfinite(train_loss):
-      progress.stopped = f"non-finite training loss ({train_loss}) at epoch {epoch}; {kept}"
+      chunk.progress[m].stop_keeping_best(
+          f"non-finite training loss ({train_loss}) at epoch {epoch}", who="member")
       keep[m] = False
       continue
     try:
       vals[m] = split_metrics(val_logits[m], val_losses[m], fold.subjects, fold.val_idx,
                               choose_threshold=run.decision_threshold == "val")
     except NonFiniteError as error:
-      progress.stopped = (f"non-finite validation predictions at epoch {epoch} ({error}); "
-                          f"{kept}")
+      chunk.progress[m].stop_keeping_best(
+          f"non-finite validation predictions at epoch {epoch} ({error})", who="member")
       keep[m] = False
   keep_mask = placement.members(keep)
   values = np.array([plateau_value(optim_config, v) if v else 0.0 for v in vals], np.float32)
