@@ -274,6 +274,10 @@ class ModelConfig:
       use_topk_pooling=False, since pooling keeps different regions in different graphs).
     readout_node_dim: per-region width of the "concat" readout.
     use_time_features: fuse a per-visit time feature into each graph embedding.
+    linear_path: add a linear function of the last visit's node features (standardised, after
+      input dropout) to the classifier's logits (`nn.model.LinearPath`), so that the model
+      contains a logistic regression on the last scan beside the graph path. Needs explicit
+      node features and a trained encoder. False in the reference.
     model_type: temporal classifier, "LSTM", "GRU" or "RNN" (tanh).
     lstm_hidden_dim: hidden size of the recurrent layers.
     lstm_num_layers: number of stacked recurrent layers.
@@ -322,6 +326,10 @@ class ModelConfig:
   readout_node_dim: int = setting(8, "per-region width of the concat readout", group="model")
   use_time_features: bool = setting(False, "fuse the time-to-predict into the embeddings",
                                     group="model")
+  linear_path: bool = setting(
+      False, "add a linear function of the last visit's standardised node features to the "
+      "logits (a logistic regression on the last scan beside the graph path; the reference: "
+      "false)", group="model", cli_default=True)
   model_type: str = setting("LSTM", "temporal classifier", group="model", choices=MODEL_TYPES)
   lstm_hidden_dim: int = setting(64, "hidden size of the recurrent layers", group="model")
   lstm_num_layers: int = setting(1, "stacked recurrent layers", group="model")
@@ -363,6 +371,10 @@ class ModelConfig:
           for name in ("gnn_dropout", "input_dropout", "lstm_dropout", "classifier_dropout")],
         ("topk_ratio", 0.0 < self.topk_ratio <= 1.0,
          "is outside (0, 1]; pass the fraction of nodes to keep, e.g. 0.3"),
+        ("linear_path", not self.linear_path or (
+            self.explicit_node_features and not self.freeze_encoder),
+         "needs explicit node features (connection_profile or profile_change) and a trained "
+         "encoder; pass linear_path=False (--no-linear_path) with onehot or freeze_encoder"),
         ("input_dropout", self.input_dropout == 0 or self.explicit_node_features,
          "drops node-feature entries, but one-hot nodes have none; pass input_dropout=0 "
          "(--input_dropout 0) with node_features='onehot'"),

@@ -45,6 +45,9 @@ class SubjectBatch:
     labels: `[subjects]` int32 (0 for padding subjects).
     subject_mask: `[subjects]` bool, False for padding subjects.
     max_visits: static visit slots per subject.
+    offset: `[subjects]` float32 or None: added to each subject's converter-minus-stable logit
+      difference by `train_step` (the linear path's cross-fitting correction of training
+      subjects, `train.linear_path`; 0 for padding subjects).
   """
 
   graphs: DenseGraphs
@@ -54,6 +57,7 @@ class SubjectBatch:
   labels: jax.Array
   subject_mask: jax.Array
   max_visits: int = flax.struct.field(pytree_node=False)
+  offset: jax.Array | None = None
 
   @property
   def num_subjects(self) -> int:
@@ -69,6 +73,7 @@ def pack_subjects(
     num_subjects: int | None = None,
     max_visits: int | None = None,
     num_graphs: int | None = None,
+    offsets: Sequence[float] | None = None,
 ) -> SubjectBatch:
   """Packs subjects' visit graphs into one `SubjectBatch` of NumPy arrays.
 
@@ -82,6 +87,7 @@ def pack_subjects(
     num_subjects: subject slots (>= len(adjacency)); default len(adjacency).
     max_visits: visit slots per subject (>= the longest sequence); default the longest.
     num_graphs: graph slots (>= total visits); default the total number of visits.
+    offsets: per subject a training-logit offset (`SubjectBatch.offset`); default None.
 
   Returns:
     A `SubjectBatch` whose arrays are NumPy (move them with `jax.device_put` or pass to jit).
@@ -134,10 +140,15 @@ def pack_subjects(
   if labels is not None:
     padded_labels[:num_real] = np.asarray(labels, np.int32)
   subject_mask = np.arange(num_subjects) < num_real
+  padded_offsets = None
+  if offsets is not None:
+    padded_offsets = np.zeros((num_subjects,), np.float32)
+    padded_offsets[:num_real] = np.asarray(offsets, np.float32)
   return SubjectBatch(
       graphs=DenseGraphs(nodes=nodes, adjacency=adjacency_slots, node_mask=node_mask),
       visit_slot=visit_slot, lengths=padded_lengths, time=time_of_graph,
-      labels=padded_labels, subject_mask=subject_mask, max_visits=max_visits)
+      labels=padded_labels, subject_mask=subject_mask, max_visits=max_visits,
+      offset=padded_offsets)
 
 
 def graph_budget(num_visits: int, *, multiple: int, cap: int) -> int:
@@ -159,11 +170,12 @@ def iterate_batches(
     graph_multiple: int,
     order: Sequence[int] | None = None,
     features: Sequence[np.ndarray] | None = None,
+    offsets: Sequence[float] | None = None,
 ):
   """Yields `SubjectBatch`es of exactly `batch_size` subject slots and `max_visits` visit slots.
 
   Args:
-    adjacency, labels, time, features: per subject, as for `pack_subjects`.
+    adjacency, labels, time, features, offsets: per subject, as for `pack_subjects`.
     batch_size: subject slots per batch; the last batch is padded with masked subjects.
     max_visits: visit slots (every subject must have at most this many visits).
     graph_multiple: graph slots are the batch's real visits rounded up to this multiple.
@@ -178,6 +190,7 @@ def iterate_batches(
         labels=[labels[i] for i in chosen],
         time=None if time is None else [time[i] for i in chosen],
         features=None if features is None else [features[i] for i in chosen],
+        offsets=None if offsets is None else [offsets[i] for i in chosen],
         num_subjects=batch_size, max_visits=max_visits,
         num_graphs=graph_budget(visits, multiple=graph_multiple, cap=batch_size * max_visits))
 
@@ -328,6 +341,13 @@ class Subjects:
     self.horizons = ([horizon_bucket(s.time_to_predict) for s in cohort.subjects]
                      if use_time else None)
     self.num_nodes = cohort.num_nodes
+    self.offsets = None
+
+  def with_offsets(self, offsets: np.ndarray) -> Subjects:
+    """These subjects with per-subject training-logit offsets (`SubjectBatch.offset`)."""
+    fold = copy.copy(self)
+    fold.offsets = np.asarray(offsets, np.float32)
+    return fold
 
   def for_fold(self, train_idx: np.ndarray) -> Subjects:
     """These subjects with the time feature fitted on a fold's training subjects only: `minmax`
@@ -344,4 +364,4 @@ class Subjects:
     """`iterate_batches` over the subjects `indices`, in that order."""
     return iterate_batches(self.adjacency, self.labels, self.time, batch_size=batch_size,
                            max_visits=run.max_visits, graph_multiple=run.graph_multiple,
-                           order=indices, features=self.features)
+                           order=indices, features=self.features, offsets=self.offsets)

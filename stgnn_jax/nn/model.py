@@ -58,8 +58,11 @@ class GraphEncoder(nn.Module):
 
   @nn.compact
   def __call__(self, graphs: DenseGraphs, time: jax.Array | None = None, *,
-               deterministic: bool = True) -> jax.Array:
-    """`graphs` (nodes `[G, N, input_dim]`, or None for one-hot) -> `[G, 2 * output_dim]`."""
+               deterministic: bool = True, return_inputs: bool = False
+               ) -> jax.Array | tuple[jax.Array, jax.Array]:
+    """`graphs` (nodes `[G, N, input_dim]`, or None for one-hot) -> `[G, embedding_dim]`; with
+    `return_inputs`, also the standardised node features `[G, N, F]` (before input dropout),
+    for the linear path."""
     cfg = self.config
     width = graphs.max_nodes if graphs.nodes is None else graphs.nodes.shape[-1]
     if width != cfg.node_feature_dim:
@@ -73,6 +76,7 @@ class GraphEncoder(nn.Module):
                          "features; pack them with features= (data.connection_features).")
       graphs = graphs.replace(nodes=InputStandardization(name="input_standardization")(
           graphs.nodes, graphs.node_mask))
+    inputs = graphs.nodes
     if cfg.input_dropout:
       if graphs.nodes is None:
         raise ValueError("input_dropout needs explicit node features (connection_profile).")
@@ -113,6 +117,8 @@ class GraphEncoder(nn.Module):
       fused = nn.Dense(cfg.embedding_dim, name="fusion_layer_0")(
           jnp.concatenate([embedding, t], axis=-1))
       embedding = HashDropout(cfg.gnn_dropout)(nn.relu(fused), deterministic=deterministic)
+    if return_inputs:
+      return embedding, inputs
     return embedding
 
 
@@ -122,6 +128,11 @@ class STGNN(nn.Module):
   All graphs of the batch (every real visit of every subject, plus padding graphs) go through the
   encoder in one call; their embeddings are scattered to `[subjects, max_visits, 2 * output_dim]`
   and classified with packed-sequence semantics (`lengths`).
+
+  With `linear_path`, a linear function of the last visit's node features (standardised, after
+  input dropout; `LinearPath`) is added to the logits: the model can represent a logistic
+  regression on the last scan's connection values (and, with profile_change, on their change
+  since the first visit) exactly, whatever the graph path learns.
   """
 
   config: ModelConfig
@@ -137,6 +148,8 @@ class STGNN(nn.Module):
         rnn_dropout=cfg.lstm_dropout,
         head_dropout=cfg.classifier_dropout,
         num_classes=cfg.num_classes)
+    if cfg.linear_path:
+      self.linear_path = LinearPath(cfg.num_classes)
 
   def __call__(self, graphs: DenseGraphs | jraph.GraphsTuple, visit_slot: jax.Array,
                lengths: jax.Array, time: jax.Array | None = None, *, max_visits: int,
@@ -153,9 +166,17 @@ class STGNN(nn.Module):
       max_visits: static number of visit slots per subject.
       deterministic: disables dropout; otherwise an rng named "dropout" is required.
     """
-    embeddings = self.encode(graphs, time, deterministic=deterministic)
+    if not self.config.linear_path:
+      embeddings = self.encode(graphs, time, deterministic=deterministic)
+      sequences = scatter_visits(embeddings, visit_slot, lengths.shape[0], max_visits)
+      return self.classifier(sequences, lengths, deterministic=deterministic)
+    if isinstance(graphs, jraph.GraphsTuple):
+      graphs = dense_graphs_from_jraph(graphs, self.config.node_slots)
+    embeddings, inputs = self.encoder(graphs, time, deterministic=deterministic,
+                                      return_inputs=True)
     sequences = scatter_visits(embeddings, visit_slot, lengths.shape[0], max_visits)
-    return self.classifier(sequences, lengths, deterministic=deterministic)
+    logits = self.classifier(sequences, lengths, deterministic=deterministic)
+    return logits + self.linear_path(inputs, visit_slot, lengths, max_visits)
 
   def encode(self, graphs: DenseGraphs | jraph.GraphsTuple, time: jax.Array | None = None, *,
              deterministic: bool = True) -> jax.Array:
@@ -183,6 +204,32 @@ class STGNN(nn.Module):
     real = jnp.arange(visit_index.shape[1]) < lengths[:, None]
     sequences = jnp.where(real[..., None], embeddings[visit_index], 0)
     return self.classifier(sequences, lengths, deterministic=deterministic)
+
+
+class LinearPath(nn.Module):
+  """A linear function of each subject's last visit's node features: `[subjects, classes]`.
+
+  The features are flattened (`N * F` per graph; padding node slots are 0), so this is a
+  logistic regression's logit on the last scan's connection profiles. Its parameters (`kernel`
+  `[N * F, classes]`, `bias`) are constants here (`stop_gradient`): `train.linear_path` fits them
+  per fold as a penalised logistic regression. Zero-initialised (neutral).
+  """
+
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, nodes: jax.Array, visit_slot: jax.Array, lengths: jax.Array,
+               max_visits: int) -> jax.Array:
+    flat = nodes.reshape(nodes.shape[0], -1)
+    # Constants of the fold, fitted in closed form (train.linear_path), outside the optimiser.
+    kernel = jax.lax.stop_gradient(self.param(
+        "kernel", nn.initializers.zeros_init(), (flat.shape[-1], self.num_classes)))
+    bias = jax.lax.stop_gradient(self.param(
+        "bias", nn.initializers.zeros_init(), (self.num_classes,)))
+    scores = flat @ kernel + bias
+    per_visit = scatter_visits(scores, visit_slot, lengths.shape[0], max_visits)
+    last = jnp.maximum(lengths - 1, 0)
+    return per_visit[jnp.arange(lengths.shape[0]), last]
 
 
 def scatter_visits(embeddings: jax.Array, visit_slot: jax.Array, num_subjects: int,

@@ -120,6 +120,13 @@ def encoder_params_to_torch(params: Mapping[str, Any], config: ModelConfig) -> d
   return state
 
 
+def _check_reference_model(config: ModelConfig) -> None:
+  if config.linear_path:
+    raise ValueError("ModelConfig.linear_path=True has no counterpart in the reference's model "
+                     "(its logits come from the classifier alone); convert a model trained with "
+                     "--no-linear_path.")
+
+
 def _classifier_kwargs(config: ModelConfig) -> dict:
   return dict(model_type=config.model_type, hidden_dim=config.lstm_hidden_dim,
               num_layers=config.lstm_num_layers, bidirectional=config.bidirectional,
@@ -167,6 +174,7 @@ def params_from_torch(checkpoint: str | os.PathLike | Mapping[str, Any], config:
       raise ValueError(
           f"fold checkpoint without the {missing[0]!r} state dict; the reference writes both "
           "'encoder' and 'classifier' in best_model_fold{k}.pth.")
+    _check_reference_model(config)
     return {
         "encoder": encoder_params_from_torch(checkpoint["encoder"], config),
         "classifier": classifier_params_from_torch(checkpoint["classifier"], config),
@@ -181,4 +189,5 @@ def params_to_torch(params: Mapping[str, Any], config: ModelConfig) -> dict[str,
   encoder = encoder_params_to_torch(params["encoder"], config)
   if "classifier" not in params:
     return encoder
+  _check_reference_model(config)
   return {"encoder": encoder, "classifier": classifier_params_to_torch(params["classifier"], config)}

@@ -33,6 +33,7 @@ from stgnn_jax.input_pipeline import (
     pack_scans,
 )
 from stgnn_jax.train.checkpoints import restore_state, save_checkpoint, save_state
+from stgnn_jax.train.linear_path import fit_linear_path, last_visit_inputs, with_linear_path
 from stgnn_jax.train.optimizer import plateau_scheduler, plateau_step, plateau_value
 from stgnn_jax.train.pretrain import load_encoder
 from stgnn_jax.train.sharding import Placement, to_host
@@ -269,8 +270,15 @@ def setup_fold(index: int, split, subjects: Subjects, model_config: ModelConfig,
   first = next(subjects.batches(train_idx, run.batch_size, run))
   params = init_params(model_config, first, jax.random.fold_in(base_key, 0))
   if subjects.features is not None:
-    params = with_input_statistics(
-        params, input_statistics([subjects.features[i] for i in train_idx]))
+    stats = input_statistics([subjects.features[i] for i in train_idx])
+    params = with_input_statistics(params, stats)
+    if model_config.linear_path:
+      fitted = fit_linear_path(last_visit_inputs([subjects.features[i] for i in train_idx], stats),
+                               subjects.labels[train_idx], seed=run.seed + index)
+      params = with_linear_path(params, fitted)
+      offsets = np.zeros(len(subjects.labels), np.float32)
+      offsets[train_idx] = fitted["offsets"]
+      subjects = subjects.with_offsets(offsets)
   params = load_encoder(params, model_config, run, subjects, train_idx, directory, base_key)
   focal_alpha = (auto_focal_alpha(subjects.labels[train_idx])
                  if optim_config.focal_alpha == "auto" else optim_config.focal_alpha)

@@ -25,10 +25,12 @@ from stgnn_jax.config import ModelConfig, OptimConfig
 
 
 def _trainable(params: Mapping[str, Any], freeze_encoder: bool) -> Any:
-  """False for the frozen encoder (if `freeze_encoder`) and the fixed input statistics."""
+  """False for the frozen encoder (if `freeze_encoder`), the fixed input statistics and the
+  linear path (fitted per fold: `train.linear_path`)."""
   def trainable(path, _):
     keys = [getattr(k, "key", None) for k in path]
-    return "input_standardization" not in keys and not (freeze_encoder and keys[0] == "encoder")
+    return ("input_standardization" not in keys and keys[0] != "linear_path"
+            and not (freeze_encoder and keys[0] == "encoder"))
   return jax.tree_util.tree_map_with_path(trainable, params)
 
 
@@ -56,7 +58,8 @@ def create_optimizer(cfg: OptimConfig, *, freeze_encoder: bool = False,
   sweep's members can each have their own in one program (`set_learning_rate`).
 
   With `freeze_encoder`, parameters under "encoder" are left out of the chain: they never move;
-  with `fixed_inputs` (explicit node features), neither do the input statistics.
+  with `fixed_inputs` (explicit node features), neither do the input statistics, nor the linear
+  path (fitted per fold, `train.linear_path`).
   """
   return optax.inject_hyperparams(_adam_with_l2, static_args=(
       "clip_norm", "b1", "b2", "eps", "freeze_encoder", "fixed_inputs"))(

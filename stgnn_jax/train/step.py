@@ -121,6 +121,9 @@ def train_step(state: TrainState, batch: SubjectBatch | EmbeddedBatch,
       logits = model.apply(
           {"params": params}, batch.graphs, batch.visit_slot, batch.lengths, batch.time,
           max_visits=batch.max_visits, deterministic=False, rngs={"dropout": rng})
+      if batch.offset is not None:
+        # A training subject's linear path enters the loss at its cross-fitted value.
+        logits = logits + jnp.stack([-batch.offset, batch.offset], axis=-1) / 2
     terms = loss_terms(logits, batch, state)
     return terms["loss"], (terms, logits)
 
