@@ -249,6 +249,7 @@ class Fold:
   focal_alpha: float
   class_weights: tuple[float, ...] | None
   frozen_scans: FrozenEncoderScans | None
+  linear_path: dict[str, Any] | None = None  # the fitted path's C and inner AUCs
 
   @property
   def progress_path(self) -> str:
@@ -261,8 +262,10 @@ def setup_fold(index: int, split, subjects: Subjects, model_config: ModelConfig,
   """The fold's initial state (or the state saved in `directory`, to resume from).
 
   Parameters come from the fold's seed, the input statistics from its training scans only (no
-  test subject leaks into them), the encoder from --pretrained or --pretrain_encoder, the focal
-  α from its training labels with `focal_alpha="auto"`.
+  test subject leaks into them), the linear path from a regression on its training subjects
+  (`train.linear_path`; their cross-fitted offsets ride in `fold.subjects`), the encoder from
+  --pretrained or --pretrain_encoder, the focal α from its training labels with
+  `focal_alpha="auto"`.
   """
   train_idx, val_idx, test_idx = split
   subjects = subjects.for_fold(train_idx)
@@ -280,6 +283,8 @@ def setup_fold(index: int, split, subjects: Subjects, model_config: ModelConfig,
       offsets[train_idx] = fitted["offsets"]
       subjects = subjects.with_offsets(offsets)
   params = load_encoder(params, model_config, run, subjects, train_idx, directory, base_key)
+  path_fit = None if not model_config.linear_path else {
+      "C": fitted["C"], "inner_auc": fitted["inner_auc"]}
   focal_alpha = (auto_focal_alpha(subjects.labels[train_idx])
                  if optim_config.focal_alpha == "auto" else optim_config.focal_alpha)
   class_weights = (auto_class_weights(subjects.labels[train_idx])
@@ -293,7 +298,8 @@ def setup_fold(index: int, split, subjects: Subjects, model_config: ModelConfig,
               placement=placement, directory=directory, base_key=base_key,
               focal_alpha=focal_alpha, class_weights=class_weights,
               frozen_scans=(FrozenEncoderScans(subjects, train_idx, run, placement)
-                            if model_config.freeze_encoder else None))
+                            if model_config.freeze_encoder else None),
+              linear_path=path_fit)
   progress = FoldProgress(state=state,
                           plateau_state=plateau_scheduler(optim_config).init(jnp.zeros(())),
                           best_params=state.params)
@@ -417,6 +423,7 @@ def tested_result(fold: Fold, progress: FoldProgress, test: tuple[np.ndarray, np
                  "prediction_counts": argmax["prediction_counts"]},
       "focal_alpha": fold.focal_alpha,
       "class_weights": fold.class_weights,
+      "linear_path": fold.linear_path,
       "best_epoch": progress.best_epoch,
       "best_val_auc": progress.best_val_auc if progress.best_epoch >= 0 else None,
       "epochs_run": progress.next_epoch,

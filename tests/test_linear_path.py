@@ -1,0 +1,134 @@
+"""The linear path (`nn.model.LinearPath`, `train.linear_path`): its logit is the fitted
+regression's on the last visit's standardised features, its offsets are cross-fitted, it never
+trains, and configurations without a counterpart are refused."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
+
+from stgnn_jax.config import ModelConfig, OptimConfig
+from stgnn_jax.data.preprocessing import connection_features
+from stgnn_jax.errors import ConfigError
+from stgnn_jax.input_pipeline import pack_subjects
+from stgnn_jax.nn.model import STGNN
+from stgnn_jax import params_to_torch
+from stgnn_jax.train import linear_path
+from stgnn_jax.train.state import TrainState, input_statistics, with_input_statistics
+from stgnn_jax.train.step import train_step
+
+N = 12
+CONFIG = ModelConfig(input_dim=N, node_features="profile_change", gnn_num_layers=1,
+                     gnn_hidden_dim=16, graph_norm=False, use_topk_pooling=False,
+                     readout="concat", input_dropout=0.5, lstm_hidden_dim=8, linear_path=True)
+
+
+def cohort(seed=0, subjects=24):
+  """Per subject `[visits, N, N]` symmetric FC-like matrices and labels (converters shifted)."""
+  rng = np.random.default_rng(seed)
+  fcs, labels = [], []
+  for s in range(subjects):
+    visits = int(rng.integers(1, 4))
+    y = int(s % 3 == 0)
+    a = rng.uniform(-0.6, 0.6, (visits, N, N)) + 0.3 * y * np.arange(visits)[:, None, None]
+    a = np.clip((a + np.swapaxes(a, 1, 2)) / 2, -1, 1)
+    a[:, np.arange(N), np.arange(N)] = 1.0
+    fcs.append(a.astype(np.float32))
+    labels.append(y)
+  return fcs, np.array(labels)
+
+
+def batch_of(fcs, labels, offsets=None):
+  features = [connection_features(f, "profile_change") for f in fcs]
+  return features, pack_subjects([f != 0 for f in fcs], labels=labels, features=features,
+                                 offsets=offsets)
+
+
+def test_logit_is_the_fitted_regression_on_the_last_visit():
+  fcs, labels = cohort()
+  features, batch = batch_of(fcs, labels)
+  model = STGNN(CONFIG)
+  params = model.init(jax.random.key(0), batch.graphs, batch.visit_slot, batch.lengths,
+                      max_visits=batch.max_visits)["params"]
+  stats = input_statistics(features)
+  params = with_input_statistics(params, stats)
+  rng = np.random.default_rng(1)
+  fitted = {"w": rng.normal(size=N * 2 * N).astype(np.float32), "b": 0.7}
+  with_path = linear_path.with_linear_path(params, fitted)
+
+  def logits(p):
+    return np.asarray(model.apply({"params": p}, batch.graphs, batch.visit_slot, batch.lengths,
+                                  max_visits=batch.max_visits))
+
+  # Independently: standardise each subject's LAST visit in NumPy, flatten, w . x + b.
+  last = np.stack([((f[-1] - stats["mean"]) * stats["scale"]).ravel() for f in features])
+  z = last.astype(np.float64) @ fitted["w"] + fitted["b"]
+  difference = logits(with_path) - logits(params)
+  np.testing.assert_allclose(difference[:, 1] - difference[:, 0], z, rtol=1e-4, atol=1e-3)
+  np.testing.assert_allclose(difference.sum(axis=1), 0.0, atol=1e-4)
+
+
+def test_fit_chooses_c_by_inner_cv_and_offsets_are_cross_fitted():
+  rng = np.random.default_rng(2)
+  x = rng.normal(size=(40, 30))
+  y = (x[:, 0] + 0.8 * rng.normal(size=40) > 0.3).astype(int)
+  fitted = linear_path.fit_linear_path(x, y, seed=7)
+  assert fitted["C"] in linear_path.C_GRID
+  assert fitted["inner_auc"][str(fitted["C"])] == max(fitted["inner_auc"].values())
+  # The offsets make each subject's path logit the one of the inner model that did not see it.
+  final = LogisticRegression(C=fitted["C"], class_weight="balanced", max_iter=5000,
+                             tol=1e-6).fit(x, y)
+  np.testing.assert_allclose(fitted["w"], final.coef_[0], rtol=1e-4, atol=1e-5)
+  held_out = np.empty(40)
+  folds = StratifiedKFold(linear_path.INNER_FOLDS, shuffle=True, random_state=7)
+  for train, held in folds.split(x, y):
+    held_out[held] = LogisticRegression(
+        C=fitted["C"], class_weight="balanced", max_iter=5000, tol=1e-6).fit(
+            x[train], y[train]).decision_function(x[held])
+  np.testing.assert_allclose(fitted["offsets"] + final.decision_function(x), held_out,
+                             rtol=1e-4, atol=1e-4)
+  with pytest.raises(ValueError, match="both classes"):
+    linear_path.fit_linear_path(x, np.zeros(40, int), seed=0)
+
+
+def test_the_path_never_trains_and_the_offset_enters_the_training_loss():
+  fcs, labels = cohort(subjects=16)
+  features, batch = batch_of(fcs, labels)
+  params = STGNN(CONFIG).init(jax.random.key(0), batch.graphs, batch.visit_slot, batch.lengths,
+                              max_visits=batch.max_visits)["params"]
+  params = with_input_statistics(params, input_statistics(features))
+  params = linear_path.with_linear_path(
+      params, {"w": np.full(N * 2 * N, 0.01, np.float32), "b": 0.1})
+  state = TrainState.create(params, CONFIG, OptimConfig(), focal_alpha=0.75)
+  key = jax.random.key(3)
+  after, metrics = train_step(state, batch, key)
+  for name in ("kernel", "bias"):
+    np.testing.assert_array_equal(after.params["linear_path"][name],
+                                  params["linear_path"][name])
+  moved = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))),
+                       after.params["classifier"], params["classifier"])
+  assert any(jax.tree.leaves(moved))  # the network itself trains
+  zero = batch_of(fcs, labels, offsets=np.zeros(len(fcs)))[1]
+  shifted = batch_of(fcs, labels, offsets=np.linspace(-2, 2, len(fcs)))[1]
+  same = train_step(state, zero, key)[1]
+  other = train_step(state, shifted, key)[1]
+  np.testing.assert_allclose(same["loss"], metrics["loss"], rtol=1e-6)
+  assert abs(float(other["loss"]) - float(metrics["loss"])) > 1e-4
+
+
+def test_configurations_without_a_linear_path_counterpart_are_refused():
+  with pytest.raises(ConfigError, match="linear_path"):
+    ModelConfig(linear_path=True)  # one-hot nodes
+  with pytest.raises(ConfigError, match="linear_path"):
+    ModelConfig(node_features="connection_profile", linear_path=True, freeze_encoder=True)
+  reference_like = ModelConfig(input_dim=N, node_features="connection_profile", linear_path=True)
+  fcs, labels = cohort(subjects=4)
+  features = [f for f in fcs]
+  batch = pack_subjects([f != 0 for f in fcs], labels=labels, features=features)
+  params = STGNN(reference_like).init(jax.random.key(0), batch.graphs, batch.visit_slot,
+                                      batch.lengths, max_visits=batch.max_visits)["params"]
+  with pytest.raises(ValueError, match="linear_path=True has no counterpart"):
+    params_to_torch(jax.tree.map(np.asarray, params), reference_like)
+  assert jnp.all(params["linear_path"]["kernel"] == 0)
