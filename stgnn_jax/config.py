@@ -199,7 +199,7 @@ def reference_overrides() -> dict[str, Any]:
 
   >>> overrides = reference_overrides()
   >>> overrides["focal_alpha"], overrides["freeze_encoder"], "lr" in overrides
-  (0.9, True, False)
+  (0.9, True, True)
   """
   return {f.name: reference_value(f)
           for config_class in (ModelConfig, OptimConfig, RunConfig)
@@ -450,7 +450,8 @@ class OptimConfig:
   "balanced_acc" (the reference), "auc" or "loss".
   """
 
-  lr: float = setting(1e-3, "Adam's learning rate", group="training")
+  lr: float = setting(1e-3, "Adam's learning rate (the reference: 1e-3)", group="training",
+                      cli_default=3e-4)
   loss: str = setting(
       "focal", "the classification loss: the seeds' focal loss, or their baselines: softmax "
       "cross-entropy (ce) and class-weighted cross-entropy (weighted_ce, PyTorch's "
