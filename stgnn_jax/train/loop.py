@@ -33,7 +33,12 @@ from stgnn_jax.input_pipeline import (
     pack_scans,
 )
 from stgnn_jax.train.checkpoints import restore_state, save_checkpoint, save_state
-from stgnn_jax.train.linear_path import fit_linear_path, last_visit_inputs, with_linear_path
+from stgnn_jax.train.linear_path import (
+    feature_sets,
+    fit_linear_path,
+    last_visit_inputs,
+    with_linear_path,
+)
 from stgnn_jax.train.optimizer import plateau_scheduler, plateau_step, plateau_value
 from stgnn_jax.train.pretrain import load_encoder
 from stgnn_jax.train.sharding import Placement, to_host
@@ -276,15 +281,17 @@ def setup_fold(index: int, split, subjects: Subjects, model_config: ModelConfig,
     stats = input_statistics([subjects.features[i] for i in train_idx])
     params = with_input_statistics(params, stats)
     if model_config.linear_path:
-      fitted = fit_linear_path(last_visit_inputs([subjects.features[i] for i in train_idx], stats),
-                               subjects.labels[train_idx], seed=run.seed + index)
+      fitted = fit_linear_path(
+          last_visit_inputs([subjects.features[i] for i in train_idx], stats),
+          subjects.labels[train_idx], seed=run.seed + index,
+          sets=feature_sets(model_config.node_features, model_config.node_slots))
       params = with_linear_path(params, fitted)
       offsets = np.zeros(len(subjects.labels), np.float32)
       offsets[train_idx] = fitted["offsets"]
       subjects = subjects.with_offsets(offsets)
   params = load_encoder(params, model_config, run, subjects, train_idx, directory, base_key)
   path_fit = None if not model_config.linear_path else {
-      "C": fitted["C"], "inner_auc": fitted["inner_auc"]}
+      "features": fitted["features"], "C": fitted["C"], "inner_auc": fitted["inner_auc"]}
   focal_alpha = (auto_focal_alpha(subjects.labels[train_idx])
                  if optim_config.focal_alpha == "auto" else optim_config.focal_alpha)
   class_weights = (auto_class_weights(subjects.labels[train_idx])
