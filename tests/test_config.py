@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # train.py's flags and defaults before the configuration was declared once (written down from
 # the hand-written parser they replaced), plus those added since (--overwrite,
 # --trust_checkpoint; --loss, --class_weights, --gamma_schedule, --smoothing_schedule; the
-# sweep's and the processes' flags): the generated parser must offer exactly these.
+# sweep's and the processes' flags; --linear_path): the generated parser must offer exactly
+# these.
 FLAGS_BEFORE = {
     "--data_root": None, "--var_name": "fc_matrix", "--threshold": 0.2, "--max_visits": 10,
     "--exclude_target_visit": False, "--time_normalization": "log",
@@ -34,9 +35,10 @@ FLAGS_BEFORE = {
     "--gnn_hidden_dim": 256, "--gnn_num_layers": 1, "--gnn_activation": "elu",
     "--input_dropout": 0.5, "--graph_norm": False, "--use_topk_pooling": False,
     "--topk_ratio": 0.3, "--readout": "concat", "--readout_node_dim": 8,
-    "--use_time_features": False, "--model_type": "LSTM", "--lstm_hidden_dim": 64,
+    "--use_time_features": False, "--linear_path": True, "--model_type": "LSTM",
+    "--lstm_hidden_dim": 64,
     "--lstm_num_layers": 1, "--lstm_bidirectional": None, "--freeze_encoder": False,
-    "--n_epochs": 100, "--batch_size": 16, "--lr": 0.001, "--weight_decay": 0.01,
+    "--n_epochs": 100, "--batch_size": 16, "--lr": 0.0003, "--weight_decay": 0.01,
     "--focal_alpha": "auto", "--focal_gamma": 3.0, "--label_smoothing": 0.05,
     "--minority_focus_epochs": 20, "--plateau_metric": "auc", "--decision_threshold": "val",
     "--selection": "auc_loss", "--early_stop_patience": 30, "--baselines": True,
@@ -58,6 +60,7 @@ REFERENCE = {
     "node_features": "onehot", "readout": "meanmax", "input_dropout": 0.0,
     "model_type": "LSTM", "lstm_hidden_dim": 64, "lstm_num_layers": 1,
     "lstm_bidirectional": None, "use_time_features": False, "freeze_encoder": True,
+    "linear_path": False,
     "num_folds": 5, "seed": 42, "batch_size": 16, "n_epochs": 100, "focal_alpha": 0.9,
     "focal_gamma": 3.0, "label_smoothing": 0.05, "minority_focus_epochs": 20, "lr": 1e-3,
     "weight_decay": 1e-4, "plateau_metric": "balanced_acc", "decision_threshold": "argmax",

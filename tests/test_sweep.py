@@ -61,6 +61,8 @@ def assert_rows_agree(member_row, single_row):
     ({}, ("loss=ce,weighted_ce", "weight_decay=0,0.05", "minority_focus_epochs=0,5"), (0, 3, 6)),
     # The reference's frozen encoder: the classifier steps on the epoch's shared embeddings.
     ({"freeze_encoder": True}, ("focal_alpha=0.25,0.9", "lr=0.001,0.003"), (0, 3)),
+    # The default's fitted linear path: one regression per fold, shared, its offsets in batches.
+    ({"linear_path": True}, ("focal_alpha=0.25,0.75", "lr=0.001,0.003"), (0, 3)),
 ])
 def test_members_equal_standalone_runs_after_one_epoch(tmp_path, model_changes, axes, compared):
   run = dataclasses.replace(RUN, sweep=axes)

@@ -280,7 +280,7 @@ def test_a_pretrained_encoder_that_does_not_fit_is_refused_before_the_run_folder
   out = tmp_path / "out"
   result = train_fails(*SMALL_RUN, "--node_features", "onehot", "--gnn_num_layers", "2",
                        "--graph_norm", "true", "--use_topk_pooling", "true", "--readout",
-                       "meanmax", "--input_dropout", "0", "--pretrained", str(path), "--out_dir", str(out),
-                       "--save_path", str(tmp_path / "save"))
+                       "meanmax", "--input_dropout", "0", "--no-linear_path", "--pretrained",
+                       str(path), "--out_dir", str(out), "--save_path", str(tmp_path / "save"))
   assert "the pretrained encoder does not fit this model" in result.stderr
   assert not out.exists()
