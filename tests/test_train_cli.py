@@ -17,6 +17,7 @@ import pytest
 
 from stgnn_jax.config import ModelConfig
 from stgnn_jax.data import synthetic
+from stgnn_jax.eval.baselines import C_GRID
 from stgnn_jax.train.checkpoints import load_checkpoint, save_checkpoint
 from tests.torch_reference import SMALL, params_for
 
@@ -80,6 +81,9 @@ def test_outputs_of_a_run(reference_run):
     assert 0.6 < fold["focal_alpha"] < 0.8
     assert fold["decision_threshold"] is None or 0 < fold["decision_threshold"] < 1
     assert set(fold["argmax"]) >= {"test_acc", "balanced_acc", "minority_f1"}
+    # The fold's linear path: its inputs and C chosen by inner CV on the training subjects.
+    assert fold["linear_path"]["features"] in ("profile", "profile+change")
+    assert fold["linear_path"]["C"] in C_GRID and len(fold["linear_path"]["inner_auc"]) == 10
   assert set(results["summary"]) == set(SUMMARY)
   assert (out / "reliability.png").stat().st_size > 0
   for fold in results["folds"]:
@@ -98,7 +102,7 @@ def test_outputs_of_a_run(reference_run):
     if results["folds"][k]["best_epoch"] >= 0:
       params, model_config, meta = load_checkpoint(best)
       assert model_config.gnn_hidden_dim == 16 and meta["fold"] == k
-      assert set(params) == {"encoder", "classifier"}
+      assert set(params) == {"encoder", "classifier", "linear_path"}  # the default's path
       assert (save / f"best_model_fold{k}.msgpack").exists()
     assert (out / f"curves_fold{k}.png").stat().st_size > 1000
   assert (out / "roc.png").stat().st_size > 1000
