@@ -274,10 +274,10 @@ class ModelConfig:
       use_topk_pooling=False, since pooling keeps different regions in different graphs).
     readout_node_dim: per-region width of the "concat" readout.
     use_time_features: fuse a per-visit time feature into each graph embedding.
-    linear_path: add a linear function of the last visit's node features (standardised, after
-      input dropout) to the classifier's logits (`nn.model.LinearPath`), so that the model
-      contains a logistic regression on the last scan beside the graph path. Needs explicit
-      node features and a trained encoder. False in the reference.
+    linear_path: add a linear function of the last visit's node features (standardised, before
+      input dropout) to the classifier's logits (`nn.model.LinearPath`): a logistic regression
+      on the last scan, fitted per fold (`train.linear_path`), beside the graph path. Needs
+      explicit node features and a trained encoder. False in the reference.
     model_type: temporal classifier, "LSTM", "GRU" or "RNN" (tanh).
     lstm_hidden_dim: hidden size of the recurrent layers.
     lstm_num_layers: number of stacked recurrent layers.

@@ -129,10 +129,10 @@ class STGNN(nn.Module):
   encoder in one call; their embeddings are scattered to `[subjects, max_visits, 2 * output_dim]`
   and classified with packed-sequence semantics (`lengths`).
 
-  With `linear_path`, a linear function of the last visit's node features (standardised, after
-  input dropout; `LinearPath`) is added to the logits: the model can represent a logistic
-  regression on the last scan's connection values (and, with profile_change, on their change
-  since the first visit) exactly, whatever the graph path learns.
+  With `linear_path`, a linear function of the last visit's node features (standardised, before
+  input dropout; `LinearPath`) is added to the logits: a logistic regression on the last scan's
+  connection values (and, with profile_change, on their change since the first visit), fitted
+  per fold (`train.linear_path`), beside whatever the graph path learns.
   """
 
   config: ModelConfig

@@ -20,8 +20,12 @@ fold, like the classical baselines but on the training subjects alone:
     kernel's columns are `-w/2` and `w/2` (bias likewise).
 
 The path's parameters are then constants of the fold (left out of the optimiser, like the input
-statistics, `train.optimizer`), so the network trains on the residual of the regression. The
-checkpoint carries them.
+statistics, `train.optimizer`; the network's last layer starts at 0, so training starts from the
+regression), and the checkpoint carries them. The full fit separates the training subjects, so a
+network trained against it would learn to cancel it on exactly those subjects; instead each
+training subject's path logit enters the loss at its cross-fitted value (the inner model that
+did not see it: `offsets`, `SubjectBatch.offset`), and the network learns the residual of the
+regression's held-out predictions.
 """
 
 from __future__ import annotations

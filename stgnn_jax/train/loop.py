@@ -254,7 +254,7 @@ class Fold:
   focal_alpha: float
   class_weights: tuple[float, ...] | None
   frozen_scans: FrozenEncoderScans | None
-  linear_path: dict[str, Any] | None = None  # the fitted path's C and inner AUCs
+  linear_path: dict[str, Any] | None = None  # the fitted path's inputs, C and inner AUCs
 
   @property
   def progress_path(self) -> str:
