@@ -38,10 +38,12 @@ def cohort(num_subjects: int, *, signal: bool, seed: int = 0) -> tuple[np.ndarra
 
 
 def reference_fit(x: np.ndarray, y: np.ndarray, c: float) -> Pipeline:
-  """The documented model, written out here: standardise, class-balanced L2 logistic regression."""
+  """The documented model, written out here: standardise, class-balanced L2 logistic regression
+  on every feature, converged far beyond the baselines' own tolerance (they solve it in the
+  span of the training rows)."""
   return Pipeline([("scale", StandardScaler()),
-                   ("logreg", LogisticRegression(C=c, class_weight="balanced", tol=1e-6,
-                                                 max_iter=5000))]).fit(x, y)
+                   ("logreg", LogisticRegression(C=c, class_weight="balanced", tol=1e-12,
+                                                 max_iter=100000))]).fit(x, y)
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +118,7 @@ def test_every_fold_is_the_given_split_and_matches_the_reference_model(signal_ru
         assert fold["C"] == next(c for c in baselines.C_GRID if val_aucs[f"{c:g}"] == best)
         assert fold["c_selection"] == "validation AUC" and fold["val_auc"] == best
         p1 = reference_fit(x[train], labels[train], fold["C"]).predict_proba(x[test])[:, 1]
-        np.testing.assert_allclose(fold["test_p1"], p1, atol=1e-9)
+        np.testing.assert_allclose(fold["test_p1"], p1, atol=1e-6)
         predictions = (p1 > 0.5).astype(int)
         assert fold["test_auc"] == pytest.approx(skm.roc_auc_score(labels[test], p1))
         assert fold["balanced_acc"] == pytest.approx(
@@ -170,7 +172,8 @@ def test_c_is_chosen_on_validation_never_on_test(monkeypatch):
   [fold] = baselines.run_baselines(last_fc, labels, [(train, val, test)])["logreg_fc"]["folds"]
   np.testing.assert_array_equal(fitted_on[0], train)
   assert (fold["C"], fold["val_auc"], fold["test_auc"]) == (0.01, 1.0, 0.0)
-  assert fold["val_auc_by_C"] == {"0.001": 0.5, "0.01": 1.0, "0.1": 0.5, "1": 0.0, "10": 0.5}
+  assert fold["val_auc_by_C"] == {"0.001": 0.5, "0.01": 1.0, "0.1": 0.5, "1": 0.0, "10": 0.5,
+                                 "100": 0.5, "1000": 0.5}
 
   # Every C equally good on validation: the smallest (strongest regularisation) wins.
   planted = {c: good_on_val for c in baselines.C_GRID}

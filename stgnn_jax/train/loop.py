@@ -34,9 +34,9 @@ from stgnn_jax.input_pipeline import (
 )
 from stgnn_jax.train.checkpoints import restore_state, save_checkpoint, save_state
 from stgnn_jax.train.linear_path import (
-    feature_sets,
     fit_linear_path,
     last_visit_inputs,
+    path_columns,
     with_linear_path,
 )
 from stgnn_jax.train.optimizer import plateau_scheduler, plateau_step, plateau_value
@@ -254,7 +254,7 @@ class Fold:
   focal_alpha: float
   class_weights: tuple[float, ...] | None
   frozen_scans: FrozenEncoderScans | None
-  linear_path: dict[str, Any] | None = None  # the fitted path's inputs, C and inner AUCs
+  linear_path: dict[str, Any] | None = None  # the fitted path's C and inner AUCs
 
   @property
   def progress_path(self) -> str:
@@ -284,14 +284,14 @@ def setup_fold(index: int, split, subjects: Subjects, model_config: ModelConfig,
       fitted = fit_linear_path(
           last_visit_inputs([subjects.features[i] for i in train_idx], stats),
           subjects.labels[train_idx], seed=run.seed + index,
-          sets=feature_sets(model_config.node_features, model_config.node_slots))
+          columns=path_columns(model_config.node_features, model_config.node_slots))
       params = with_linear_path(params, fitted)
       offsets = np.zeros(len(subjects.labels), np.float32)
       offsets[train_idx] = fitted["offsets"]
       subjects = subjects.with_offsets(offsets)
   params = load_encoder(params, model_config, run, subjects, train_idx, directory, base_key)
   path_fit = None if not model_config.linear_path else {
-      "features": fitted["features"], "C": fitted["C"], "inner_auc": fitted["inner_auc"]}
+      "C": fitted["C"], "inner_auc": fitted["inner_auc"]}
   focal_alpha = (auto_focal_alpha(subjects.labels[train_idx])
                  if optim_config.focal_alpha == "auto" else optim_config.focal_alpha)
   class_weights = (auto_class_weights(subjects.labels[train_idx])
