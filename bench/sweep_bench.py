@@ -8,8 +8,9 @@ of the run's folds (96 training, 24 validation subjects):
 
   * one epoch = what the fold loop does per epoch: the training steps over the fold's training
     subjects in a freshly shuffled order, then validation, the plateau and the best-epoch
-    bookkeeping. Standalone: `loop.run_epoch` of one member (`setup_fold` with the member's
-    settings). Sweep: `sweep.chunk_epoch` of a chunk of K members (`setup_chunk`), the members
+    bookkeeping (`driver.FoldTrainer.epoch`). Standalone: one member's trainer
+    (`driver.single_trainer` with the member's settings). Sweep: the trainer of a chunk of K
+    members (`sweep.setup_chunk`), the members
     taken from the seeds' α × γ × smoothing grid (K = 48 is the whole grid).
   * compilation apart: `--warmup` untimed epochs first (default 4), in which the steps compile
     for the batch shapes (graph buckets) the timed epochs meet; their time is reported.
@@ -54,7 +55,7 @@ from stgnn_jax.config import (
 )
 from stgnn_jax.input_pipeline import Subjects, make_folds
 from stgnn_jax.train import cross_validation, sweep
-from stgnn_jax.train.loop import run_epoch, setup_fold
+from stgnn_jax.train.driver import single_trainer
 from stgnn_jax.train.sharding import Placement
 
 
@@ -93,12 +94,12 @@ def time_sweep(k: int, epochs: int, warmup: int, reference: bool) -> dict:
     setup = time.perf_counter() - started
     started = time.perf_counter()
     for _ in range(warmup):
-      sweep.chunk_epoch(chunk, optim)
+      chunk.epoch()
     jax.block_until_ready(chunk.state)
     first = time.perf_counter() - started
     started = time.perf_counter()
     for _ in range(epochs):
-      sweep.chunk_epoch(chunk, optim)
+      chunk.epoch()
     jax.block_until_ready(chunk.state)
     seconds = (time.perf_counter() - started) / epochs
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -112,17 +113,17 @@ def time_standalone(count: int, epochs: int, warmup: int, reference: bool) -> di
   total, firsts = 0.0, []
   with tempfile.TemporaryDirectory() as directory:
     for member in members:
-      fold, progress = setup_fold(0, folds[0], subjects, model, member.optim_config, run,
-                                  placement, os.path.join(directory, member.name))
+      trainer = single_trainer(0, folds[0], subjects, model, member.optim_config, run,
+                               placement, os.path.join(directory, member.name))
       started = time.perf_counter()
       for _ in range(warmup):
-        run_epoch(fold, progress)
-      jax.block_until_ready(progress.state)
+        trainer.epoch()
+      jax.block_until_ready(trainer.state)
       firsts.append(time.perf_counter() - started)
       started = time.perf_counter()
       for _ in range(epochs):
-        run_epoch(fold, progress)
-      jax.block_until_ready(progress.state)
+        trainer.epoch()
+      jax.block_until_ready(trainer.state)
       total += time.perf_counter() - started
   return {"members": count, "first_epoch_s": firsts, "epoch_s": total / (count * epochs),
           "member_epochs_per_s": count * epochs / total}

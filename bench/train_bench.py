@@ -17,7 +17,7 @@ What is measured, in one process on the CPU, on the same data and in the same ba
         data loader does), then the LSTM classifier is trained.
       - `end-to-end`: ours = the default `ModelConfig()` (encoder trained); PyTorch = the same
         pipeline with gradients through the encoder.
-  * ours: exactly the epoch of `stgnn_jax.train.loop.train_fold` (`train_epoch`); end to end:
+  * ours: exactly the epoch of `stgnn_jax.train.driver.FoldTrainer` (`train_epoch`); end to end:
     batches from `Subjects.batches` (RunConfig defaults: graph_multiple 32, max_visits 10),
     `Placement.batch`, the jitted `train_step` (focal loss + minority forcing, clip 1.0, Adam
     with L2 1e-4), a per-batch dropout key, and `block_until_ready` once at the end of the
@@ -84,7 +84,9 @@ from stgnn_jax.input_pipeline import (
     make_folds,
 )
 from stgnn_jax.torch_interop.convert import params_from_torch
-from stgnn_jax.train.loop import FrozenEncoderScans, train_epoch
+from stgnn_jax.train.driver import train_epoch
+from stgnn_jax.train.engines import OneMember
+from stgnn_jax.train.loop import FrozenEncoderScans
 from stgnn_jax.train.sharding import Placement
 from stgnn_jax.train.state import TrainState, init_params
 from stgnn_jax.train.step import train_step
@@ -138,7 +140,7 @@ def batch_groups(order: np.ndarray) -> list[np.ndarray]:
 # --- Ours: the training loop of stgnn_jax.train.loop ------------------------------------------
 
 class JaxPipeline:
-  """`train_fold`'s epoch: `stgnn_jax.train.loop.train_epoch` (frozen: one embedding pass over
+  """A single run's epoch: `stgnn_jax.train.driver.train_epoch` (frozen: one embedding pass over
   the epoch's scans + classifier steps on `EmbeddedBatch`es; end-to-end: `Subjects.batches` ->
   `Placement.batch` -> `train_step`)."""
 
@@ -153,9 +155,9 @@ class JaxPipeline:
                          if config.freeze_encoder else None)
 
   def epoch(self, order: np.ndarray, epoch: int) -> None:
-    state, step_metrics = train_epoch(self.state, epoch, self.data.subjects, order, self.data.run,
-                                      self.placement, jax.random.fold_in(self.key, epoch),
-                                      self.frozen_scans)
+    state, step_metrics = train_epoch(OneMember(self.placement), self.state, epoch,
+                                      self.data.subjects, order, self.data.run, self.placement,
+                                      jax.random.fold_in(self.key, epoch), self.frozen_scans)
     self.state = jax.block_until_ready(state)
     jax.block_until_ready(step_metrics)
 

@@ -15,6 +15,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from stgnn_jax.errors import RunStateError
+
 # The prefix of the temporary files; one left by a killed write can be removed safely.
 TEMP_PREFIX = ".tmp-"
 # In a run over several processes (`jax.distributed`), every process computes the same values
@@ -85,3 +87,13 @@ def json_default(value: Any) -> Any:
   if isinstance(value, np.ndarray):
     return value.tolist()
   raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+  """A JSON file of a run folder; RunStateError naming the file if it cannot be read."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except (ValueError, OSError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    raise RunStateError(f"{path}: not readable ({type(error).__name__}: {error}); the file is "
+                        "damaged; delete it (or the run folder) to redo that part.") from None

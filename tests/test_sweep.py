@@ -20,7 +20,7 @@ from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
 from stgnn_jax.errors import ConfigError, RunStateError
 from stgnn_jax.input_pipeline import Subjects, make_folds
 from stgnn_jax.train import cross_validation, sweep
-from stgnn_jax.train.loop import run_epoch, setup_fold
+from stgnn_jax.train.driver import single_trainer
 from stgnn_jax.train.sharding import Placement
 from tests.test_train_cli import ROOT, results_of, run_train, train_command
 
@@ -71,15 +71,15 @@ def test_members_equal_standalone_runs_after_one_epoch(tmp_path, model_changes, 
   placement = Placement(1, run.batch_size, run.eval_batch_size, run.graph_multiple)
   chunk = sweep.setup_chunk(0, folds[0], subjects, model, OPTIM, run, placement, members,
                             str(tmp_path / "sweep" / "chunk_0"))
-  rows = {row["member"]: row for row in sweep.chunk_epoch(chunk, OPTIM)}
+  rows = {row["member"]: row for row in chunk.epoch()}
   params = sweep.to_host(chunk.state.params)
   for m in compared:
     member = members[m]
-    fold, progress = setup_fold(0, folds[0], subjects, model, member.optim_config, run,
+    single_run = single_trainer(0, folds[0], subjects, model, member.optim_config, run,
                                 placement, str(tmp_path / f"single_{m}"))
-    single_row = run_epoch(fold, progress)
+    [single_row] = single_run.epoch()
     assert_rows_agree(rows[member.name], single_row)
-    single = jax.device_get(progress.state.params)
+    single = jax.device_get(single_run.state.params)
     for path, leaf in jax.tree_util.tree_leaves_with_path(single):
       stacked = params
       for key in path:
@@ -137,13 +137,13 @@ def test_sweep_outputs_selection_and_resume(tmp_path, monkeypatch):
   done = tmp_path / "fold_1" / "sweep" / "chunk_1" / "result.json"
   done.unlink()
   calls = []
-  real_epoch = sweep.chunk_epoch
+  real_epoch = sweep.FoldTrainer.epoch
 
-  def counted(chunk, optim_config):
+  def counted(chunk):
     calls.append(min(p.next_epoch for p in chunk.progress))
-    return real_epoch(chunk, optim_config)
+    return real_epoch(chunk)
 
-  monkeypatch.setattr(sweep, "chunk_epoch", counted)
+  monkeypatch.setattr(sweep.FoldTrainer, "epoch", counted)
   again = cross_validation.run_cross_validation(MODEL, OPTIM, run, str(tmp_path),
                                                 progress_bar=False)
   assert calls and calls[0] == 0  # the result was gone with no progress: trained again
@@ -167,13 +167,13 @@ def test_a_killed_chunk_resumes_at_its_next_epoch(tmp_path):
                              directory)
 
   whole = start()
-  rows = [sweep.chunk_epoch(whole, OPTIM) for _ in range(3)]
+  rows = [whole.epoch() for _ in range(3)]
   killed = start()
-  sweep.chunk_epoch(killed, OPTIM)
+  killed.epoch()
   killed.save()  # what train_chunk saves (at most every SAVE_SECONDS); then the process dies
   resumed = start()
   assert [p.next_epoch for p in resumed.progress] == [1, 1]
-  later = [sweep.chunk_epoch(resumed, OPTIM) for _ in range(2)]
+  later = [resumed.epoch() for _ in range(2)]
   for got, want in zip(later, rows[1:]):
     for a, b in zip(got, want):
       assert a["member"] == b["member"]

@@ -25,7 +25,9 @@ from stgnn_jax.input_pipeline import (
     pack_subjects,
 )
 from stgnn_jax.train.checkpoints import save_checkpoint
-from stgnn_jax.train.loop import FrozenEncoderScans, train_epoch
+from stgnn_jax.train.driver import train_epoch
+from stgnn_jax.train.engines import OneMember
+from stgnn_jax.train.loop import FrozenEncoderScans
 from stgnn_jax.train.optimizer import (
     create_optimizer,
     plateau_scheduler,
@@ -338,8 +340,8 @@ def test_frozen_encoder_epoch_on_precomputed_embeddings_equals_the_graph_batches
     train_step.clear_cache()
     with count_compilations("train_step") as compiled:
       for epoch in range(2):
-        state, metrics = train_epoch(state, epoch, subjects, orders[epoch], run, placement,
-                                     jax.random.key(epoch), scans)
+        state, metrics = train_epoch(OneMember(placement), state, epoch, subjects,
+                                     orders[epoch], run, placement, jax.random.key(epoch), scans)
         losses += [float(m["loss"]) for m in metrics]
     results[name] = (state, losses, compiled())
   (graph_state, graph_losses, graph_compiles), (emb_state, emb_losses, emb_compiles) = (

@@ -27,13 +27,11 @@ from stgnn_jax.eval import metrics as metrics_lib
 from stgnn_jax.eval.reports import format_summary, format_value, write_metrics_csv
 from stgnn_jax.input_pipeline import Subjects, make_folds
 from stgnn_jax.train import sweep
-from stgnn_jax.train.loop import train_fold
+from stgnn_jax.train.driver import train_fold
 from stgnn_jax.train.pretrain import check_pretrained_encoder
 from stgnn_jax.train.sharding import Placement
 from stgnn_jax.train.state import init_params
 
-SUMMARY_METRICS = ("test_acc", "balanced_acc", "minority_f1", "test_auc", "train_acc",
-                   "balanced_train_acc", "ece", "brier", "confidence_mean", "overconfident")
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +98,7 @@ def run_cross_validation(model_config: ModelConfig, optim_config: OptimConfig, r
     results, histories = train_folds(folds, subjects, model_config, optim_config, run,
                                      placement, out_dir, progress_bar=progress_bar)
 
-  summary = metrics_lib.summarize(results, SUMMARY_METRICS)
+  summary = metrics_lib.summarize(results, metrics_lib.FOLD_SUMMARY_METRICS)
   output = {"folds": results, "summary": summary, "cohort": cohort.summary(), **output}
   if run.baselines:
     from stgnn_jax.eval import baselines
@@ -144,16 +142,6 @@ def size_by_data(run: RunConfig, cohort: Cohort, num_devices: int) -> RunConfig:
   return dataclasses.replace(run, **changed)
 
 
-def read_json(path: str) -> Any:
-  """A JSON file of a run folder; RunStateError naming the file if it cannot be read."""
-  try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
-  except (ValueError, OSError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-    raise RunStateError(f"{path}: not readable ({type(error).__name__}: {error}); the file is "
-                        "damaged; delete it (or the run folder) to redo that part.") from None
-
-
 def has_progress(out_dir: str) -> bool:
   """Whether a run folder holds a trained epoch (a fold's, or a sweep chunk's, progress or
   result)."""
@@ -176,12 +164,12 @@ def prepare_run_dir(out_dir: str, model_config: ModelConfig, optim_config: Optim
   data = {"fingerprint": cohort.fingerprint(), "cohort": cohort.summary()}
   trained = has_progress(out_dir)
   if trained:
-    if read_json(config_path) != config:
+    if atomic.read_json(config_path) != config:
       raise RunStateError(
           f"{config_path} holds a different configuration; resume with the same settings "
           "(train.py --resume DIR reads them from there) or use a new --out_dir.")
     if os.path.exists(data_path):
-      saved = read_json(data_path).get("fingerprint", {})
+      saved = atomic.read_json(data_path).get("fingerprint", {})
       changed = [part for part, digest in data["fingerprint"].items()
                  if saved.get(part) != digest]
       if changed:
@@ -215,7 +203,7 @@ def train_folds(folds, subjects: Subjects, model_config: ModelConfig, optim_conf
       fold_dir = os.path.join(out_dir, f"fold_{k}")
       done_path = os.path.join(fold_dir, "result.json")
       if os.path.exists(done_path):
-        done = read_json(done_path)
+        done = atomic.read_json(done_path)
         if not isinstance(done, dict) or not {"result", "history"} <= set(done):
           raise RunStateError(f"{done_path}: not a fold result; delete it to train the fold "
                               "again.")

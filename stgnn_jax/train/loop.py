@@ -1,22 +1,20 @@
-"""One fold of the protocol: set it up, run its epochs, test its selected epoch.
+"""A fold's parts: its fixed inputs, its bookkeeping, predictions, metrics and results entry.
 
-Per epoch: shuffled batches (a different, seeded order every epoch) through `train_step`,
-validation, the plateau scheduler on a validation metric, and selection of the best epoch by
+`setup_fold` makes the fold's inputs (training statistics, the fitted linear path, the focal α)
+and initial state; `driver.FoldTrainer` runs its epochs. Selection of the best epoch is by
 validation AUC among epochs that predict both classes (`FoldProgress.improves`). With
 `decision_threshold="val"` each epoch's validation predictions also choose the decision threshold
 (`metrics.balanced_threshold`) that the selected epoch then applies to the test fold; "argmax" is
 the reference's. Early stopping ends a fold `early_stop_patience` epochs after its last selected
-epoch. The fold's progress is saved after every epoch, so a killed run resumes exactly.
+epoch (`record_epoch`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
-import time as wall_time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,14 +30,12 @@ from stgnn_jax.input_pipeline import (
     iterate_embedded_batches,
     pack_scans,
 )
-from stgnn_jax.train.checkpoints import restore_state, save_checkpoint, save_state
 from stgnn_jax.train.linear_path import (
     fit_linear_path,
     last_visit_inputs,
     path_columns,
     with_linear_path,
 )
-from stgnn_jax.train.optimizer import plateau_scheduler, plateau_step, plateau_value
 from stgnn_jax.train.pretrain import load_encoder
 from stgnn_jax.train.sharding import Placement, to_host
 from stgnn_jax.train.state import (
@@ -50,7 +46,7 @@ from stgnn_jax.train.state import (
     input_statistics,
     with_input_statistics,
 )
-from stgnn_jax.train.step import encode_graphs, eval_step, train_step
+from stgnn_jax.train.step import encode_graphs, eval_step
 
 logger = logging.getLogger(__name__)
 
@@ -92,33 +88,6 @@ class FrozenEncoderScans:
     for batch in iterate_embedded_batches(self.table, batch_size=batch_size or self.run.batch_size,
                                           max_visits=self.run.max_visits, order=positions):
       yield self.placement.batch(batch).replace(embeddings=embeddings)
-
-
-def train_epoch(state: TrainState, epoch: int, subjects: Subjects, order: np.ndarray,
-                run: RunConfig, placement: Placement, epoch_key: jax.Array,
-                frozen_scans: FrozenEncoderScans | None = None):
-  """Epoch `epoch` (0-based): one pass over `order` in batches of `run.batch_size`.
-
-  Returns `(state, per-step metrics)`. With `frozen_scans` (a frozen encoder) the steps run on
-  the epoch's precomputed embeddings; otherwise each step runs the whole model on its batch's
-  graphs. Nothing is synchronised.
-  """
-  # The epoch and its stage of the schedules, placed like the rest of the state: an uncommitted
-  # scalar would make the first step of a run compile once more than the others.
-  staged = state.at_epoch(epoch)
-  state = state.replace(**placement.replicate(
-      {"epoch": staged.epoch, "focal_gamma": staged.focal_gamma,
-       "label_smoothing": staged.label_smoothing}))
-  if frozen_scans is not None:
-    # The steps use fold_in(epoch_key, b); the encoder's dropout takes an index no step reaches.
-    batches = frozen_scans.batches(state, order, jax.random.fold_in(epoch_key, 2**31 - 1))
-  else:
-    batches = (placement.batch(b) for b in subjects.batches(order, run.batch_size, run))
-  step_metrics = []
-  for b, batch in enumerate(batches):
-    state, m = train_step(state, batch, jax.random.fold_in(epoch_key, b))
-    step_metrics.append(m)
-  return state, step_metrics
 
 
 def predict_split(state: TrainState, subjects: Subjects, indices: np.ndarray, run: RunConfig,
@@ -188,11 +157,9 @@ def predicts_both_classes(result: dict[str, Any]) -> bool:
 
 @dataclasses.dataclass
 class FoldProgress:
-  """What a fold has to remember between epochs (saved after every epoch for --resume)."""
+  """A member's bookkeeping in a fold, beside its arrays (`driver.FoldTrainer`): its selected
+  epoch, where it stands and its metrics rows; saved with the arrays for --resume."""
 
-  state: TrainState
-  plateau_state: Any
-  best_params: Any
   best_epoch: int = -1
   best_val_auc: float = -math.inf
   best_val_loss: float = math.inf
@@ -207,18 +174,6 @@ class FoldProgress:
   def meta(self) -> dict[str, Any]:
     """The bookkeeping (everything but the arrays), as JSON values."""
     return {name: getattr(self, name) for name in self.META}
-
-  def to_tree(self) -> dict[str, Any]:
-    return {"state": self.state, "plateau_state": self.plateau_state,
-            "best_params": self.best_params, "meta": json.dumps(self.meta())}
-
-  def restore(self, path: str) -> None:
-    tree = restore_state(path, self.to_tree())
-    self.state = tree["state"]
-    self.plateau_state = tree["plateau_state"]
-    self.best_params = tree["best_params"]
-    for name, value in json.loads(tree["meta"]).items():
-      setattr(self, name, value)
 
   def stop_keeping_best(self, problem: str, who: str = "fold") -> None:
     """Stops training after `problem` (a non-finite loss or prediction); the best state so far
@@ -263,8 +218,9 @@ class Fold:
 
 def setup_fold(index: int, split, subjects: Subjects, model_config: ModelConfig,
                optim_config: OptimConfig, run: RunConfig, placement: Placement,
-               directory: str) -> tuple[Fold, FoldProgress]:
-  """The fold's initial state (or the state saved in `directory`, to resume from).
+               directory: str) -> tuple[Fold, TrainState]:
+  """The fold's fixed inputs and its initial state (`driver.single_trainer` resumes a state
+  saved in `directory`).
 
   Parameters come from the fold's seed, the input statistics from its training scans only (no
   test subject leaks into them), the linear path from a regression on its training subjects
@@ -307,55 +263,7 @@ def setup_fold(index: int, split, subjects: Subjects, model_config: ModelConfig,
               frozen_scans=(FrozenEncoderScans(subjects, train_idx, run, placement)
                             if model_config.freeze_encoder else None),
               linear_path=path_fit)
-  progress = FoldProgress(state=state,
-                          plateau_state=plateau_scheduler(optim_config).init(jnp.zeros(())),
-                          best_params=state.params)
-  if os.path.exists(fold.progress_path):
-    progress.restore(fold.progress_path)
-    progress.state = placement.replicate(progress.state)
-    logger.info("fold %d: resuming at epoch %d", index, progress.next_epoch)
-  return fold, progress
-
-
-def run_epoch(fold: Fold, progress: FoldProgress) -> dict[str, Any] | None:
-  """Trains epoch `progress.next_epoch`, validates, steps the plateau and keeps the best epoch.
-
-  Updates `progress` (and the fold's `best.msgpack` when the epoch is selected) and returns the
-  epoch's metrics row; returns None, with `progress.stopped` set, when the training loss is not
-  finite (the epoch is discarded).
-  """
-  run, optim_config = fold.run, fold.optim_config
-  epoch = progress.next_epoch
-  order = np.random.default_rng([run.seed, fold.index, epoch]).permutation(fold.train_idx)
-  epoch_key = jax.random.fold_in(jax.random.fold_in(fold.base_key, 1), epoch)
-  started = wall_time.perf_counter()
-  state, step_metrics = train_epoch(progress.state, epoch, fold.subjects, order, run,
-                                    fold.placement, epoch_key, fold.frozen_scans)
-  train_loss, train_acc = epoch_losses(jax.device_get(step_metrics))
-  epoch_seconds = wall_time.perf_counter() - started
-  if not math.isfinite(train_loss):
-    progress.stop_keeping_best(f"non-finite training loss ({train_loss}) at epoch {epoch}")
-    return None
-  try:
-    val = evaluate(state, fold.subjects, fold.val_idx, run, fold.placement,
-                   choose_threshold=run.decision_threshold == "val")
-  except NonFiniteError as error:
-    progress.stop_keeping_best(f"non-finite validation predictions at epoch {epoch} ({error})")
-    return None
-  progress.plateau_state = plateau_step(optim_config, progress.plateau_state,
-                                        plateau_value(optim_config, val))
-  lr = optim_config.lr * float(progress.plateau_state.scale)
-  state = state.with_learning_rate(lr)
-  row = record_epoch(progress, fold.index, epoch, run, val, lr=lr, train_loss=train_loss,
-                     train_acc=train_acc, epoch_seconds=epoch_seconds)
-  if progress.best_epoch == epoch:
-    progress.best_params = state.params  # immutable arrays: a real copy, never updated in place
-    save_checkpoint(os.path.join(fold.directory, "best.msgpack"), jax.device_get(state.params),
-                    fold.model_config, fold=fold.index, epoch=epoch, val_auc=val["auc"],
-                    val_balanced_acc=val["balanced_accuracy"],
-                    decision_threshold=val["threshold"], focal_alpha=fold.focal_alpha)
-  progress.state = state
-  return row
+  return fold, state
 
 
 def epoch_losses(step_metrics: list[dict[str, Any]]) -> tuple[float, float]:
@@ -384,19 +292,6 @@ def record_epoch(progress: FoldProgress, fold: int, epoch: int, run: RunConfig,
     progress.stopped = (f"early stop at epoch {epoch}: no better validation epoch for "
                         f"{run.early_stop_patience} epochs (best epoch {progress.best_epoch})")
   return row
-
-
-def fold_result(fold: Fold, progress: FoldProgress) -> dict[str, Any]:
-  """Tests the selected epoch on the held-out subjects: the fold's entry of results.json."""
-  if progress.best_epoch < 0:
-    logger.info("fold %d: no epoch predicted both validation classes with a defined AUC; "
-                "testing the last state instead", fold.index)
-    best_state = progress.state
-  else:
-    best_state = progress.state.replace(params=progress.best_params)
-  test = predict_split(best_state, fold.subjects, fold.test_idx, fold.run, fold.placement)
-  train = predict_split(best_state, fold.subjects, fold.train_idx, fold.run, fold.placement)
-  return tested_result(fold, progress, test, train)
 
 
 def tested_result(fold: Fold, progress: FoldProgress, test: tuple[np.ndarray, np.ndarray],
@@ -458,24 +353,3 @@ def undefined_result(fold: Fold, progress: FoldProgress, reason: str) -> dict[st
           "stopped": "; ".join(filter(None, [progress.stopped, reason])),
           "n_train": len(fold.train_idx), "n_val": len(fold.val_idx),
           "n_test": len(fold.test_idx), "test_subjects": fold.test_idx.tolist()}
-
-
-def train_fold(index: int, split, subjects: Subjects, model_config: ModelConfig,
-               optim_config: OptimConfig, run: RunConfig, placement: Placement, directory: str,
-               *, on_epoch: Callable[[list[dict[str, Any]]], None] = lambda history: None
-               ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-  """Trains one fold, resuming from `directory/progress.msgpack` if present.
-
-  Returns:
-    `(result, history)`: the fold's test/train metrics and one metrics row per epoch.
-    `on_epoch` is called with the history after every epoch.
-  """
-  fold, progress = setup_fold(index, split, subjects, model_config, optim_config, run,
-                              placement, directory)
-  while progress.next_epoch < run.n_epochs and not progress.stopped:
-    if run_epoch(fold, progress) is None:
-      logger.info("fold %d: %s", index, progress.stopped)
-      break
-    save_state(fold.progress_path, progress.to_tree())
-    on_epoch(progress.history)
-  return fold_result(fold, progress), progress.history
