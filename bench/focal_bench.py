@@ -25,7 +25,7 @@ import argparse
 import os
 import platform
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -96,13 +96,13 @@ def torch_timers(fn, logits, labels):
   return forward, value_and_grad
 
 
-def fmt(ms: Optional[float]) -> str:
+def fmt(ms: float | None) -> str:
   if ms is None:
     return "n/a"
   return f"{ms:.3f}" if ms < 1 else f"{ms:.2f}"
 
 
-def ratio(num: Optional[float], den: Optional[float]) -> str:
+def ratio(num: float | None, den: float | None) -> str:
   return "n/a" if num is None or den is None else f"{num / den:.1f}x"
 
 

@@ -509,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def load_average() -> str:
   try:
-    return "load average %.2f %.2f %.2f" % os.getloadavg()
+    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
   except OSError:
     return "load average unavailable"
 

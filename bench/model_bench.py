@@ -130,7 +130,7 @@ def time_construction(fn: Callable[[], Any], repeats: int) -> float:
 
 def load_average() -> str:
   try:
-    return "load average %.2f %.2f %.2f" % os.getloadavg()
+    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
   except OSError:
     return "load average unavailable"
 

@@ -89,13 +89,13 @@ def last_and_change_features(scans, threshold: float) -> tuple[np.ndarray, np.nd
 def cv_auc(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> float:
   """5-fold stratified test AUC of a standardised, class-balanced L2 logistic regression whose C
   is chosen by inner cross-validated AUC (mean over folds)."""
+  import warnings
+
   from sklearn.linear_model import LogisticRegressionCV
   from sklearn.metrics import roc_auc_score
   from sklearn.model_selection import StratifiedKFold
   from sklearn.pipeline import make_pipeline
   from sklearn.preprocessing import StandardScaler
-
-  import warnings
 
   aucs = []
   for train, test in StratifiedKFold(5, shuffle=True, random_state=seed).split(features, labels):

@@ -7,7 +7,6 @@ the seeds compare the focal loss with.
 """
 
 from focal_jax._cross_entropy import cross_entropy
-from focal_jax._loss import FocalLoss
-from focal_jax._loss import focal_loss
+from focal_jax._loss import FocalLoss, focal_loss
 
 __all__ = ["FocalLoss", "cross_entropy", "focal_loss"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
@@ -14,11 +12,11 @@ from focal_jax._loss import _REDUCTIONS, Reduction, _check_arrays, _concrete
 def cross_entropy(
     logits: ArrayLike,
     labels: ArrayLike,
-    weights: Optional[ArrayLike] = None,
+    weights: ArrayLike | None = None,
     smoothing: ArrayLike = 0.0,
     *,
     reduction: Reduction = "mean",
-    where: Optional[ArrayLike] = None,
+    where: ArrayLike | None = None,
 ) -> jax.Array:
   r"""``torch.nn.CrossEntropyLoss(weight=w, label_smoothing=ε)``, the seeds' baselines.
 

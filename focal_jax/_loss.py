@@ -10,7 +10,7 @@ and one ``log1p`` per sample, and gradients are finite wherever the limit is.
 import dataclasses
 import functools
 import numbers
-from typing import Literal, Optional, Union
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +29,7 @@ def focal_loss(
     smoothing: ArrayLike = 0.0,
     *,
     reduction: Reduction = "mean",
-    where: Optional[ArrayLike] = None,
+    where: ArrayLike | None = None,
     check_labels: bool = False,
 ) -> jax.Array:
   r"""Softmax focal loss with label smoothing, as in the STGNN seed.
@@ -189,7 +189,7 @@ class FocalLoss:
     label_smoothing: Label-smoothing factor in ``[0, 1]``.
   """
 
-  alpha: Union[float, tuple[float, ...]] = 0.25
+  alpha: float | tuple[float, ...] = 0.25
   gamma: float = 2.0
   reduction: Reduction = "mean"
   label_smoothing: float = 0.0
@@ -217,7 +217,7 @@ class FocalLoss:
       logits: ArrayLike,
       labels: ArrayLike,
       *,
-      where: Optional[ArrayLike] = None,
+      where: ArrayLike | None = None,
   ) -> jax.Array:
     """Returns ``focal_loss(logits, labels, ...)`` with this configuration."""
     alpha = jnp.asarray(self.alpha) if isinstance(self.alpha, tuple) else (
@@ -238,9 +238,9 @@ def _per_sample_loss(
     labels: jax.Array,
     alpha: ArrayLike,
     *,
-    gamma: Optional[ArrayLike],
-    smoothing: Optional[ArrayLike],
-    static_gamma: Optional[int],
+    gamma: ArrayLike | None,
+    smoothing: ArrayLike | None,
+    static_gamma: int | None,
 ) -> jax.Array:
   """alpha_t * (1 - pt)^gamma * ce, shape ``[...]``, for logits ``[..., C]``.
 
@@ -406,7 +406,7 @@ def _modulated_ce_jvp(primals, tangents):
   return out, d_ce * ce_dot + d_gamma * gamma_dot
 
 
-def _static_integer(gamma: ArrayLike) -> Optional[int]:
+def _static_integer(gamma: ArrayLike) -> int | None:
   """gamma as an int if it is a Python (or NumPy) number with integer value."""
   if isinstance(gamma, numbers.Real) and not isinstance(gamma, bool):
     if float(gamma).is_integer() and gamma >= 0:
@@ -418,7 +418,7 @@ def _is_static_zero(x: ArrayLike) -> bool:
   return isinstance(x, numbers.Real) and x == 0
 
 
-def _concrete(x: ArrayLike) -> Optional[np.ndarray]:
+def _concrete(x: ArrayLike) -> np.ndarray | None:
   """x as a NumPy array, or None when it is traced."""
   try:
     return np.asarray(x)

@@ -432,7 +432,7 @@ class ModelConfig:
     return dataclasses.asdict(self)
 
   @classmethod
-  def from_dict(cls, values: dict) -> "ModelConfig":
+  def from_dict(cls, values: dict) -> ModelConfig:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:

@@ -2,8 +2,8 @@
 
 A batch holds every real visit of up to `subjects` subjects as one `DenseGraphs` of `graphs`
 slots (thresholded adjacency; one-hot node features or given ones), plus the index that puts each
-graph's embedding back at its (subject, visit) place. Subjects, visits and graphs are padded to fixed
-sizes so that a jitted step compiles once per (graphs, visits) bucket; padding subjects carry
+graph's embedding back at its (subject, visit) place. Subjects, visits and graphs are padded to
+fixed sizes so that a jitted step compiles once per (graphs, visits) bucket; padding subjects carry
 `subject_mask = False` and padding graphs point past the last visit slot.
 
 `Subjects` holds a cohort as the arrays the batcher needs; `make_folds` splits it for the

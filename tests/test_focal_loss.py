@@ -34,6 +34,16 @@ REDUCTIONS = ("mean", "sum", "none")
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
+def traced_loss(labels, z, a, g, s):
+  """The mean focal loss with α, γ and smoothing as traced arguments."""
+  return focal_jax.focal_loss(z, labels, a, g, s)
+
+
+def static_loss(labels, z, a, *, gamma, smoothing):
+  """The mean focal loss with γ and smoothing as Python numbers (the static paths)."""
+  return focal_jax.focal_loss(z, labels, a, gamma, smoothing)
+
+
 def torch_reference(logits, labels, alpha, gamma, smoothing, dtype,
                     cotangent=None):
   """Seed loss for every reduction: {reduction: (value, d value / d logits)}.
@@ -154,8 +164,8 @@ def jax_static_grid(logits, labels, alphas, cotangent, gammas, smoothings):
   path computed it, and the traced grid covers them.
   """
   def per_sample(alpha, gamma, smoothing):
-    loss = lambda z: focal_jax.focal_loss(z, labels, alpha, gamma, smoothing,
-                                          reduction="none")
+    def loss(z):
+      return focal_jax.focal_loss(z, labels, alpha, gamma, smoothing, reduction="none")
     value, vjp = jax.vjp(loss, logits)
     return {"none": (value, vjp(cotangent)[0])}
 
@@ -515,11 +525,10 @@ class FocalLossTest(chex.TestCase):
         labels = labels[3:]
         if gamma == "traced":
           args = (logits, 0.3, 1.5, smoothing)
-          loss = lambda z, a, g, s: focal_jax.focal_loss(z, labels, a, g, s)  # pylint: disable=cell-var-from-loop
+          loss = functools.partial(traced_loss, labels)
         else:  # Python-number gamma and smoothing: the static paths.
           args = (logits, 0.3)
-          loss = lambda z, a: focal_jax.focal_loss(z, labels, a, gamma,  # pylint: disable=cell-var-from-loop
-                                                   smoothing)
+          loss = functools.partial(static_loss, labels, gamma=gamma, smoothing=smoothing)
         check_grads(jax.jit(loss), args, order=1, modes=("fwd", "rev"))
 
 

@@ -9,12 +9,12 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
+from stgnn_jax import params_to_torch
 from stgnn_jax.config import ModelConfig, OptimConfig
 from stgnn_jax.data.preprocessing import connection_features
 from stgnn_jax.errors import ConfigError
 from stgnn_jax.input_pipeline import pack_subjects
 from stgnn_jax.nn.model import STGNN
-from stgnn_jax import params_to_torch
 from stgnn_jax.train import linear_path
 from stgnn_jax.train.state import TrainState, input_statistics, with_input_statistics
 from stgnn_jax.train.step import train_step

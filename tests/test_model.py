@@ -268,8 +268,9 @@ def test_predict_rejects_bad_input():
 def test_jit_compiles_once_per_batch_shape_and_dropout_uses_rng():
   config = ModelConfig(**SMALL)
   rng = np.random.default_rng(6)
-  make = lambda: pack_subjects([random_adjacency(rng, config.input_dim, n) for n in LENGTHS],
-                               num_subjects=6, max_visits=4, num_graphs=16)
+  def make():
+    return pack_subjects([random_adjacency(rng, config.input_dim, n) for n in LENGTHS],
+                         num_subjects=6, max_visits=4, num_graphs=16)
   batch = make()
   params = params_for(config, 3)
   apply_model.clear_cache()
@@ -294,9 +295,10 @@ def test_frozen_encoder_gets_no_gradient():
   for freeze in (False, True):
     config = ModelConfig(**SMALL, freeze_encoder=freeze)
     params = params_for(config, 4)
-    loss = lambda p: apply_model(p, config, batch).sum()
-    grads[freeze] = jax.grad(loss)(params)
-  enc_norm = lambda g: sum(float(jnp.abs(x).sum()) for x in jax.tree.leaves(g["encoder"]))
+    grads[freeze] = jax.grad(lambda p, c=config: apply_model(p, c, batch).sum())(params)
+
+  def enc_norm(g):
+    return sum(float(jnp.abs(x).sum()) for x in jax.tree.leaves(g["encoder"]))
   assert enc_norm(grads[False]) > 0
   assert enc_norm(grads[True]) == 0
   assert sum(float(jnp.abs(x).sum()) for x in jax.tree.leaves(grads[True]["classifier"])) > 0

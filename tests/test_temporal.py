@@ -100,7 +100,7 @@ def test_logits_match_torch(model_type, num_layers, bidirectional):
   with torch.no_grad():
     expected = torch_model(torch.from_numpy(x), torch.from_numpy(lengths)).numpy()
   model = _jax_model(model_type, num_layers, bidirectional)
-  apply = jax.jit(lambda p, x, l: model.apply({"params": p}, x, l, deterministic=True))
+  apply = jax.jit(lambda p, x, n: model.apply({"params": p}, x, n, deterministic=True))
   actual = np.asarray(apply(params, x, lengths))
   np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-5)
 
@@ -116,7 +116,7 @@ class ApplyVariantsTest(chex.TestCase):
     with torch.no_grad():
       expected = torch_model(torch.from_numpy(x), torch.from_numpy(lengths)).numpy()
     model = _jax_model("LSTM", 1, True)
-    apply = self.variant(lambda p, x, l: model.apply({"params": p}, x, l, deterministic=True))
+    apply = self.variant(lambda p, x, n: model.apply({"params": p}, x, n, deterministic=True))
     np.testing.assert_allclose(apply(params, x, lengths), expected, rtol=0, atol=1e-5)
 
 
@@ -144,7 +144,8 @@ def test_init_is_torch_like_and_round_trip_is_exact():
   chex.assert_trees_all_equal_shapes_and_dtypes(back, params)
 
 
-@pytest.mark.parametrize("model_type,num_layers,bidirectional", [("GRU", 2, False), ("RNN", 1, True)])
+@pytest.mark.parametrize("model_type,num_layers,bidirectional",
+                         [("GRU", 2, False), ("RNN", 1, True)])
 def test_round_trip_from_torch_is_exact(model_type, num_layers, bidirectional):
   torch_state = _torch_model(model_type, num_layers, bidirectional).state_dict()
   params = _convert(torch_state, model_type, num_layers, bidirectional)

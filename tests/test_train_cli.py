@@ -119,7 +119,8 @@ def test_resume_after_sigkill_gives_identical_results(reference_run, tmp_path, c
   deadline = time.time() + 300
   while not progress.exists() and proc.poll() is None and time.time() < deadline:
     time.sleep(0.05)
-  assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read().decode()
+  assert proc.poll() is None, ("the run ended before it could be killed: "
+                               + proc.stderr.read().decode())
   time.sleep(0.3)  # somewhere inside the next epoch
   proc.send_signal(signal.SIGKILL)
   proc.wait()
@@ -149,8 +150,8 @@ def test_multi_device_run_matches_single_device(reference_run, tmp_path, compile
 
 def test_early_stop_ends_a_fold_patience_epochs_after_its_best(tmp_path, compile_cache):
   out = tmp_path / "early"
-  run_train([*SMALL_RUN, "--n_epochs", "12", "--early_stop_patience", "2", "--no-baselines", "--out_dir", str(out),
-             "--save_path", str(tmp_path / "m")], compile_cache)
+  run_train([*SMALL_RUN, "--n_epochs", "12", "--early_stop_patience", "2", "--no-baselines",
+             "--out_dir", str(out), "--save_path", str(tmp_path / "m")], compile_cache)
   results = results_of(out)
   assert "baselines" not in results
   with open(out / "metrics.csv") as f:

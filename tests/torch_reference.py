@@ -1,4 +1,5 @@
-"""The reference STGNN in PyTorch + PyTorch Geometric, written from ../shared/reference/original-stgnn.md.
+"""The reference STGNN in PyTorch + PyTorch Geometric, written from
+../shared/reference/original-stgnn.md.
 
 Test and benchmark code only: the packages never import it. PyG's own layer classes are the
 ground truth for the layers; the encoder stack, the time fusion and the temporal classifier

@@ -346,7 +346,8 @@ def load_cohort(
   again, whatever its size and mtime), the absolute root and the settings, so a later call with
   unchanged inputs reads one file instead of every scan (warnings are re-issued from the cache).
   It goes to `cache_dir`, by default ROOT/.stgnn_cache or, if that is not writable,
-  $XDG_CACHE_HOME/stgnn_jax (~/.cache/stgnn_jax); if neither is writable the cohort is returned uncached with a warning.
+  $XDG_CACHE_HOME/stgnn_jax (~/.cache/stgnn_jax); if neither is writable the cohort is
+  returned uncached with a warning.
   Old cache files are not deleted.
 
   Args:

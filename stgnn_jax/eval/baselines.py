@@ -59,7 +59,8 @@ _MAX_ITER = 5000
 _TOL = 1e-8
 
 _METRIC_KEYS = ("C", "decision_threshold", "val_auc", "val_auc_by_C", "test_auc", "balanced_acc",
-                "test_acc", "minority_f1", "minority_precision", "minority_recall", "prediction_counts",
+                "test_acc", "minority_f1", "minority_precision", "minority_recall",
+                "prediction_counts",
                 "test_p1", "converged")
 
 

@@ -160,7 +160,8 @@ class STGNN(nn.Module):
       graphs: `G` graphs, as `DenseGraphs` or a `jraph.GraphsTuple` (converted here with
         `ModelConfig.node_slots` node slots; padding graphs are harmless).
       visit_slot: `[G]` int, `subject * max_visits + visit` for each graph (visit 0 = oldest kept
-        visit), or `subjects * max_visits` (any value past the end, never negative) for padding graphs.
+        visit), or `subjects * max_visits` (any value past the end, never negative) for padding
+        graphs.
       lengths: `[subjects]` int, number of real visits per subject (0 for padding subjects).
       time: `[G]` float time feature per graph, needed when `use_time_features`.
       max_visits: static number of visit slots per subject.

@@ -224,7 +224,8 @@ class StackedRNN(nn.Module):
       h, finals = _run_layer(cell, weights, h, mask, carry_size)
       if layer < self.num_layers - 1:
         h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
-    # finals: [dirs, subjects, H] -> [subjects, dirs·H], forward first as torch.cat(h_n[-2], h_n[-1]).
+    # finals: [dirs, subjects, H] -> [subjects, dirs·H], forward first, as
+    # torch.cat(h_n[-2], h_n[-1]).
     return finals.transpose(1, 0, 2).reshape(x.shape[0], -1)
 
 

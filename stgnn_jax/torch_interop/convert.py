@@ -105,7 +105,8 @@ def encoder_params_from_torch(state: Mapping[str, Any], config: ModelConfig) -> 
   return params
 
 
-def encoder_params_to_torch(params: Mapping[str, Any], config: ModelConfig) -> dict[str, np.ndarray]:
+def encoder_params_to_torch(params: Mapping[str, Any], config: ModelConfig
+                            ) -> dict[str, np.ndarray]:
   """`GraphEncoder` params -> a state dict with the reference encoder's keys."""
   _check_reference_encoder(config)
   state: dict[str, np.ndarray] = {}
@@ -141,7 +142,8 @@ def classifier_params_from_torch(state: Mapping[str, Any], config: ModelConfig) 
   return params
 
 
-def classifier_params_to_torch(params: Mapping[str, Any], config: ModelConfig) -> dict[str, np.ndarray]:
+def classifier_params_to_torch(params: Mapping[str, Any], config: ModelConfig
+                               ) -> dict[str, np.ndarray]:
   """`TemporalClassifier` params -> a state dict with the reference classifier's keys."""
   return temporal_params_to_torch(
       params, model_type=config.model_type, num_layers=config.lstm_num_layers,
@@ -190,4 +192,5 @@ def params_to_torch(params: Mapping[str, Any], config: ModelConfig) -> dict[str,
   if "classifier" not in params:
     return encoder
   _check_reference_model(config)
-  return {"encoder": encoder, "classifier": classifier_params_to_torch(params["classifier"], config)}
+  return {"encoder": encoder,
+          "classifier": classifier_params_to_torch(params["classifier"], config)}

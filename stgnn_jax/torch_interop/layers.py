@@ -35,7 +35,8 @@ def conv_params_from_torch(
   """
   _check_layer_type(layer_type)
   p = prefix
-  kernel = lambda key: np.ascontiguousarray(reader.take(p + key, (out_dim, in_dim)).T)
+  def kernel(key):
+    return np.ascontiguousarray(reader.take(p + key, (out_dim, in_dim)).T)
   if layer_type == "GraphSAGE":
     return {
         "lin_l": {"kernel": kernel("lin_l.weight"),
@@ -55,7 +56,8 @@ def conv_params_from_torch(
 def conv_params_to_torch(params: Params, prefix: str, layer_type: str) -> dict[str, np.ndarray]:
   """The PyG state-dict entries (`prefix + key` -> array) of a conv's param tree."""
   _check_layer_type(layer_type)
-  as_np = lambda value: np.asarray(value, np.float32)
+  def as_np(value):
+    return np.asarray(value, np.float32)
   p = prefix
   if layer_type == "GraphSAGE":
     return {

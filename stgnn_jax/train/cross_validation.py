@@ -32,7 +32,6 @@ from stgnn_jax.train.pretrain import check_pretrained_encoder
 from stgnn_jax.train.sharding import Placement
 from stgnn_jax.train.state import init_params
 
-
 logger = logging.getLogger(__name__)
 
 

@@ -105,7 +105,7 @@ class TrainState(flax.struct.PyTreeNode):
   @classmethod
   def create(cls, params: Any, model_config: ModelConfig, optim_config: OptimConfig, *,
              focal_alpha: float | None = None,
-             class_weights: Sequence[float] | None = None) -> "TrainState":
+             class_weights: Sequence[float] | None = None) -> TrainState:
     """A fresh state at epoch 0. `focal_alpha` is required when `optim_config.focal_alpha` is
     "auto" (`auto_focal_alpha`), `class_weights` for loss="weighted_ce" without configured
     weights (`auto_class_weights`)."""
@@ -129,14 +129,14 @@ class TrainState(flax.struct.PyTreeNode):
                label_smoothing=scalar(optim_config.smoothing_at(0)),
                model_config=model_config, optim_config=optim_config)
 
-  def at_epoch(self, epoch: int) -> "TrainState":
+  def at_epoch(self, epoch: int) -> TrainState:
     """The state for training epoch `epoch`: its number and its stage of the schedules."""
     cfg = self.optim_config
     return self.replace(epoch=jnp.asarray(epoch, jnp.int32),
                         focal_gamma=jnp.asarray(cfg.gamma_at(epoch), jnp.float32),
                         label_smoothing=jnp.asarray(cfg.smoothing_at(epoch), jnp.float32))
 
-  def with_learning_rate(self, lr: float | jax.Array) -> "TrainState":
+  def with_learning_rate(self, lr: float | jax.Array) -> TrainState:
     return self.replace(opt_state=set_learning_rate(self.opt_state, lr))
 
 
