@@ -207,7 +207,7 @@ def fit_logistic_grid(x: np.ndarray, y: np.ndarray, cs: Sequence[float], *,
   if standardize:
     std = x.std(axis=0)
     mean, scale = x.mean(axis=0), np.where(std > 0, 1 / np.where(std > 0, std, 1), 0.0)
-  z = (x - mean) * scale
+  z = (x - mean) * scale if standardize else x  # no copy of inputs that are used as they are
   basis = row_space(z)
   reduced = z @ basis
   model = LogisticRegression(class_weight="balanced", solver="lbfgs", tol=_TOL,
