@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from focal_jax._loss import _REDUCTIONS, Reduction, _check_arrays, _concrete
+from focal_jax._validation import Reduction, check_arrays, check_reduction, concrete
 
 
 def cross_entropy(
@@ -43,12 +43,10 @@ def cross_entropy(
   Returns:
     The loss: a scalar, or ``[...]`` for ``"none"``.
   """
-  logits, labels, where = _check_arrays(logits, labels, where, name="cross_entropy")
+  logits, labels, where = check_arrays(logits, labels, where, name="cross_entropy")
   num_classes = logits.shape[-1]
-  if reduction not in _REDUCTIONS:
-    raise ValueError(
-        f"cross_entropy: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-  smoothing_value = _concrete(smoothing)
+  check_reduction(reduction, "cross_entropy")
+  smoothing_value = concrete(smoothing)
   if smoothing_value is not None and not 0 <= smoothing_value <= 1:
     raise ValueError(f"cross_entropy: smoothing must lie in [0, 1], got {smoothing_value}")
   dtype = jnp.promote_types(logits.dtype, jnp.float32)
@@ -58,7 +56,7 @@ def cross_entropy(
   if weights.shape != (num_classes,):
     raise ValueError(
         f"cross_entropy: weights must have shape (C,) = ({num_classes},), got {weights.shape}")
-  weights_value = _concrete(weights)
+  weights_value = concrete(weights)
   if weights_value is not None and not (weights_value >= 0).all():
     raise ValueError(f"cross_entropy: weights must be >= 0, got {weights_value}")
 
@@ -68,7 +66,7 @@ def cross_entropy(
   log_p = jax.nn.log_softmax(z, axis=-1)
   label_weight = weights[labels]
   label_log_p = jnp.take_along_axis(log_p, labels[..., None], axis=-1)[..., 0]
-  per_sample = -(1 - smoothing) * label_weight * label_log_p
+  per_sample = label_weight * -(1 - smoothing) * label_log_p
   per_sample = per_sample - smoothing / num_classes * (log_p * weights).sum(axis=-1)
   if where is not None:
     per_sample = jnp.where(where, per_sample, 0)
