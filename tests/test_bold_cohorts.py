@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from stgnn_jax.data import bold_cohorts, synthetic
+from stgnn_jax.data import bold_cohorts
 from stgnn_jax.data.bold_cohorts import BoldCohortSpec, make_bold_cohort
+from stgnn_jax.data.writer import write_scans
 
 REGIONS = 30
 
@@ -124,7 +125,7 @@ def test_writes_in_the_reference_format(tmp_path, people):
   from stgnn_jax.data.reference_format import load_cohort
 
   scans = make_bold_cohort(spec("coupling", num_subjects=30), people)
-  synthetic.write_scans(tmp_path, scans)
+  write_scans(tmp_path, scans)
   cohort = load_cohort(tmp_path, use_cache=False)
   assert cohort.num_nodes == REGIONS and len(cohort.subjects) == 30
   assert json.dumps(dataclasses.asdict(spec("coupling")))  # specs are JSON (bench's marker)
@@ -144,7 +145,7 @@ def test_default_recipe_learns_a_small_generated_bold_cohort(tmp_path, people, c
   root = Path(__file__).resolve().parents[1]
   cohort = BoldCohortSpec("ci-distributed", "distributed", 120, converter_fraction=0.15,
                           effect_size=0.25, seed=21)
-  synthetic.write_scans(tmp_path / "data", make_bold_cohort(cohort, people))
+  write_scans(tmp_path / "data", make_bold_cohort(cohort, people))
   out = tmp_path / "out"
   result = subprocess.run(
       [sys.executable, str(root / "train.py"), "--data_root", str(tmp_path / "data"),

@@ -1,5 +1,5 @@
-"""Tests of `stgnn_jax.data` (cohort loading) and `stgnn_jax.data.synthetic` (the synthetic
-cohort)."""
+"""Tests of `stgnn_jax.data` (cohort loading) and of the built-in synthetic cohort (`synthetic`,
+written by `writer`, loaded in memory by `synthetic_scans`)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 
 from stgnn_jax import data
 from stgnn_jax.data import CohortError, CohortWarning, reference_format, synthetic
+from stgnn_jax.data.synthetic_scans import cohort_from_scans
 
 TEMPORAL_HEADER = ["Subject", "Visit", "Label_CS_Num", "Visit_Order", "Months_From_Baseline",
                    "Months_To_Next_Original"]
@@ -37,7 +38,7 @@ def write_root(root: Path, scans: dict[tuple[str, int], np.ndarray], rows: list[
   fc_dir = root / "FC_Matrices"
   fc_dir.mkdir(parents=True, exist_ok=True)
   for (subject, run), matrix in scans.items():
-    np.savez(fc_dir / f"sub-{subject}_run-{run:02d}_fc_matrix.npz", **{var_name: matrix})
+    np.savez(fc_dir / reference_format.scan_file_name(subject, run), **{var_name: matrix})
   with open(root / "TADPOLE_TEMPORAL.csv", "w", newline="") as f:
     csv.writer(f).writerows([header] + rows)
   if simplified is not None:
@@ -495,7 +496,7 @@ def test_synthetic_round_trip_through_disk(tmp_path):
   for subject, months in zip(loaded.subjects, scans.months):
     np.testing.assert_array_equal(subject.months, months)
   for settings in (dict(exclude_target_visit=True, max_visits=2), dict(max_visits=1)):
-    assert data.load_cohort(tmp_path, **settings) == synthetic.cohort_from_scans(scans, **settings)
+    assert data.load_cohort(tmp_path, **settings) == cohort_from_scans(scans, **settings)
   with pytest.raises(FileExistsError):
     synthetic.write_synthetic(tmp_path, **SMALL)
   synthetic.write_synthetic(tmp_path, overwrite=True, var_name="fc", **dict(SMALL, seed=4))
@@ -542,7 +543,7 @@ def test_synthetic_signal_is_in_the_change_not_in_the_edge_count():
   from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
   scans = synthetic.make_synthetic_cohort()
-  cohort = synthetic.cohort_from_scans(scans)
+  cohort = cohort_from_scans(scans)
   labels = cohort.labels()
   assert len(cohort) == 300 and 850 <= cohort.n_scans_used <= 1100
   upper = np.triu_indices(cohort.num_nodes, k=1)

@@ -1,5 +1,5 @@
-"""Tests of the synthetic cohort family (`synthetic.CohortSpec`, `make_cohort`, `write_cohort`,
-`LEARNABILITY_SUITE`) and that the built-in cohort (`make_synthetic_cohort`) did not change."""
+"""Tests of the synthetic cohort family (`synthetic_family`: `CohortSpec`, `make_cohort`,
+`write_cohort`) and that the built-in cohort (`synthetic.make_synthetic_cohort`) did not change."""
 
 import dataclasses
 
@@ -8,10 +8,11 @@ import pytest
 
 from stgnn_jax import data
 from stgnn_jax.data import synthetic
-from stgnn_jax.data.synthetic import CohortSpec, make_cohort
+from stgnn_jax.data.synthetic_family import SIGNALS, CohortSpec, make_cohort, write_cohort
+from stgnn_jax.data.synthetic_scans import cohort_from_scans
 
 SMALL = dict(num_subjects=60, num_regions=30, seed=3)
-GENERATED = [s for s in synthetic.SIGNALS if s != "rewiring"]  # made by make_cohort itself
+GENERATED = [s for s in SIGNALS if s != "rewiring"]  # made by make_cohort itself
 
 
 def small(signal: str, **changes) -> CohortSpec:
@@ -65,7 +66,7 @@ def test_rewiring_is_make_synthetic_cohort():
 # Every signal.
 
 
-@pytest.mark.parametrize("signal", synthetic.SIGNALS)
+@pytest.mark.parametrize("signal", SIGNALS)
 def test_deterministic_per_seed(signal):
   a, b = make_cohort(small(signal)), make_cohort(small(signal))
   c = make_cohort(small(signal, seed=4))
@@ -78,7 +79,7 @@ def test_deterministic_per_seed(signal):
   np.testing.assert_array_equal(a.module, b.module)
 
 
-@pytest.mark.parametrize("signal", synthetic.SIGNALS)
+@pytest.mark.parametrize("signal", SIGNALS)
 @pytest.mark.parametrize("shape", [dict(edge_density=0.15, converter_fraction=0.15),
                                    dict(edge_density=0.45, converter_fraction=0.35,
                                         min_visits=2, max_visits=4)])
@@ -192,14 +193,12 @@ def test_regions_signal_is_in_the_hubs():
 
 def test_write_cohort_round_trip(tmp_path):
   spec = small("trajectory", num_subjects=14, num_regions=20)
-  scans = synthetic.write_cohort(tmp_path, spec)
-  assert data.load_cohort(tmp_path, use_cache=False) == synthetic.cohort_from_scans(scans)
+  scans = write_cohort(tmp_path, spec)
+  assert data.load_cohort(tmp_path, use_cache=False) == cohort_from_scans(scans)
   with pytest.raises(FileExistsError):
-    synthetic.write_cohort(tmp_path, spec)
-  other = synthetic.write_cohort(tmp_path, dataclasses.replace(spec, seed=4), overwrite=True,
-                                 var_name="fc")
-  assert data.load_cohort(tmp_path, var_name="fc", use_cache=False) == (
-      synthetic.cohort_from_scans(other))
+    write_cohort(tmp_path, spec)
+  other = write_cohort(tmp_path, dataclasses.replace(spec, seed=4), overwrite=True, var_name="fc")
+  assert data.load_cohort(tmp_path, var_name="fc", use_cache=False) == cohort_from_scans(other)
 
 
 def test_bad_specs_raise():
@@ -212,21 +211,7 @@ def test_bad_specs_raise():
 
 
 # ---------------------------------------------------------------------------------------------
-# The suite.
-
-
-def test_suite_spans_the_cohorts_it_promises():
-  suite = synthetic.LEARNABILITY_SUITE
-  assert len({s.name for s in suite}) == len(suite)
-  signals = [s.signal for s in suite]
-  assert set(signals) == set(synthetic.SIGNALS)
-  assert len([s for s in signals if s != "null"]) >= 6 and signals.count("null") == 1
-  assert min(s.edge_density for s in suite) <= 0.15 and max(s.edge_density for s in suite) >= 0.45
-  assert {round(s.converter_fraction, 2) for s in suite} >= {0.15, 0.35}
-  assert all(120 <= s.num_subjects <= 300 for s in suite)
-  large = [s for s in suite if s.num_regions != 100]
-  assert [s.num_regions for s in large] == [200] and large[0].num_subjects <= 150
-  assert all(s.description for s in suite)
+# Onset.
 
 
 def test_baseline_onset_puts_the_whole_effect_in_every_visit():

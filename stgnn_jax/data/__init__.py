@@ -3,8 +3,12 @@
 `preprocessing`: the reference's thresholding rule, node features and time features;
 `cohort`: the domain types (`Subject`, `Cohort`) and the rules that assemble them;
 `reference_format`: the reference's on-disk layout (`FC_Matrices/*.npz` and the TADPOLE tables),
-read by `load_cohort`; `cache`: the parsed cohort, cached on disk;
-`synthetic`: cohorts with a known signal (imported on demand).
+read by `load_cohort`; `cache`: the parsed cohort, cached on disk.
+
+Cohorts with a known signal (imported on demand): `synthetic`, the built-in one;
+`synthetic_family`, the family with other signals; `bold_cohorts`, FC computed from BOLD series;
+`population`, the draws they share; `synthetic_scans`, the scans they return; `writer`, which
+writes those in the reference's format.
 """
 
 from stgnn_jax.data.cohort import (

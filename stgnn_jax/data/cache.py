@@ -59,8 +59,8 @@ def _cohort_from_arrays(arrays: Mapping[str, np.ndarray]) -> Cohort:
   num_nodes, used, unused, skipped, subjects_skipped, ignored = (int(c) for c in arrays["counts"])
   num_visits = arrays["num_visits"]
   total = int(num_visits.sum())
-  adjacency = np.unpackbits(arrays["adjacency_bits"], count=total * num_nodes * num_nodes)
-  adjacency = adjacency.astype(bool).reshape(total, num_nodes, num_nodes)
+  bits = np.unpackbits(arrays["adjacency_bits"], count=total * num_nodes * num_nodes)
+  adjacency = bits.astype(bool).reshape(total, num_nodes, num_nodes)
   fc = np.zeros(adjacency.shape, np.float32)
   fc[adjacency] = arrays["fc_values"]
   starts = np.concatenate([[0], np.cumsum(num_visits)])
@@ -95,7 +95,7 @@ def write_cache(cohort: Cohort, directories: Iterable[Path], name: str) -> Path 
   arrays = _cohort_to_arrays(cohort)
   errors = []
   buffer = io.BytesIO()
-  np.savez_compressed(buffer, **arrays)
+  np.savez_compressed(buffer, allow_pickle=False, **arrays)
   for directory in directories:
     try:
       # A concurrent or interrupted run never sees a half-written cache.

@@ -68,7 +68,8 @@ class Subject:
   months: np.ndarray
   time_to_predict: float
   group: str | None = None
-  fc: np.ndarray | None = None
+  # None is accepted (every edge weighs 1) and replaced in __post_init__: never None after.
+  fc: np.ndarray = None  # type: ignore[assignment]
 
   def __post_init__(self):
     # Frozen and read-only: a cohort is shared by folds and caches, nothing may edit it in place.
@@ -104,7 +105,7 @@ class Subject:
             and np.array_equal(self.fc, other.fc)
             and np.array_equal(self.months, other.months, equal_nan=True))
 
-  __hash__ = None  # holds arrays
+  __hash__ = None  # type: ignore[assignment]  # holds arrays: unhashable
 
 
 def _same_float(a: float, b: float) -> bool:
@@ -149,7 +150,7 @@ class Cohort:
       return NotImplemented
     return all(getattr(self, f.name) == getattr(other, f.name) for f in dataclasses.fields(self))
 
-  __hash__ = None
+  __hash__ = None  # type: ignore[assignment]  # holds subjects with arrays: unhashable
 
   @property
   def subject_ids(self) -> tuple[str, ...]:
@@ -290,7 +291,7 @@ def build_cohort(
     raise ValueError(f"single_visit_horizon must be finite, got {single_visit_horizon}")
   groups = groups or {}
   subjects = []
-  num_nodes = None
+  num_nodes: int | None = None
   n_unused = 0
   for subject_id in sorted(scans):
     runs = sorted(scans[subject_id])
@@ -325,7 +326,7 @@ def build_cohort(
     n_unused += len(runs) - subject.num_visits
     subjects.append(subject)
 
-  if not subjects:
+  if not subjects or num_nodes is None:
     raise CohortError("no subject has a usable scan: " + (
         "; ".join(warning_messages[:3]) if warning_messages else "no scans"))
   cohort = Cohort(

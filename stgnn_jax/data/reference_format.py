@@ -65,6 +65,18 @@ SCAN_FILE_PATTERN = re.compile(r"sub-(?P<subject>[A-Za-z0-9]+)_run-(?P<run>\d+)_
 SCAN_FILE_FORMAT = "sub-<ID>_run-<NN>_fc_matrix.npz"
 
 
+def subject_file_id(subject: str) -> str:
+  """The `<ID>` of a subject's scan files: its CSV id without underscores ("002_S_0295" ->
+  "002S0295"); the key `load_cohort` matches scans and visit rows by."""
+  return subject.replace("_", "")
+
+
+def scan_file_name(subject: str, run: int) -> str:
+  """The name of `subject`'s scan `run` (1-based) in `FC_DIR`, as `SCAN_FILE_FORMAT` describes
+  and `SCAN_FILE_PATTERN` matches: ("002_S_0295", 1) -> "sub-002S0295_run-01_fc_matrix.npz"."""
+  return f"sub-{subject_file_id(subject)}_run-{run:02d}_fc_matrix.npz"
+
+
 # `Visit` is part of the format but nothing reads it, so a table without it is accepted.
 TEMPORAL_COLUMNS = ("Subject", "Label_CS_Num", "Visit_Order", "Months_From_Baseline",
                     "Months_To_Next_Original")
@@ -104,7 +116,7 @@ def _parse_float(text: str, *, path: Path, line: int, column: str, allow_blank: 
 
 
 def _subject_key(text: str, *, path: Path, line: int) -> str:
-  key = text.replace("_", "")
+  key = subject_file_id(text)
   if not key:
     raise CohortError(f"{path}, line {line}: column 'Subject' is blank")
   return key
@@ -149,10 +161,10 @@ def read_visit_table(path: Path | str) -> tuple[dict[str, list[VisitRecord]], li
     if len(set(orders)) < len(orders):
       messages.append(f"{path}: subject {subject} has repeated Visit_Order values {orders}; rows "
                       "with equal Visit_Order are taken in table order")
-    months = [r.months for r in rows]
-    if any(later < earlier for earlier, later in zip(months, months[1:])):
+    visit_months = [r.months for r in rows]
+    if any(later < earlier for earlier, later in zip(visit_months, visit_months[1:])):
       backwards.append(subject)
-    if min(months) < 0:
+    if min(visit_months) < 0:
       negative.append(subject)
   for subjects, problem in (
       (backwards, "Months_From_Baseline decreasing along Visit_Order (the visits are taken in "
