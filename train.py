@@ -1,14 +1,13 @@
 """Cross-validated STGNN training: `python train.py` runs on the built-in synthetic cohort.
 
 The flags are the fields of `stgnn_jax.config` (the reference's names and meanings; the defaults
-are the recipe of the README, `config.reference_flags()` gives the reference's); the protocol is
+are the recipe of the README, `--preset reference` is the reference's); the protocol is
 `stgnn_jax.train.cross_validation.run_cross_validation`. `python train.py --help` lists them.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import glob
 import json
@@ -17,59 +16,17 @@ import os
 import sys
 import warnings
 
-from stgnn_jax.config import (
-    FLAG_GROUPS,
-    ModelConfig,
-    OptimConfig,
-    RunConfig,
-    cli_default,
-    flag_fields,
-    parse_bool,
-)
+from stgnn_jax.config import CONFIGS, ModelConfig, OptimConfig, RunConfig, flag_fields
+from stgnn_jax.config.cli import add_config_flags, configs_from_args, parse_flags
 from stgnn_jax.errors import InputError, RunStateError
 
-CONFIGS = (ModelConfig, OptimConfig, RunConfig)
 logger = logging.getLogger("stgnn_jax")
-
-
-def _argparse_type(parse):
-  """`parse` with its ValueError turned into argparse's one-line usage error."""
-  def convert(text: str):
-    try:
-      return parse(text)
-    except ValueError as error:
-      raise argparse.ArgumentTypeError(str(error)) from None
-  convert.__name__ = getattr(parse, "__name__", "value")
-  return convert
-
-
-def add_flag(group: argparse._ArgumentGroup, field: dataclasses.Field) -> None:
-  """`--<field>` from a config field; a boolean takes `--x`, `--x true|false` and `--no-x`."""
-  meta, default = field.metadata, cli_default(field)
-  if field.type in ("bool", "bool | None"):
-    group.add_argument(f"--{field.name}", nargs="?", const=True, default=default,
-                       type=_argparse_type(parse_bool), metavar="true|false", help=meta["help"])
-    group.add_argument(f"--no-{field.name}", dest=field.name, action="store_false",
-                       default=default, help=argparse.SUPPRESS)
-    return
-  # argparse words the errors of int and float itself ("invalid int value: 'x'").
-  parse = (_argparse_type(meta["parse"]) if meta["parse"]
-           else {"int": int, "int | None": int, "float": float}.get(field.type, str))
-  if meta["repeat"]:  # argparse appends to a list of its own; the config makes it a tuple
-    group.add_argument(f"--{field.name}", action="append", default=None, type=parse,
-                       metavar=field.name.upper(), help=meta["help"])
-    return
-  group.add_argument(f"--{field.name}", default=default, choices=meta["choices"], type=parse,
-                     help=meta["help"])
 
 
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  groups = {name: parser.add_argument_group(name) for name in FLAG_GROUPS}
-  for config_class in CONFIGS:
-    for field in flag_fields(config_class):
-      add_flag(groups[field.metadata["group"]], field)
+  groups = add_config_flags(parser)
   groups["data"].add_argument(
       "--write_synthetic", metavar="DIR", default=None,
       help="write the synthetic cohort in the reference's on-disk format and exit")
@@ -96,12 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
-def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, OptimConfig, RunConfig]:
-  """The three configs from parsed flags (ModelConfig.input_dim is set from the cohort later)."""
-  return tuple(cls(**{f.name: getattr(args, f.name) for f in flag_fields(cls)})
-               for cls in CONFIGS)
-
-
 def configs_from_run_dir(run_dir: str) -> tuple[ModelConfig, OptimConfig, RunConfig]:
   path = os.path.join(run_dir, "config.json")
   if not os.path.isfile(path):
@@ -109,8 +60,8 @@ def configs_from_run_dir(run_dir: str) -> tuple[ModelConfig, OptimConfig, RunCon
   try:
     with open(path, encoding="utf-8") as f:
       saved = json.load(f)
-    return (ModelConfig.from_dict(saved["model"]), OptimConfig(**saved["optim"]),
-            RunConfig(**saved["run"]))
+    return (ModelConfig.from_dict(saved["model"]), OptimConfig.from_dict(saved["optim"]),
+            RunConfig.from_dict(saved["run"]))
   except (ValueError, KeyError, TypeError) as error:  # JSON, UTF-8, missing or unknown fields
     raise RunStateError(f"{path}: not a readable run configuration ({type(error).__name__}: "
                         f"{error}); it is damaged, or from another program.") from None
@@ -143,11 +94,14 @@ def warn_about_ignored_flags(parser: argparse.ArgumentParser, args: argparse.Nam
   """Flags that change nothing as given deserve a warning: a run is read from its folder."""
   given = [f.name for cls in CONFIGS for f in flag_fields(cls)
            if getattr(args, f.name) != parser.get_default(f.name)]
+  if args.preset:
+    given.insert(0, "preset")
   if args.resume and given:
     warnings.warn(f"--resume {args.resume} reads every setting from its config.json; ignoring "
-                  + ", ".join(f"--{name}" for name in given) + ".")
+                  + ", ".join(f"--{name}" for name in given) + ".", stacklevel=2)
   elif "time_normalization" in given and not model.use_time_features:
-    warnings.warn("--time_normalization has no effect without --use_time_features.")
+    warnings.warn("--time_normalization has no effect without --use_time_features.",
+                  stacklevel=2)
 
 
 def start_processes(args: argparse.Namespace) -> None:
@@ -180,7 +134,7 @@ def one_line_warnings(message, category, filename, lineno, file=None, line=None)
 
 def main(argv: list[str] | None = None) -> int:
   parser = build_parser()
-  args = parser.parse_args(argv)
+  args = parse_flags(parser, argv)
   # The run's messages (stgnn_jax's loggers) on stdout; other libraries' only from warnings up.
   logging.basicConfig(format="%(message)s", stream=sys.stdout)
   logger.setLevel(logging.INFO)
@@ -220,7 +174,7 @@ def train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
   reference_encoder = os.path.join(args.save_path, "pretrained_gnn_encoder.pth")
   if not run.pretrained and os.path.exists(reference_encoder):
     warnings.warn(f"{reference_encoder} exists but is not loaded (the reference loads it "
-                  "silently); pass --pretrained to start from it.")
+                  "silently); pass --pretrained to start from it.", stacklevel=2)
 
   start_processes(args)
   if args.compile_cache.lower() != "none":

@@ -239,13 +239,13 @@ def main():
         except Exception as e:  # pylint: disable=broad-except
           compile_error = f"{type(e).__name__}: {str(e).splitlines()[0]}"
           compiled = None
-      timers = {"exp floor": lambda: jax.block_until_ready(exp(z))}
+      timers = {"exp floor": lambda z=z: jax.block_until_ready(exp(z))}
       for name, (forward, value_and_grad) in pairs.items():
         timers[f"{name}|forward"] = forward
         timers[f"{name}|value+grad"] = value_and_grad
       times = block_times(timers, rounds, budget_s)
 
-      def stats(key):
+      def stats(key, times=times):
         if key not in times:
           return None
         return {"median": 1e3 * np.median(times[key]),

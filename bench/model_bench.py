@@ -3,8 +3,8 @@
 What is measured, in one process on the CPU:
 
   * forward (logits) and forward+backward (gradient of a mean cross-entropy with fixed labels
-    w.r.t. every parameter) of `STGNN(ModelConfig(layer_type=...))` for GraphSAGE (the default
-    model: 100 -> 256 -> 256, elu, TopK 0.3, BiLSTM 64), GCN and GAT;
+    w.r.t. every parameter) of `STGNN(ModelConfig.reference(layer_type=...))` for GraphSAGE (the
+    reference's model: 100 -> 256 -> 256, elu, TopK 0.3, BiLSTM 64), GCN and GAT;
   * one batch of 16 subjects with 1..10 visits each (random lengths, fixed seed) of 100-node
     graphs: symmetric random adjacency with self loops (like thresholded FC matrices) at about
     20% and 50% edge density; node features are the one-hot region index, as in the reference;
@@ -244,7 +244,7 @@ class Row:
 
 def bench_layer_type(layer_type: str, workloads: list[Workload], repeats: int, warmup: int,
                      seed: int) -> tuple[list[Row], dict[str, Compiled]]:
-  config = ModelConfig(layer_type=layer_type)
+  config = ModelConfig.reference(layer_type=layer_type, freeze_encoder=False)
   model = torch_model(config, seed)
   params = jax.device_put(params_from_torch(
       {"encoder": model.encoder.state_dict(), "classifier": model.classifier.state_dict()},
@@ -261,7 +261,7 @@ def bench_layer_type(layer_type: str, workloads: list[Workload], repeats: int, w
   for work in workloads:
     batch = work.jax_batch
     torch_fns = torch_closures(model, work)
-    jax_fns = {name: (lambda c=c: jax.block_until_ready(c.fn(params, batch)))
+    jax_fns = {name: (lambda c=c, batch=batch: jax.block_until_ready(c.fn(params, batch)))
                for name, c in compiled.items()}
 
     # Sanity: the same function in both frameworks.
@@ -338,13 +338,13 @@ def main(argv: list[str] | None = None) -> None:
   print("\n## Batch construction (not inside the model timings), per batch")
   construction_repeats = max(3, args.repeats)
   for work in workloads:
-    pack = time_construction(lambda: pack_subjects(work.adjacency, labels=work.labels),
+    pack = time_construction(lambda work=work: pack_subjects(work.adjacency, labels=work.labels),
                              construction_repeats)
     pack_put = time_construction(
-        lambda: jax.block_until_ready(
+        lambda work=work: jax.block_until_ready(
             jax.device_put(pack_subjects(work.adjacency, labels=work.labels))),
         construction_repeats)
-    pyg = time_construction(lambda: pyg_batch(work.adjacency), construction_repeats)
+    pyg = time_construction(lambda work=work: pyg_batch(work.adjacency), construction_repeats)
     edges = work.torch_inputs["edge_index"].shape[1]
     print(f"density {work.edge_fraction:.2f} ({edges} edges): JAX pack_subjects {pack:.2f} ms, "
           f"pack_subjects + device_put {pack_put:.2f} ms; PyG pyg_batch {pyg:.2f} ms")

@@ -45,27 +45,16 @@ import time
 
 import jax
 
-from stgnn_jax.config import (
-    ModelConfig,
-    OptimConfig,
-    RunConfig,
-    cli_default,
-    flag_fields,
-    reference_overrides,
-)
+from stgnn_jax.config import ModelConfig, OptimConfig, Preset, RunConfig, reference_preset
 from stgnn_jax.input_pipeline import Subjects, make_folds
 from stgnn_jax.train import cross_validation, sweep
 from stgnn_jax.train.driver import single_trainer
 from stgnn_jax.train.sharding import Placement
 
 
-def recipe(reference: bool = False):
-  """train.py's default configurations (the recipe), or with the reference's flags."""
-  overrides = reference_overrides() if reference else {}
-
-  def defaults(cls):
-    return cls(**{f.name: overrides.get(f.name, cli_default(f)) for f in flag_fields(cls)})
-  return defaults(ModelConfig), defaults(OptimConfig), defaults(RunConfig)
+def recipe(reference: bool = False) -> Preset:
+  """train.py's default configurations (the recipe), or the reference's."""
+  return reference_preset() if reference else Preset(ModelConfig(), OptimConfig(), RunConfig())
 
 
 def fold_inputs(num_members: int, reference: bool = False):

@@ -9,13 +9,15 @@ What is measured, in one process on the CPU, on the same data and in the same ba
   * one epoch = one pass over the 120 subjects in batches of 16 (8 batches, the last one with 8
     subjects) in a freshly shuffled order; both frameworks get the same order in each epoch.
   * two modes:
-      - `frozen`: ours = `ModelConfig(freeze_encoder=True)`, as train.py runs it: each epoch
+      - `frozen`: ours = `ModelConfig.reference()` (the reference's frozen encoder), as
+        `train.py --preset reference` runs it: each epoch
         embeds all 120 subjects' scans once (`FrozenEncoderScans`: chunks of 32 graph slots,
         fresh encoder dropout per scan and epoch), then `train_step` trains the classifier on
         `EmbeddedBatch`es of those embeddings; PyTorch = the reference's behaviour: per batch
         the encoder computes the graph embeddings under `torch.no_grad()` (as the reference's
         data loader does), then the LSTM classifier is trained.
-      - `end-to-end`: ours = the default `ModelConfig()` (encoder trained); PyTorch = the same
+      - `end-to-end`: ours = `ModelConfig.reference(freeze_encoder=False)` (the reference's
+        architecture, encoder trained); PyTorch = the same
         pipeline with gradients through the encoder.
   * ours: exactly the epoch of `stgnn_jax.train.driver.FoldTrainer` (`train_epoch`); end to end:
     batches from `Subjects.batches` (RunConfig defaults: graph_multiple 32, max_visits 10),
@@ -76,7 +78,7 @@ from bench.model_bench import (
     warn_if_loaded,
 )
 from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
-from stgnn_jax.data import synthetic
+from stgnn_jax.data import synthetic, synthetic_scans
 from stgnn_jax.input_pipeline import (
     SubjectBatch,
     Subjects,
@@ -121,8 +123,8 @@ def load_data(seed: int) -> Data:
   run = RunConfig(batch_size=BATCH_SIZE)  # graph_multiple 32, max_visits 10
   scans = synthetic.make_synthetic_cohort(num_subjects=COHORT_SUBJECTS, seed=0,
                                           threshold=run.threshold)
-  cohort = synthetic.cohort_from_scans(scans, max_visits=run.max_visits)
-  subjects = Subjects(cohort, run, ModelConfig())  # the reference's one-hot features
+  cohort = synthetic_scans.cohort_from_scans(scans, max_visits=run.max_visits)
+  subjects = Subjects(cohort, run, ModelConfig.reference())  # the reference's one-hot features
   train, _, _ = make_folds(subjects.labels, run.num_folds, run.seed)[0]
   chosen = np.random.default_rng(seed).choice(train, NUM_TRAIN_SUBJECTS, replace=False)
   return Data(subjects, run, np.sort(chosen))
@@ -148,7 +150,8 @@ class JaxPipeline:
     self.data = data
     self.placement = Placement(None, BATCH_SIZE, data.run.eval_batch_size,
                                data.run.graph_multiple)
-    self.state = self.placement.replicate(TrainState.create(params, config, OptimConfig()))
+    self.state = self.placement.replicate(TrainState.create(params, config,
+                                                             OptimConfig.reference()))
     self.key = jax.random.fold_in(jax.random.key(seed), 1)
     self.frozen_scans = (FrozenEncoderScans(data.subjects, data.train_idx, data.run,
                                             self.placement)
@@ -281,13 +284,13 @@ class ModeResult:
 
 def bench_mode(mode: str, data: Data, epochs: int, seed: int) -> ModeResult:
   frozen = mode == "frozen"
-  config = ModelConfig(freeze_encoder=frozen)
+  config = ModelConfig.reference(freeze_encoder=frozen)
   torch.manual_seed(seed)
   model = TorchSTGNN(config)
   params = params_from_torch({"encoder": model.encoder.state_dict(),
                               "classifier": model.classifier.state_dict()}, config)
   ours = JaxPipeline(config, params, data, seed)
-  theirs = TorchPipeline(model, data, frozen, OptimConfig())
+  theirs = TorchPipeline(model, data, frozen, OptimConfig.reference())
   orders = [epoch_order(data, seed, e) for e in range(epochs + 1)]
 
   # Epoch 0: warm-up for both (JAX compiles here), timed on its own.
@@ -316,8 +319,8 @@ def bench_mode(mode: str, data: Data, epochs: int, seed: int) -> ModeResult:
 
   torch_epochs, jax_epochs = [], []
   for e in range(1, epochs + 1):  # alternated: a load spike hits both frameworks alike
-    torch_epochs.append(time_once(lambda: theirs.epoch(orders[e], e)))
-    jax_epochs.append(time_once(lambda: ours.epoch(orders[e], e)))
+    torch_epochs.append(time_once(lambda e=e: theirs.epoch(orders[e], e)))
+    jax_epochs.append(time_once(lambda e=e: ours.epoch(orders[e], e)))
     print(f"  {mode} epoch {e}: PyTorch {torch_epochs[-1]:.3f} s, JAX {jax_epochs[-1]:.3f} s",
           flush=True)
   return ModeResult(mode, torch_epochs, jax_epochs, jax_first, extra, buckets, torch_build,
@@ -340,16 +343,18 @@ def step_breakdown(data: Data, seed: int, rounds: int) -> list[str]:
     batch = jax.device_put(batch)
     states = {}
     for dropout in (ModelConfig.gnn_dropout, 0.0):
-      config = ModelConfig(gnn_dropout=dropout)
+      config = ModelConfig.reference(freeze_encoder=False, gnn_dropout=dropout)
       first = next(data.subjects.batches(data.train_idx, BATCH_SIZE, data.run))
-      state = TrainState.create(init_params(config, first, key), config, OptimConfig())
+      state = TrainState.create(init_params(config, first, key), config,
+                                OptimConfig.reference())
       jax.block_until_ready(train_step(state, batch, key))  # compiles
       states[dropout] = state
     samples: dict[float, list[float]] = {d: [] for d in states}
     for _ in range(rounds):
       for dropout, state in states.items():
         samples[dropout].append(
-            time_once(lambda: jax.block_until_ready(train_step(state, batch, key))))
+            time_once(lambda state=state, batch=batch:
+                      jax.block_until_ready(train_step(state, batch, key))))
     with_ms, without_ms = (1e3 * statistics.median(samples[d]) for d in states)
     real = int(batch.lengths.sum())
     rows.append(f"| end-to-end | {graphs} | {real} | {with_ms:.1f} | {without_ms:.1f} "

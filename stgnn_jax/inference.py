@@ -23,9 +23,11 @@ def apply_model(params: Mapping[str, Any], config: ModelConfig, batch: SubjectBa
   Compiles once per (config, batch shapes); `rng` feeds dropout when not deterministic.
   """
   rngs = None if rng is None else {"dropout": rng}
-  return STGNN(config).apply(
+  logits = STGNN(config).apply(
       {"params": params}, batch.graphs, batch.visit_slot, batch.lengths, batch.time,
       max_visits=batch.max_visits, deterministic=deterministic, rngs=rngs)
+  assert isinstance(logits, jax.Array)  # apply without `mutable` returns the output alone
+  return logits
 
 
 def predict(params: Mapping[str, Any], config: ModelConfig,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import flax.struct
 import jax
@@ -28,7 +28,7 @@ from stgnn_jax.data.preprocessing import (
     normalize_time,
 )
 from stgnn_jax.errors import InputError
-from stgnn_jax.nn.graphs import DenseGraphs
+from stgnn_jax.nn.graphs import BatchArray, DenseGraphs
 
 
 @flax.struct.dataclass
@@ -51,13 +51,13 @@ class SubjectBatch:
   """
 
   graphs: DenseGraphs
-  visit_slot: jax.Array
-  lengths: jax.Array
-  time: jax.Array
-  labels: jax.Array
-  subject_mask: jax.Array
+  visit_slot: BatchArray
+  lengths: BatchArray
+  time: BatchArray
+  labels: BatchArray
+  subject_mask: BatchArray
   max_visits: int = flax.struct.field(pytree_node=False)
-  offset: jax.Array | None = None
+  offset: BatchArray | None = None
 
   @property
   def num_subjects(self) -> int:
@@ -67,13 +67,13 @@ class SubjectBatch:
 def pack_subjects(
     adjacency: Sequence[np.ndarray],
     *,
-    labels: Sequence[int] | None = None,
-    time: Sequence[float] | None = None,
+    labels: Sequence[int] | np.ndarray | None = None,
+    time: Sequence[float] | np.ndarray | None = None,
     features: Sequence[np.ndarray] | None = None,
     num_subjects: int | None = None,
     max_visits: int | None = None,
     num_graphs: int | None = None,
-    offsets: Sequence[float] | None = None,
+    offsets: Sequence[float] | np.ndarray | None = None,
 ) -> SubjectBatch:
   """Packs subjects' visit graphs into one `SubjectBatch` of NumPy arrays.
 
@@ -162,16 +162,16 @@ def graph_budget(num_visits: int, *, multiple: int, cap: int) -> int:
 
 def iterate_batches(
     adjacency: Sequence[np.ndarray],
-    labels: Sequence[int],
-    time: Sequence[float] | None,
+    labels: Sequence[int] | np.ndarray,
+    time: Sequence[float] | np.ndarray | None,
     *,
     batch_size: int,
     max_visits: int,
     graph_multiple: int,
-    order: Sequence[int] | None = None,
+    order: Sequence[int] | np.ndarray | None = None,
     features: Sequence[np.ndarray] | None = None,
-    offsets: Sequence[float] | None = None,
-):
+    offsets: Sequence[float] | np.ndarray | None = None,
+) -> Iterator[SubjectBatch]:
   """Yields `SubjectBatch`es of exactly `batch_size` subject slots and `max_visits` visit slots.
 
   Args:
@@ -181,9 +181,9 @@ def iterate_batches(
     graph_multiple: graph slots are the batch's real visits rounded up to this multiple.
     order: the subjects' order (a permutation for shuffling); default as given.
   """
-  order = np.arange(len(adjacency)) if order is None else np.asarray(order)
-  for start in range(0, len(order), batch_size):
-    chosen = order[start:start + batch_size]
+  positions = np.arange(len(adjacency)) if order is None else np.asarray(order)
+  for start in range(0, len(positions), batch_size):
+    chosen = positions[start:start + batch_size]
     visits = sum(len(adjacency[i]) for i in chosen)
     yield pack_subjects(
         [adjacency[i] for i in chosen],
@@ -215,11 +215,11 @@ class EmbeddedBatch:
     lengths, labels, subject_mask: as in `SubjectBatch`.
   """
 
-  embeddings: jax.Array | None
-  visit_index: jax.Array
-  lengths: jax.Array
-  labels: jax.Array
-  subject_mask: jax.Array
+  embeddings: BatchArray | None
+  visit_index: BatchArray
+  lengths: BatchArray
+  labels: BatchArray
+  subject_mask: BatchArray
 
   @property
   def max_visits(self) -> int:
@@ -238,14 +238,14 @@ class ScanTable:
     labels: `[subjects]` class index per subject.
   """
 
-  chunks: list[tuple[DenseGraphs, np.ndarray]]
+  chunks: list[tuple[DenseGraphs, BatchArray]]
   first_row: np.ndarray
   lengths: np.ndarray
   labels: np.ndarray
 
 
-def pack_scans(adjacency: Sequence[np.ndarray], labels: Sequence[int],
-               time: Sequence[float] | None, *, chunk_size: int,
+def pack_scans(adjacency: Sequence[np.ndarray], labels: Sequence[int] | np.ndarray,
+               time: Sequence[float] | np.ndarray | None, *, chunk_size: int,
                features: Sequence[np.ndarray] | None = None) -> ScanTable:
   """Packs all visits of the subjects into `ceil(visits / chunk_size)` chunks of `chunk_size`
   graph slots (one compiled shape for the embedding pass; fewer than `chunk_size` padding slots
@@ -262,7 +262,8 @@ def pack_scans(adjacency: Sequence[np.ndarray], labels: Sequence[int],
 
 
 def iterate_embedded_batches(table: ScanTable, *, batch_size: int, max_visits: int,
-                             order: Sequence[int] | None = None):
+                             order: Sequence[int] | np.ndarray | None = None
+                             ) -> Iterator[EmbeddedBatch]:
   """Yields `EmbeddedBatch`es of `batch_size` subject slots over `table`'s subjects.
 
   Args:
@@ -274,9 +275,9 @@ def iterate_embedded_batches(table: ScanTable, *, batch_size: int, max_visits: i
   if int(table.lengths.max()) > max_visits:
     raise ValueError(f"a subject has {int(table.lengths.max())} visits but max_visits is "
                      f"{max_visits}.")
-  order = np.arange(len(table.lengths)) if order is None else np.asarray(order)
-  for start in range(0, len(order), batch_size):
-    chosen = order[start:start + batch_size]
+  positions = np.arange(len(table.lengths)) if order is None else np.asarray(order)
+  for start in range(0, len(positions), batch_size):
+    chosen = positions[start:start + batch_size]
     n = len(chosen)
     lengths = np.zeros((batch_size,), np.int32)
     lengths[:n] = table.lengths[chosen]
@@ -327,11 +328,14 @@ class Subjects:
   def __init__(self, cohort: Cohort, run: RunConfig, model_config: ModelConfig):
     use_time = model_config.use_time_features
     self.adjacency = [s.adjacency for s in cohort.subjects]
-    self.features = ([connection_features(s.fc, model_config.node_features)
-                      for s in cohort.subjects]
+    fc = []
+    for s in cohort.subjects:
+      assert s.fc is not None  # Subject.__post_init__ fills it (with the adjacency if not given)
+      fc.append(s.fc)
+    self.features = ([connection_features(f, model_config.node_features) for f in fc]
                      if model_config.explicit_node_features else None)
     # What the classical baselines see: each subject's last input scan, edge values.
-    self.last_fc = np.stack([s.fc[-1] for s in cohort.subjects])
+    self.last_fc = np.stack([f[-1] for f in fc])
     self.labels = cohort.labels().astype(np.int32)
     self.time = (time_features(cohort, run.time_normalization) if use_time else None)
     self.time_to_predict = cohort.time_to_predict()
@@ -341,7 +345,7 @@ class Subjects:
     self.horizons = ([horizon_bucket(s.time_to_predict) for s in cohort.subjects]
                      if use_time else None)
     self.num_nodes = cohort.num_nodes
-    self.offsets = None
+    self.offsets: np.ndarray | None = None
 
   def with_offsets(self, offsets: np.ndarray) -> Subjects:
     """These subjects with per-subject training-logit offsets (`SubjectBatch.offset`)."""
@@ -360,7 +364,8 @@ class Subjects:
                                max_months=float(np.max(self.time_to_predict[train_idx])))
     return fold
 
-  def batches(self, indices: np.ndarray, batch_size: int, run: RunConfig):
+  def batches(self, indices: np.ndarray, batch_size: int, run: RunConfig
+              ) -> Iterator[SubjectBatch]:
     """`iterate_batches` over the subjects `indices`, in that order."""
     return iterate_batches(self.adjacency, self.labels, self.time, batch_size=batch_size,
                            max_visits=run.max_visits, graph_multiple=run.graph_multiple,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stgnn_jax.config import ModelConfig, RunConfig
+from stgnn_jax.config import RunConfig
 from stgnn_jax.data import synthetic
 from stgnn_jax.input_pipeline import (
     Subjects,
@@ -16,6 +16,7 @@ from stgnn_jax.input_pipeline import (
     pack_scans,
     pack_subjects,
 )
+from tests.helpers import reference_model
 
 
 def test_connection_profile_batches_carry_each_visits_fc_rows():
@@ -76,7 +77,7 @@ def test_minmax_time_is_scaled_by_the_folds_training_subjects_only():
 
   cohort = synthetic.synthetic_cohort(num_subjects=30, num_regions=10, seed=1)
   run = RunConfig(time_normalization="minmax")
-  subjects = Subjects(cohort, run, ModelConfig(input_dim=10, use_time_features=True))
+  subjects = Subjects(cohort, run, reference_model(input_dim=10, use_time_features=True))
   months = cohort.time_to_predict()
   train_idx = np.flatnonzero(months < months.max())  # the longest horizon is held out
   fold = subjects.for_fold(train_idx)

@@ -10,15 +10,20 @@ import pytest
 
 import train
 from stgnn_jax.config import (
-    ModelConfig,
-    OptimConfig,
-    RunConfig,
-    flag_fields,
-    parse_alpha,
-    parse_bool,
-    reference_flags,
-    reference_overrides,
+  SWEEPABLE,
+  ModelConfig,
+  OptimConfig,
+  RunConfig,
+  flag_fields,
+  parse_alpha,
+  parse_bool,
+  parse_sweep_axis,
+  reference_flags,
+  reference_overrides,
+  reference_preset,
 )
+from stgnn_jax.config.cli import parse_flags
+from stgnn_jax.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,6 +55,7 @@ FLAGS_BEFORE = {
     "--loss": "focal", "--class_weights": None, "--gamma_schedule": None,
     "--smoothing_schedule": None, "--sweep": None, "--sweep_grid": None, "--sweep_chunk": None,
     "--coordinator_address": None, "--num_processes": None, "--process_id": None,
+    "--preset": None,
 }
 
 # The reference's flags and defaults (../shared/reference/original-stgnn.md) and its fixed
@@ -83,7 +89,7 @@ def test_every_flag_is_a_config_field_with_help():
   fields = {f.name: f for cls in train.CONFIGS for f in flag_fields(cls)}
   entry_point_only = {"--write_synthetic", "--out_dir", "--save_path", "--resume",
                       "--no_progress", "--compile_cache", "--overwrite",
-                      "--coordinator_address", "--num_processes", "--process_id"}
+                      "--coordinator_address", "--num_processes", "--process_id", "--preset"}
   assert {"--" + name for name in fields} == set(FLAGS_BEFORE) - entry_point_only
   for f in fields.values():
     assert f.metadata["help"] and f.metadata["group"] in ("data", "model", "training", "sweep")
@@ -93,11 +99,63 @@ def test_reference_flags_give_the_reference():
   args = train.build_parser().parse_args(reference_flags())
   for name, value in REFERENCE.items():
     assert getattr(args, name) == value, name
-  model, optim, run = train.configs_from_args(args)
-  # ModelConfig's and OptimConfig's own defaults are the reference's (the parity tests' models).
-  assert model == dataclasses.replace(ModelConfig(), freeze_encoder=True)
-  assert optim == OptimConfig()
-  assert (run.decision_threshold, run.selection, run.early_stop_patience) == ("argmax", "auc", 0)
+  assert train.configs_from_args(args) == reference_preset()
+  assert (reference_preset().run.decision_threshold, reference_preset().model.node_features) == (
+      "argmax", "onehot")
+
+
+def test_the_configs_defaults_are_what_train_py_runs():
+  assert train.configs_from_args(train.build_parser().parse_args([])) == (
+      ModelConfig(), OptimConfig(), RunConfig())
+
+
+def test_the_reference_preset_is_the_long_flag_list_and_explicit_flags_still_apply():
+  long_form = train.configs_from_args(train.build_parser().parse_args(reference_flags()))
+  preset = train.configs_from_args(parse_flags(train.build_parser(), ["--preset", "reference"]))
+  assert preset == long_form == reference_preset()
+  for argv in (["--preset", "reference", "--lr", "0.01"],
+               ["--lr", "0.01", "--preset", "reference"]):
+    model, optim, _ = train.configs_from_args(parse_flags(train.build_parser(), argv))
+    assert (optim.lr, optim.focal_alpha, model.node_features) == (0.01, 0.9, "onehot")
+
+
+def test_flag_types_come_from_the_annotations():
+  parser = train.build_parser()
+  args = parser.parse_args(["--num_devices", "2", "--topk_ratio", "0.5", "--lstm_bidirectional",
+                            "false", "--sweep_chunk", "3", "--class_weights", "1,3"])
+  assert (args.num_devices, args.topk_ratio, args.lstm_bidirectional) == (2, 0.5, False)
+  assert (args.sweep_chunk, args.class_weights) == (3, (1.0, 3.0))
+  with pytest.raises(SystemExit):
+    parser.parse_args(["--num_devices", "1.5"])
+
+
+def test_sweepable_settings_are_declared_with_the_setting():
+  declared = {f.name for cls in train.CONFIGS for f in flag_fields(cls) if f.metadata["sweep"]}
+  assert set(SWEEPABLE) == declared == {
+      "focal_alpha", "focal_gamma", "label_smoothing", "loss", "lr", "weight_decay",
+      "minority_focus_epochs", "seed"}
+  assert parse_sweep_axis("seed=1,2") == ("seed", (1, 2))
+  assert parse_sweep_axis("focal_alpha=auto,0.5") == ("focal_alpha", ("auto", 0.5))
+  with pytest.raises(ValueError, match="'hinge' is not one of focal, ce, weighted_ce"):
+    parse_sweep_axis("loss=ce,hinge")
+  with pytest.raises(ValueError, match="changes the model's architecture"):
+    parse_sweep_axis("gnn_hidden_dim=8,16")
+
+
+def test_fields_missing_from_a_saved_configuration_take_the_values_of_their_time():
+  # Saved before a field existed, when ModelConfig's and OptimConfig's defaults were the
+  # reference's; RunConfig's defaults have always been train.py's.
+  saved = ModelConfig.reference().to_dict()
+  del saved["linear_path"], saved["readout"]
+  assert ModelConfig.from_dict(saved) == ModelConfig.reference()
+  optim = OptimConfig.reference().to_dict()
+  del optim["plateau_metric"]
+  assert OptimConfig.from_dict(optim) == OptimConfig.reference()
+  run = RunConfig().to_dict()
+  del run["selection"]
+  assert RunConfig.from_dict(run) == RunConfig()
+  with pytest.raises(ConfigError, match=r"unknown field\(s\) \['depth'\]"):
+    ModelConfig.from_dict({"depth": 3})
 
 
 def test_reference_overrides_are_exactly_the_defaults_that_differ():
@@ -146,10 +204,12 @@ def test_parsers():
 
 @pytest.mark.parametrize("make, message", [
     (lambda: ModelConfig(layer_type="GIN"), "ModelConfig.layer_type='GIN' is not a graph layer"),
-    (lambda: ModelConfig(readout="concat"), "ModelConfig.readout='concat' needs every region"),
+    (lambda: ModelConfig(use_topk_pooling=True),
+     "ModelConfig.readout='concat' needs every region"),
     (lambda: ModelConfig(gnn_hidden_dim=0), "ModelConfig.gnn_hidden_dim=0 must be a positive"),
     (lambda: ModelConfig(lstm_dropout=1.0), "ModelConfig.lstm_dropout=1.0 is a dropout rate"),
-    (lambda: ModelConfig(input_dropout=0.5), "ModelConfig.input_dropout=0.5 drops node-feature"),
+    (lambda: ModelConfig(node_features="onehot", linear_path=False),
+     "ModelConfig.input_dropout=0.5 drops node-feature"),
     (lambda: OptimConfig(lr=0), "OptimConfig.lr=0 must be positive"),
     (lambda: OptimConfig(focal_alpha=1.5), "OptimConfig.focal_alpha=1.5 must lie in [0, 1]"),
     (lambda: RunConfig(num_folds=1), "RunConfig.num_folds=1 must be >= 2"),
@@ -172,7 +232,7 @@ def test_help_states_each_default_once():
 
 
 def test_a_clamped_topk_ratio_is_warned_about_once(recwarn):
-  config = ModelConfig(topk_ratio=0.123)
+  config = ModelConfig.reference(topk_ratio=0.123)
   dataclasses.replace(config, input_dim=50)  # rebuilt with the cohort's atlas size
   assert [str(w.message) for w in recwarn].count(
       "topk_ratio=0.123 is clamped to 0.3 as in the reference (TopK keeps between 30% and 100% "

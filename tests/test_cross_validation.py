@@ -17,10 +17,9 @@ from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
 from stgnn_jax.errors import RunStateError
 from stgnn_jax.train import cross_validation
 
-MODEL = ModelConfig(node_features="profile_change", gnn_num_layers=1, graph_norm=False,
-                    use_topk_pooling=False, readout="concat", gnn_hidden_dim=16, output_dim=16,
-                    lstm_hidden_dim=8, input_dropout=0.5)
-OPTIM = OptimConfig(focal_alpha="auto", weight_decay=1e-2, plateau_metric="auc")
+# The default recipe, smaller, without the linear path, at the reference's learning rate.
+MODEL = ModelConfig(gnn_hidden_dim=16, output_dim=16, lstm_hidden_dim=8, linear_path=False)
+OPTIM = OptimConfig(lr=1e-3)
 RUN = RunConfig(synthetic_subjects=40, synthetic_regions=20, n_epochs=3, num_folds=2,
                 batch_size=8, graph_multiple=8, eval_batch_size=8)
 

@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
 from stgnn_jax import params_to_torch
-from stgnn_jax.config import ModelConfig, OptimConfig
+from stgnn_jax.config import ModelConfig
 from stgnn_jax.data.preprocessing import connection_features
 from stgnn_jax.errors import ConfigError
 from stgnn_jax.input_pipeline import pack_subjects
@@ -18,6 +18,7 @@ from stgnn_jax.nn.model import STGNN
 from stgnn_jax.train import linear_path
 from stgnn_jax.train.state import TrainState, input_statistics, with_input_statistics
 from stgnn_jax.train.step import train_step
+from tests.helpers import reference_model, reference_optim
 
 N = 12
 CONFIG = ModelConfig(input_dim=N, node_features="profile_change", gnn_num_layers=1,
@@ -112,7 +113,7 @@ def test_the_path_never_trains_and_the_offset_enters_the_training_loss():
   params = with_input_statistics(params, input_statistics(features))
   params = linear_path.with_linear_path(
       params, {"w": np.full(N * 2 * N, 0.01, np.float32), "b": 0.1})
-  state = TrainState.create(params, CONFIG, OptimConfig(), focal_alpha=0.75)
+  state = TrainState.create(params, CONFIG, reference_optim(), focal_alpha=0.75)
   key = jax.random.key(3)
   after, metrics = train_step(state, batch, key)
   for name in ("kernel", "bias"):
@@ -131,10 +132,11 @@ def test_the_path_never_trains_and_the_offset_enters_the_training_loss():
 
 def test_configurations_without_a_linear_path_counterpart_are_refused():
   with pytest.raises(ConfigError, match="linear_path"):
-    ModelConfig(linear_path=True)  # one-hot nodes
+    ModelConfig(node_features="onehot", input_dropout=0.0)  # the default linear path
   with pytest.raises(ConfigError, match="linear_path"):
     ModelConfig(node_features="connection_profile", linear_path=True, freeze_encoder=True)
-  reference_like = ModelConfig(input_dim=N, node_features="connection_profile", linear_path=True)
+  reference_like = reference_model(input_dim=N, node_features="connection_profile",
+                                   linear_path=True)
   fcs, labels = cohort(subjects=4)
   features = [f for f in fcs]
   batch = pack_subjects([f != 0 for f in fcs], labels=labels, features=features)

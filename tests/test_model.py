@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from stgnn_jax.config import ModelConfig, OptimConfig
+from stgnn_jax.config import ModelConfig
 from stgnn_jax.data.preprocessing import threshold_fc
 from stgnn_jax.inference import apply_model, predict
 from stgnn_jax.input_pipeline import pack_subjects
@@ -22,13 +22,14 @@ from stgnn_jax.torch_interop.convert import params_from_torch, params_to_torch
 from stgnn_jax.torch_interop.state_dict import CheckpointMismatchError
 from stgnn_jax.train.state import TrainState, input_statistics, with_input_statistics
 from stgnn_jax.train.step import train_step
+from tests.helpers import reference_model, reference_optim
 from tests.torch_reference import (
-    SMALL,
-    TorchSTGNN,
-    checkpoint_of,
-    params_for,
-    pyg_batch,
-    torch_model,
+  SMALL,
+  TorchSTGNN,
+  checkpoint_of,
+  params_for,
+  pyg_batch,
+  torch_model,
 )
 
 # Small dimensions keep the 36-configuration sweep fast; the defaults get their own test.
@@ -70,7 +71,7 @@ assert {(conv, rnn) for conv, rnn, _, _ in CASES} == set(itertools.product(CONVS
 
 @pytest.mark.parametrize("layer_type,model_type,topk,time_features", CASES)
 def test_logits_match_reference(layer_type, model_type, topk, time_features):
-  config = ModelConfig(**SMALL, layer_type=layer_type, model_type=model_type,
+  config = reference_model(**SMALL, layer_type=layer_type, model_type=model_type,
                        use_topk_pooling=topk, use_time_features=time_features)
   rng = np.random.default_rng(hash((layer_type, model_type, topk, time_features)) % 2**32)
   adjacency = [random_adjacency(rng, config.input_dim, n) for n in LENGTHS]
@@ -85,7 +86,7 @@ def test_logits_match_reference(layer_type, model_type, topk, time_features):
          lstm_num_layers=2, lstm_bidirectional=True),
 ])
 def test_reference_sized_models(overrides):
-  config = ModelConfig(**overrides)
+  config = reference_model(**overrides)
   rng = np.random.default_rng(7)
   adjacency = [random_adjacency(rng, 100, n) for n in (2, 1, 3)]
   got, expected = both_logits(config, adjacency)
@@ -93,7 +94,7 @@ def test_reference_sized_models(overrides):
 
 
 def test_checkpoint_file_round_trip(tmp_path):
-  config = ModelConfig(**SMALL, use_time_features=True)
+  config = reference_model(**SMALL, use_time_features=True)
   model = torch_model(config, seed=3)
   path = tmp_path / "best_model_fold1.pth"
   torch.save(checkpoint_of(model), path)
@@ -114,7 +115,7 @@ def test_checkpoint_file_round_trip(tmp_path):
 
 
 def test_params_to_torch_loads_strictly_and_gives_same_logits():
-  config = ModelConfig(**SMALL, layer_type="GAT", model_type="GRU", lstm_num_layers=2,
+  config = reference_model(**SMALL, layer_type="GAT", model_type="GRU", lstm_num_layers=2,
                        lstm_bidirectional=True, use_time_features=True)
   rng = np.random.default_rng(11)
   adjacency = [random_adjacency(rng, config.input_dim, n) for n in LENGTHS]
@@ -136,7 +137,7 @@ def test_params_to_torch_loads_strictly_and_gives_same_logits():
 
 
 def test_converter_names_mismatched_keys():
-  config = ModelConfig(**SMALL)
+  config = reference_model(**SMALL)
   checkpoint = checkpoint_of(torch_model(config))
   with pytest.raises(CheckpointMismatchError, match=r"convs\.0\.lin_l\.weight.*\(16, 24\)"):
     params_from_torch(checkpoint, dataclasses.replace(config, gnn_hidden_dim=32))
@@ -150,7 +151,7 @@ def test_converter_names_mismatched_keys():
 
 
 def test_gradients_match_torch_autograd():
-  config = ModelConfig(**SMALL, layer_type="GraphSAGE", model_type="LSTM",
+  config = reference_model(**SMALL, layer_type="GraphSAGE", model_type="LSTM",
                        use_time_features=True, lstm_num_layers=2)
   model = torch_model(config, seed=5)
   rng = np.random.default_rng(5)
@@ -189,7 +190,7 @@ def test_gradients_match_torch_autograd():
 
 
 def test_graphs_tuple_input_equals_dense_input():
-  config = ModelConfig(**SMALL, layer_type="GCN")
+  config = reference_model(**SMALL, layer_type="GCN")
   rng = np.random.default_rng(2)
   adjacency = [random_adjacency(rng, config.input_dim, n) for n in LENGTHS]
   batch = pack_subjects(adjacency)
@@ -214,7 +215,7 @@ def test_graphs_tuple_input_equals_dense_input():
 
 
 def test_padding_subjects_and_graphs_do_not_change_real_logits():
-  config = ModelConfig(**SMALL)
+  config = reference_model(**SMALL)
   rng = np.random.default_rng(4)
   adjacency = [random_adjacency(rng, config.input_dim, n) for n in LENGTHS]
   tight = pack_subjects(adjacency)
@@ -227,7 +228,7 @@ def test_padding_subjects_and_graphs_do_not_change_real_logits():
 
 
 def test_predict_matches_reference_on_raw_fc_matrices():
-  config = ModelConfig(use_time_features=True)
+  config = reference_model(use_time_features=True)
   model = torch_model(config, seed=9)
   rng = np.random.default_rng(9)
   subjects = [random_fc(rng, 100, n) for n in (2, 1, 3)]
@@ -246,7 +247,7 @@ def test_predict_matches_reference_on_raw_fc_matrices():
 
 
 def test_predict_rejects_bad_input():
-  config = ModelConfig(**SMALL)
+  config = reference_model(**SMALL)
   params = {"encoder": {}, "classifier": {}}
   with pytest.raises(ValueError, match="expects 24x24"):
     predict(params, config, [[np.eye(10)]])
@@ -266,7 +267,7 @@ def test_predict_rejects_bad_input():
 
 
 def test_jit_compiles_once_per_batch_shape_and_dropout_uses_rng():
-  config = ModelConfig(**SMALL)
+  config = reference_model(**SMALL)
   rng = np.random.default_rng(6)
   def make():
     return pack_subjects([random_adjacency(rng, config.input_dim, n) for n in LENGTHS],
@@ -293,7 +294,7 @@ def test_frozen_encoder_gets_no_gradient():
                         labels=[0, 1, 0, 1, 1])
   grads = {}
   for freeze in (False, True):
-    config = ModelConfig(**SMALL, freeze_encoder=freeze)
+    config = reference_model(**SMALL, freeze_encoder=freeze)
     params = params_for(config, 4)
     grads[freeze] = jax.grad(lambda p, c=config: apply_model(p, c, batch).sum())(params)
 
@@ -306,7 +307,7 @@ def test_frozen_encoder_gets_no_gradient():
 
 @pytest.mark.parametrize("layer_type", ["GraphSAGE", "GCN", "GAT"])
 def test_one_hot_fast_path_equals_explicit_identity_features(layer_type):
-  config = ModelConfig(**SMALL, layer_type=layer_type)
+  config = reference_model(**SMALL, layer_type=layer_type)
   rng = np.random.default_rng(12)
   batch = pack_subjects([random_adjacency(rng, config.input_dim, n) for n in LENGTHS],
                         num_graphs=14)  # two padding graphs
@@ -337,7 +338,7 @@ def test_connection_profile_encoder_matches_pyg_sage_without_norm_with_concat_re
   GraphNorm or TopK, concatenation readout), written independently with PyG's SAGEConv."""
   from torch_geometric.nn import SAGEConv
 
-  config = ModelConfig(input_dim=10, gnn_hidden_dim=6, output_dim=6, gnn_num_layers=1,
+  config = reference_model(input_dim=10, gnn_hidden_dim=6, output_dim=6, gnn_num_layers=1,
                        node_features="connection_profile", graph_norm=False,
                        use_topk_pooling=False, readout="concat", readout_node_dim=3,
                        lstm_hidden_dim=4)
@@ -376,7 +377,7 @@ def test_connection_profile_encoder_matches_pyg_sage_without_norm_with_concat_re
 
 
 def test_input_statistics_never_move_and_non_reference_encoders_do_not_convert():
-  config = ModelConfig(input_dim=8, gnn_hidden_dim=6, output_dim=6, gnn_num_layers=1,
+  config = reference_model(input_dim=8, gnn_hidden_dim=6, output_dim=6, gnn_num_layers=1,
                        node_features="connection_profile", graph_norm=False,
                        use_topk_pooling=False, readout="concat", lstm_hidden_dim=4)
   rng = np.random.default_rng(14)
@@ -385,7 +386,7 @@ def test_input_statistics_never_move_and_non_reference_encoders_do_not_convert()
   params = with_input_statistics(
       STGNN(config).init(jax.random.key(1), batch.graphs, batch.visit_slot, batch.lengths,
                          max_visits=3)["params"], input_statistics(values))
-  state = TrainState.create(params, config, OptimConfig(lr=1e-2, weight_decay=0.1))
+  state = TrainState.create(params, config, reference_optim(lr=1e-2, weight_decay=0.1))
   for i in range(3):
     state, _ = train_step(state, batch, jax.random.key(i))
   jax.tree.map(np.testing.assert_array_equal, state.params["encoder"]["input_standardization"],
@@ -397,14 +398,14 @@ def test_input_statistics_never_move_and_non_reference_encoders_do_not_convert()
   with pytest.raises(ValueError, match="graph_norm=False has no counterpart"):
     params_to_torch(state.params, dataclasses.replace(config, readout="meanmax"))
   with pytest.raises(ValueError, match="use_topk_pooling=False"):
-    ModelConfig(readout="concat")
+    reference_model(readout="concat")
   with pytest.raises(ValueError, match="no node features"):
     STGNN(config).init(jax.random.key(1), pack_subjects([v != 0 for v in values]).graphs,
                        batch.visit_slot, batch.lengths, max_visits=3)
 
 
 def test_predict_feeds_connection_profiles_with_the_checkpoints_statistics():
-  config = ModelConfig(input_dim=8, gnn_hidden_dim=6, output_dim=6, gnn_num_layers=1,
+  config = reference_model(input_dim=8, gnn_hidden_dim=6, output_dim=6, gnn_num_layers=1,
                        node_features="connection_profile", graph_norm=False,
                        use_topk_pooling=False, readout="concat", lstm_hidden_dim=4)
   rng = np.random.default_rng(15)

@@ -24,10 +24,9 @@ from stgnn_jax.train.driver import single_trainer
 from stgnn_jax.train.sharding import Placement
 from tests.test_train_cli import ROOT, results_of, run_train, train_command
 
-MODEL = ModelConfig(node_features="profile_change", gnn_num_layers=1, graph_norm=False,
-                    use_topk_pooling=False, readout="concat", gnn_hidden_dim=16, output_dim=16,
-                    lstm_hidden_dim=8, input_dropout=0.5)
-OPTIM = OptimConfig(focal_alpha="auto", weight_decay=1e-2, plateau_metric="auc")
+# The default recipe, smaller, without the linear path, at the reference's learning rate.
+MODEL = ModelConfig(gnn_hidden_dim=16, output_dim=16, lstm_hidden_dim=8, linear_path=False)
+OPTIM = OptimConfig(lr=1e-3)
 RUN = RunConfig(synthetic_subjects=40, synthetic_regions=20, n_epochs=1, num_folds=2,
                 batch_size=8, graph_multiple=8, eval_batch_size=8, baselines=False)
 # The row entries a member and its standalone run must share (epoch_seconds is a timing).

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stgnn_jax.config import ModelConfig
 from stgnn_jax.data import synthetic
 from stgnn_jax.eval.baselines import C_GRID
 from stgnn_jax.train.checkpoints import load_checkpoint, save_checkpoint
+from tests.helpers import reference_model
 from tests.torch_reference import SMALL, params_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -281,8 +281,8 @@ def test_resume_names_a_damaged_config_and_warns_about_ignored_flags(tmp_path, r
 def test_a_pretrained_encoder_that_does_not_fit_is_refused_before_the_run_folder(tmp_path):
 
   path = tmp_path / "encoder.msgpack"  # a 24-region encoder, for the run's 20-region cohort
-  save_checkpoint(path, {"encoder": params_for(ModelConfig(**SMALL))["encoder"]},
-                  ModelConfig(**SMALL))
+  save_checkpoint(path, {"encoder": params_for(reference_model(**SMALL))["encoder"]},
+                  reference_model(**SMALL))
   out = tmp_path / "out"
   result = train_fails(*SMALL_RUN, "--node_features", "onehot", "--gnn_num_layers", "2",
                        "--graph_norm", "true", "--use_topk_pooling", "true", "--readout",

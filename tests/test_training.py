@@ -14,36 +14,37 @@ import pytest
 import torch
 
 from focal_jax import focal_loss
-from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
-from stgnn_jax.data import synthetic
+from stgnn_jax.config import RunConfig
+from stgnn_jax.data import synthetic, synthetic_scans
 from stgnn_jax.errors import CheckpointMismatchError, InputError
 from stgnn_jax.inference import apply_model
 from stgnn_jax.input_pipeline import (
-    EmbeddedBatch,
-    Subjects,
-    iterate_batches,
-    pack_subjects,
+  EmbeddedBatch,
+  Subjects,
+  iterate_batches,
+  pack_subjects,
 )
 from stgnn_jax.train.checkpoints import save_checkpoint
 from stgnn_jax.train.driver import train_epoch
 from stgnn_jax.train.engines import OneMember
 from stgnn_jax.train.loop import FrozenEncoderScans
 from stgnn_jax.train.optimizer import (
-    create_optimizer,
-    plateau_scheduler,
-    plateau_step,
-    plateau_value,
-    set_learning_rate,
+  create_optimizer,
+  plateau_scheduler,
+  plateau_step,
+  plateau_value,
+  set_learning_rate,
 )
 from stgnn_jax.train.pretrain import pretrain_encoder, read_pretrained_encoder
 from stgnn_jax.train.sharding import Placement
 from stgnn_jax.train.state import (
-    TrainState,
-    auto_class_weights,
-    auto_focal_alpha,
-    replace_encoder,
+  TrainState,
+  auto_class_weights,
+  auto_focal_alpha,
+  replace_encoder,
 )
 from stgnn_jax.train.step import loss_terms, minority_weight, train_step
+from tests.helpers import reference_model, reference_optim
 from tests.torch_reference import SMALL, params_for, torch_model
 
 
@@ -73,7 +74,7 @@ def test_optimizer_steps_match_torch_adam_with_l2_and_clipping():
   params = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
   grads_per_step = [{k: (rng.normal(size=s) * scale).astype(np.float32)
                      for k, s in shapes.items()} for scale in (3.0, 0.1, 2.0)]
-  cfg = OptimConfig(lr=1e-2)
+  cfg = reference_optim(lr=1e-2)
 
   torch_params = {k: torch.nn.Parameter(torch.from_numpy(v.copy())) for k, v in params.items()}
   opt = torch.optim.Adam(torch_params.values(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8,
@@ -99,7 +100,7 @@ def test_learning_rate_change_matches_torch_param_group_change():
   grad = {"w": np.linspace(0.3, -0.2, 6).astype(np.float32)}
   p = torch.nn.Parameter(torch.from_numpy(params["w"].copy()))
   opt = torch.optim.Adam([p], lr=1e-3, weight_decay=1e-4)
-  tx = create_optimizer(OptimConfig())
+  tx = create_optimizer(reference_optim())
   state, ours = tx.init(params), {"w": jnp.asarray(params["w"])}
   for lr in (1e-3, 5e-4, 2.5e-4):
     for group in opt.param_groups:
@@ -114,7 +115,7 @@ def test_learning_rate_change_matches_torch_param_group_change():
 
 
 def test_plateau_scheduler_matches_torch_reduce_lr_on_plateau():
-  cfg = OptimConfig(lr=1e-3, plateau_patience=3, min_lr=2e-4)
+  cfg = reference_optim(lr=1e-3, plateau_patience=3, min_lr=2e-4)
   balanced_acc = [0.5, 0.6, 0.6, 0.55, 0.6, 0.59, 0.7, 0.7, 0.7, 0.7, 0.7, 0.65, 0.6, 0.6, 0.6,
                   0.6, 0.6, 0.6, 0.6, 0.6, 0.6]
   p = torch.nn.Parameter(torch.zeros(1))
@@ -134,7 +135,7 @@ def test_plateau_scheduler_matches_torch_reduce_lr_on_plateau():
 
 @pytest.mark.parametrize("metric, mode", [("loss", "min"), ("auc", "max")])
 def test_plateau_on_validation_loss_or_auc_matches_torch(metric, mode):
-  cfg = OptimConfig(lr=1e-3, plateau_patience=2, min_lr=1e-4, plateau_metric=metric)
+  cfg = reference_optim(lr=1e-3, plateau_patience=2, min_lr=1e-4, plateau_metric=metric)
   if metric == "loss":  # improvements smaller than PyTorch's relative 1e-4 do not count
     values = [0.5, 0.4, 0.39999, 0.39998, 0.3999, 0.41, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2]
   else:
@@ -154,7 +155,7 @@ def test_plateau_on_validation_loss_or_auc_matches_torch(metric, mode):
     np.testing.assert_allclose(cfg.lr * float(state.scale), opt.param_groups[0]["lr"],
                                rtol=1e-6)
   assert opt.param_groups[0]["lr"] < cfg.lr
-  assert plateau_value(OptimConfig(plateau_metric="auc"), {"auc": None}) == -0.5
+  assert plateau_value(reference_optim(plateau_metric="auc"), {"auc": None}) == -0.5
 
 
 def test_auto_focal_alpha_is_the_stable_share_and_a_traced_value():
@@ -162,12 +163,12 @@ def test_auto_focal_alpha_is_the_stable_share_and_a_traced_value():
   assert auto_focal_alpha(np.array([1, 1, 0])) == pytest.approx(1 / 3)
   with pytest.raises(ValueError, match="training labels"):
     auto_focal_alpha(np.array([], int))
-  config = ModelConfig(input_dim=12, gnn_hidden_dim=8, output_dim=8, lstm_hidden_dim=4,
+  config = reference_model(input_dim=12, gnn_hidden_dim=8, output_dim=8, lstm_hidden_dim=4,
                        gnn_dropout=0.0, lstm_dropout=0.0, classifier_dropout=0.0)
   with pytest.raises(ValueError, match="auto"):
-    TrainState.create({}, config, OptimConfig(focal_alpha="auto"))
+    TrainState.create({}, config, reference_optim(focal_alpha="auto"))
   with pytest.raises(ValueError, match="focal_alpha"):
-    OptimConfig(focal_alpha="half")
+    reference_optim(focal_alpha="half")
   rng = np.random.default_rng(4)
   batch = pack_subjects([rng.random((n, 12, 12)) < 0.4 for n in (1, 2, 3, 2)],
                         labels=[0, 1, 0, 0])
@@ -177,13 +178,13 @@ def test_auto_focal_alpha_is_the_stable_share_and_a_traced_value():
   losses = {}
   with count_compilations("train_step") as compiled:
     for alpha in (0.75, 0.6, 0.9):
-      state = TrainState.create(params, config, OptimConfig(focal_alpha="auto"),
+      state = TrainState.create(params, config, reference_optim(focal_alpha="auto"),
                                 focal_alpha=alpha)
       _, metrics = train_step(state, batch, jax.random.key(0))
       losses[alpha] = float(metrics["criterion"])
   assert compiled() == 1  # one fold's alpha or another's: the same executable
   # The focal loss is linear in alpha_t: 1 converter (weight alpha) and 3 stable (1 - alpha).
-  fixed = {alpha: float(train_step(TrainState.create(params, config, OptimConfig(
+  fixed = {alpha: float(train_step(TrainState.create(params, config, reference_optim(
       focal_alpha=alpha)), batch, jax.random.key(0))[1]["criterion"]) for alpha in losses}
   for alpha in losses:
     assert losses[alpha] == pytest.approx(fixed[alpha], rel=1e-6)
@@ -206,7 +207,7 @@ def test_minority_forcing_weight_and_loss_terms():
 
   batch = Batch()
   batch.labels, batch.subject_mask = jnp.asarray(labels), jnp.asarray(mask)
-  state = TrainState.create({}, ModelConfig(), OptimConfig()).at_epoch(5)
+  state = TrainState.create({}, reference_model(), reference_optim()).at_epoch(5)
   terms = loss_terms(jnp.asarray(logits), batch, state)
   t_logits, t_labels = torch.from_numpy(logits[:4]), torch.from_numpy(labels[:4]).long()
   # The seed's focal loss (smoothing branch), written out for the 4 real rows.
@@ -223,7 +224,7 @@ def test_minority_forcing_weight_and_loss_terms():
 
 
 def test_train_step_compiles_once_per_bucket_across_epochs():
-  config = ModelConfig(input_dim=12, gnn_hidden_dim=8, output_dim=8, lstm_hidden_dim=4)
+  config = reference_model(input_dim=12, gnn_hidden_dim=8, output_dim=8, lstm_hidden_dim=4)
   rng = np.random.default_rng(2)
   lengths = rng.integers(1, 4, size=40)
   adjacency = [rng.random((n, 12, 12)) < 0.4 for n in lengths]
@@ -235,7 +236,7 @@ def test_train_step_compiles_once_per_bucket_across_epochs():
                                 graph_multiple=8, order=order))
 
 
-  state = TrainState.create(params_for(config), config, OptimConfig())
+  state = TrainState.create(params_for(config), config, reference_optim())
   train_step.clear_cache()
   shapes = set()
   with count_compilations("train_step") as compiled:
@@ -251,13 +252,13 @@ def test_train_step_compiles_once_per_bucket_across_epochs():
 
 
 def test_train_step_reduces_the_loss_on_a_fixed_batch():
-  config = ModelConfig(input_dim=12, gnn_hidden_dim=8, output_dim=8, lstm_hidden_dim=4,
+  config = reference_model(input_dim=12, gnn_hidden_dim=8, output_dim=8, lstm_hidden_dim=4,
                        gnn_dropout=0.0, lstm_dropout=0.0, classifier_dropout=0.0)
   rng = np.random.default_rng(3)
   adjacency = [rng.random((n, 12, 12)) < 0.4 for n in (1, 2, 3, 2)]
   batch = pack_subjects(adjacency, labels=[0, 1, 0, 1])
 
-  state = TrainState.create(params_for(config), config, OptimConfig(lr=1e-2))
+  state = TrainState.create(params_for(config), config, reference_optim(lr=1e-2))
   losses = []
   for i in range(30):
     state, metrics = train_step(state, batch, jax.random.key(i))
@@ -266,7 +267,7 @@ def test_train_step_reduces_the_loss_on_a_fixed_batch():
 
 
 def test_encoder_pretraining_uses_only_the_given_subjects_and_returns_encoder_params(caplog):
-  config = ModelConfig(input_dim=12, gnn_hidden_dim=8, output_dim=8, lstm_hidden_dim=4)
+  config = reference_model(input_dim=12, gnn_hidden_dim=8, output_dim=8, lstm_hidden_dim=4)
   rng = np.random.default_rng(5)
   adjacency = [rng.random((n, 12, 12)) < 0.4 for n in rng.integers(1, 4, size=30)]
   labels = np.array([i % 2 for i in range(30)])
@@ -282,7 +283,7 @@ def test_encoder_pretraining_uses_only_the_given_subjects_and_returns_encoder_pa
 
 
 def test_pretrained_encoder_from_a_reference_pth_file(tmp_path):
-  config = ModelConfig(**SMALL)
+  config = reference_model(**SMALL)
   model = torch_model(config, seed=1)
   path = tmp_path / "pretrained_gnn_encoder.pth"
   torch.save(model.encoder.state_dict(), path)
@@ -293,12 +294,12 @@ def test_pretrained_encoder_from_a_reference_pth_file(tmp_path):
 
 
 def test_frozen_encoder_parameters_never_move():
-  config = ModelConfig(input_dim=12, gnn_hidden_dim=8, output_dim=8, lstm_hidden_dim=4,
+  config = reference_model(input_dim=12, gnn_hidden_dim=8, output_dim=8, lstm_hidden_dim=4,
                        freeze_encoder=True)
   rng = np.random.default_rng(6)
   batch = pack_subjects([rng.random((n, 12, 12)) < 0.4 for n in (1, 2, 3, 2)],
                         labels=[0, 1, 0, 1])
-  start = TrainState.create(params_for(config), config, OptimConfig(lr=1e-2))
+  start = TrainState.create(params_for(config), config, reference_optim(lr=1e-2))
   state = start
   for i in range(3):
     state, _ = train_step(state, batch, jax.random.key(i))
@@ -314,8 +315,8 @@ def _small_cohort_subjects(num_subjects: int, seed: int):
 
   run = RunConfig(batch_size=8, graph_multiple=8, max_visits=4)
   scans = synthetic.make_synthetic_cohort(num_subjects=num_subjects, num_regions=24, seed=seed)
-  cohort = synthetic.cohort_from_scans(scans, max_visits=run.max_visits)
-  return synthetic, run, Subjects(cohort, run, ModelConfig(input_dim=24))  # one-hot features
+  cohort = synthetic_scans.cohort_from_scans(scans, max_visits=run.max_visits)
+  return synthetic, run, Subjects(cohort, run, reference_model(input_dim=24))  # one-hot features
 
 
 def test_frozen_encoder_epoch_on_precomputed_embeddings_equals_the_graph_batches():
@@ -324,12 +325,12 @@ def test_frozen_encoder_epoch_on_precomputed_embeddings_equals_the_graph_batches
   same numbers); it compiles train_step once instead of once per graph bucket."""
 
   _, run, subjects = _small_cohort_subjects(40, seed=3)
-  config = ModelConfig(input_dim=24, gnn_hidden_dim=16, output_dim=16, lstm_hidden_dim=8,
+  config = reference_model(input_dim=24, gnn_hidden_dim=16, output_dim=16, lstm_hidden_dim=8,
                        freeze_encoder=True, gnn_dropout=0.0, lstm_dropout=0.0,
                        classifier_dropout=0.0)
   train_idx = np.arange(3, 40, 2)  # 19 subjects: the last batch is padded
   placement = Placement(None, run.batch_size, run.eval_batch_size, run.graph_multiple)
-  start = placement.replicate(TrainState.create(params_for(config), config, OptimConfig()))
+  start = placement.replicate(TrainState.create(params_for(config), config, reference_optim()))
   frozen_scans = FrozenEncoderScans(subjects, train_idx, run, placement)
   orders = [np.random.default_rng([1, epoch]).permutation(train_idx) for epoch in range(2)]
   graph_buckets = {b.graphs.adjacency.shape[0]
@@ -356,8 +357,8 @@ def test_frozen_encoder_epoch_on_precomputed_embeddings_equals_the_graph_batches
 
 
 def test_train_step_refuses_embeddings_when_the_encoder_is_trained():
-  config = ModelConfig(input_dim=12, gnn_hidden_dim=8, output_dim=8, lstm_hidden_dim=4)
-  state = TrainState.create(params_for(config), config, OptimConfig())
+  config = reference_model(input_dim=12, gnn_hidden_dim=8, output_dim=8, lstm_hidden_dim=4)
+  state = TrainState.create(params_for(config), config, reference_optim())
   batch = EmbeddedBatch(embeddings=np.zeros((4, 16), np.float32),
                         visit_index=np.zeros((2, 3), np.int32), lengths=np.array([1, 2]),
                         labels=np.array([0, 1]), subject_mask=np.array([True, True]))
@@ -366,7 +367,7 @@ def test_train_step_refuses_embeddings_when_the_encoder_is_trained():
 
 
 def test_a_pretrained_encoder_of_another_architecture_names_the_parameter(tmp_path):
-  config = ModelConfig(**SMALL)
+  config = reference_model(**SMALL)
   params = params_for(config)
   wider = params_for(dataclasses.replace(config, gnn_hidden_dim=32))
   with pytest.raises(CheckpointMismatchError,
@@ -390,13 +391,13 @@ def test_an_untrusted_pth_file_is_refused_with_the_flag_that_allows_it(tmp_path)
   path = tmp_path / "odd.pth"
   torch.save({"encoder": {}, "extra": NotATensor()}, path)
   with pytest.raises(InputError, match=r"--trust_checkpoint \(trust_checkpoint=True in Python\)"):
-    read_pretrained_encoder(str(path), ModelConfig(**SMALL))
+    read_pretrained_encoder(str(path), reference_model(**SMALL))
 
 
 def test_schedules_change_gamma_and_smoothing_without_compiling_again():
-  config = ModelConfig(input_dim=12, gnn_hidden_dim=8, output_dim=8, lstm_hidden_dim=4,
+  config = reference_model(input_dim=12, gnn_hidden_dim=8, output_dim=8, lstm_hidden_dim=4,
                        gnn_dropout=0.0, lstm_dropout=0.0, classifier_dropout=0.0)
-  optim = OptimConfig(lr=1e-9, min_lr=0.0, gamma_schedule="1@0,2@2,5@3",
+  optim = reference_optim(lr=1e-9, min_lr=0.0, gamma_schedule="1@0,2@2,5@3",
                       smoothing_schedule="0@0,0.2@3",
                       minority_focus_epochs=0)
   assert [optim.gamma_at(e) for e in range(5)] == [1.0, 1.0, 2.0, 5.0, 5.0]
@@ -419,10 +420,10 @@ def test_schedules_change_gamma_and_smoothing_without_compiling_again():
 
 @pytest.mark.parametrize("loss", ["ce", "weighted_ce"])
 def test_cross_entropy_losses_in_the_train_step(loss):
-  config = ModelConfig(input_dim=12, gnn_hidden_dim=8, output_dim=8, lstm_hidden_dim=4,
+  config = reference_model(input_dim=12, gnn_hidden_dim=8, output_dim=8, lstm_hidden_dim=4,
                        gnn_dropout=0.0, lstm_dropout=0.0, classifier_dropout=0.0)
   labels = np.array([0, 1, 0, 0])
-  optim = OptimConfig(loss=loss, minority_focus_epochs=0)
+  optim = reference_optim(loss=loss, minority_focus_epochs=0)
   if loss == "weighted_ce":
     with pytest.raises(ValueError, match="auto_class_weights"):
       TrainState.create({}, config, optim)

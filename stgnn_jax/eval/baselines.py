@@ -274,12 +274,16 @@ def _run_fold(k: int, x: np.ndarray, labels: np.ndarray, split, c_grid: list[flo
     [(model, converged)] = _fit_grid(x[train], y_train, [c])
   else:
     entry["c_selection"] = "validation AUC"
-    by_c, best = {}, None
-    for c, (fitted, fitted_converged) in zip(c_grid, _fit_grid(x[train], y_train, c_grid)):
+    by_c: dict[str, float] = {}
+    best: tuple[float, float, Any, bool] | None = None
+    fits = _fit_grid(x[train], y_train, c_grid)
+    for c, (fitted, fitted_converged) in zip(c_grid, fits, strict=True):
       auc = metrics_lib.auc_or_none(y_val, _log_odds(fitted, x[val]))
+      assert auc is not None  # the validation split holds both classes
       by_c[f"{c:g}"] = auc
       if best is None or auc > best[0]:  # strict, over ascending C: a tie keeps the smaller C
         best = (auc, c, fitted, fitted_converged)
+    assert best is not None, "c_grid is empty"
     entry["val_auc"], c, model, converged = best
     entry["val_auc_by_C"] = by_c
 

@@ -29,7 +29,7 @@ def auc_or_none(labels: np.ndarray, scores: np.ndarray) -> float | None:
   return float(skm.roc_auc_score(labels, scores))
 
 
-def balanced_threshold(labels: Sequence[int], scores: np.ndarray) -> float | None:
+def balanced_threshold(labels: Sequence[int] | np.ndarray, scores: np.ndarray) -> float | None:
   """The decision threshold on p(converter) that maximises balanced accuracy on a split.
 
   Balanced accuracy at threshold t is (TPR(t) + 1 − FPR(t)) / 2, so this is the ROC point with
@@ -55,11 +55,11 @@ def balanced_threshold(labels: Sequence[int], scores: np.ndarray) -> float | Non
 
 
 def classification_metrics(
-    labels: Sequence[int],
+    labels: Sequence[int] | np.ndarray,
     logits: np.ndarray,
     *,
     threshold: float | None = None,
-    losses: Sequence[float] | None = None,
+    losses: Sequence[float] | np.ndarray | None = None,
     groups: Sequence[str | None] | None = None,
     horizons: Sequence[str] | None = None,
     report: bool = True,
@@ -154,7 +154,7 @@ def summarize(folds: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str,
   return summary
 
 
-def reliability_bins(labels: Sequence[int], p1: np.ndarray, bins: int = 10
+def reliability_bins(labels: Sequence[int] | np.ndarray, p1: np.ndarray, bins: int = 10
                      ) -> dict[str, np.ndarray]:
   """Top-label reliability of binary predictions in `bins` equal-width confidence bins.
 
@@ -177,7 +177,7 @@ def reliability_bins(labels: Sequence[int], p1: np.ndarray, bins: int = 10
   return {"count": count, "confidence": mean_confidence, "accuracy": accuracy}
 
 
-def calibration(labels: Sequence[int], p1: np.ndarray, *, bins: int = 10,
+def calibration(labels: Sequence[int] | np.ndarray, p1: np.ndarray, *, bins: int = 10,
                 overconfident_above: float = 0.95) -> dict[str, Any]:
   """The seeds' confidence checks and the calibration of binary predictions.
 

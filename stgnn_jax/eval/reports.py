@@ -231,16 +231,16 @@ def plot_sweep_heatmap(out_dir: str, sweep: dict[str, Any],
   axes = preferred + [a for a in axes if a not in preferred]
   (row_name, row_values), (col_name, col_values) = (axes + [("", (None,))] * 2)[:2]
   panel_name, panel_values = axes[2] if len(axes) > 2 else ("", (None,))
-  grids = {"mean_val_auc": [], "test_auc": []}
+  grids: dict[str, list[np.ndarray]] = {"mean_val_auc": [], "test_auc": []}
   for panel in panel_values:
     for key, grid in grids.items():
       table = np.full((len(row_values), len(col_values)), np.nan)
       for i, r in enumerate(row_values):
         for j, c in enumerate(col_values):
           wanted = {row_name: r, col_name: c, panel_name: panel}
-          values = [_member_value(m, key) for m in sweep["members"]
-                    if all(m["overrides"].get(n) == v for n, v in wanted.items() if n)]
-          values = [v for v in values if v is not None]
+          member_values = [_member_value(m, key) for m in sweep["members"]
+                           if all(m["overrides"].get(n) == v for n, v in wanted.items() if n)]
+          values = [v for v in member_values if v is not None]
           table[i, j] = np.mean(values) if values else np.nan
       grid.append(table)
   # The colours span this grid's range (an easy cohort puts every member near 1); the numbers

@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from stgnn_jax.nn.graphs import DenseGraphs
+from stgnn_jax.nn.graphs import BatchArray, DenseGraphs
 from stgnn_jax.nn.initializers import glorot, torch_linear_kernel, uniform
 
 Array = jax.Array
@@ -26,7 +26,7 @@ Array = jax.Array
 Params = Mapping[str, Any]
 
 
-def _masked_nodes(values: Array, node_mask: Array) -> Array:
+def _masked_nodes(values: Array, node_mask: BatchArray) -> Array:
   """Zeroes the rows of padding slots: `[G, N, F]`, `[G, N]` -> `[G, N, F]`."""
   return jnp.where(node_mask[..., None], values, 0)
 
@@ -50,7 +50,7 @@ class _LinearParams(nn.Module):
     return kernel, self.param("bias", self.bias_init, (self.features,), jnp.float32)
 
 
-def _matmul_rows(x: Array, kernel: Array) -> Array:
+def _matmul_rows(x: BatchArray, kernel: Array) -> Array:
   """`x [..., in] @ kernel [in, out]` computed on `x` flattened to 2-D rows.
 
   Same numbers as `x @ kernel`, but on a 3-D `x` XLA's CPU backend computes the kernel gradient
@@ -58,7 +58,7 @@ def _matmul_rows(x: Array, kernel: Array) -> Array:
   backward in a strided order), the largest op of the encoder's backward. On 2-D rows the kernel
   gradient is a plain matmul (bench/model_bench.py measures the encoder).
   """
-  return (x.reshape(-1, x.shape[-1]) @ kernel).reshape(x.shape[:-1] + (kernel.shape[-1],))
+  return jnp.matmul(x.reshape(-1, x.shape[-1]), kernel).reshape(x.shape[:-1] + (kernel.shape[-1],))
 
 
 class SAGEConv(nn.Module):
@@ -84,6 +84,7 @@ class SAGEConv(nn.Module):
     w_l, b_l = _LinearParams(in_dim, self.features, True, torch_linear_kernel, uniform(bound),
                              name="lin_l")()
     w_r, _ = _LinearParams(in_dim, self.features, False, torch_linear_kernel, name="lin_r")()
+    assert b_l is not None  # use_bias=True
 
     adjacency = graphs.adjacency
     in_degree = adjacency.sum(axis=-1, keepdims=True)  # [G, N, 1]

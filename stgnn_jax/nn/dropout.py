@@ -4,10 +4,12 @@ CPU, and a mask the fused GraphNorm block can recompute in its backward."""
 from __future__ import annotations
 
 import math
+from typing import overload
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 
@@ -49,8 +51,14 @@ class HashDropout(nn.Module):
       raise ValueError(f"dropout rate must lie in [0, 1), got {self.rate}.")
     return jax.random.bits(self.make_rng("dropout"), (2,), jnp.uint32)
 
+  @overload
+  def __call__(self, x: Array, *, deterministic: bool) -> Array: ...
+  @overload
+  def __call__(self, x: np.ndarray, *, deterministic: bool) -> Array | np.ndarray: ...
+
   @nn.compact
-  def __call__(self, x: Array, *, deterministic: bool) -> Array:
+  def __call__(self, x: Array | np.ndarray, *, deterministic: bool) -> Array | np.ndarray:
+    """`x` with dropout; `x` itself when `deterministic` or the rate is 0."""
     if deterministic or self.rate == 0:
       return x
     keep = _hash_keep(x.shape, self.draw_seed(), self.rate)

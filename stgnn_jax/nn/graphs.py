@@ -21,6 +21,10 @@ import jax.numpy as jnp
 import jraph
 import numpy as np
 
+BatchArray = jax.Array | np.ndarray
+"""An array field of a batch: NumPy as the host pipeline packs it, a `jax.Array` once placed on
+the devices or traced under `jax.jit`."""
+
 
 @flax.struct.dataclass
 class DenseGraphs:
@@ -36,9 +40,9 @@ class DenseGraphs:
     node_mask: `[graphs, N]` True for real nodes. A graph with no real node is a padding graph.
   """
 
-  nodes: jax.Array | None
-  adjacency: jax.Array
-  node_mask: jax.Array
+  nodes: BatchArray | None
+  adjacency: BatchArray
+  node_mask: BatchArray
 
   @property
   def max_nodes(self) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -11,7 +13,7 @@ from stgnn_jax.config import ModelConfig
 from stgnn_jax.nn.activations import activation
 from stgnn_jax.nn.conv import CONV_TYPES
 from stgnn_jax.nn.dropout import HashDropout
-from stgnn_jax.nn.graphs import DenseGraphs, dense_graphs_from_jraph
+from stgnn_jax.nn.graphs import BatchArray, DenseGraphs, dense_graphs_from_jraph
 from stgnn_jax.nn.norm import GraphNorm
 from stgnn_jax.nn.pooling import TopKPool, readout
 from stgnn_jax.nn.temporal import TemporalClassifier
@@ -35,7 +37,7 @@ class InputStandardization(nn.Module):
   """
 
   @nn.compact
-  def __call__(self, nodes: jax.Array, node_mask: jax.Array) -> jax.Array:
+  def __call__(self, nodes: BatchArray, node_mask: BatchArray) -> jax.Array:
     """`nodes [G, N, F]`, `node_mask [G, N]` -> `[G, N, F]`, padding slots 0."""
     shape = nodes.shape[-2:]
     mean = jax.lax.stop_gradient(self.param("mean", nn.initializers.zeros_init(), shape))
@@ -57,9 +59,9 @@ class GraphEncoder(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, graphs: DenseGraphs, time: jax.Array | None = None, *,
+  def __call__(self, graphs: DenseGraphs, time: BatchArray | None = None, *,
                deterministic: bool = True, return_inputs: bool = False
-               ) -> jax.Array | tuple[jax.Array, jax.Array]:
+               ) -> jax.Array | tuple[jax.Array, BatchArray | None]:
     """`graphs` (nodes `[G, N, input_dim]`, or None for one-hot) -> `[G, embedding_dim]`; with
     `return_inputs`, also the standardised node features `[G, N, F]` (before input dropout),
     for the linear path."""
@@ -74,13 +76,13 @@ class GraphEncoder(nn.Module):
       if graphs.nodes is None:
         raise ValueError(f"node_features={cfg.node_features!r} but the graphs carry no node "
                          "features; pack them with features= (data.connection_features).")
-      graphs = graphs.replace(nodes=InputStandardization(name="input_standardization")(
+      graphs = dataclasses.replace(graphs, nodes=InputStandardization(name="input_standardization")(
           graphs.nodes, graphs.node_mask))
     inputs = graphs.nodes
     if cfg.input_dropout:
       if graphs.nodes is None:
         raise ValueError("input_dropout needs explicit node features (connection_profile).")
-      graphs = graphs.replace(nodes=HashDropout(cfg.input_dropout)(
+      graphs = dataclasses.replace(graphs, nodes=HashDropout(cfg.input_dropout)(
           graphs.nodes, deterministic=deterministic))
     act = activation(cfg.gnn_activation)
     conv_type = CONV_TYPES[cfg.layer_type]
@@ -95,7 +97,7 @@ class GraphEncoder(nn.Module):
       else:
         x = jnp.where(graphs.node_mask[..., None],
                       dropout(act(x), deterministic=deterministic), 0)
-      graphs = graphs.replace(nodes=x)
+      graphs = dataclasses.replace(graphs, nodes=x)
       if cfg.use_topk_pooling:
         graphs, _, _ = TopKPool(cfg.effective_topk_ratio, name=f"topk_pools_{i}")(graphs)
     if cfg.readout == "concat":
@@ -175,6 +177,9 @@ class STGNN(nn.Module):
       graphs = dense_graphs_from_jraph(graphs, self.config.node_slots)
     embeddings, inputs = self.encoder(graphs, time, deterministic=deterministic,
                                       return_inputs=True)
+    # ModelConfig allows linear_path with explicit node features only, which the encoder has
+    # standardised into a jax.Array.
+    assert isinstance(inputs, jax.Array)
     sequences = scatter_visits(embeddings, visit_slot, lengths.shape[0], max_visits)
     logits = self.classifier(sequences, lengths, deterministic=deterministic)
     return logits + self.linear_path(inputs, visit_slot, lengths, max_visits)

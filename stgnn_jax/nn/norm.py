@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from stgnn_jax.nn.conv import _masked_nodes
 from stgnn_jax.nn.dropout import _hash_keep
+from stgnn_jax.nn.graphs import BatchArray
 
 Array = jax.Array
 
@@ -32,7 +33,7 @@ class GraphNorm(nn.Module):
   eps: float = 1e-5
 
   @nn.compact
-  def __call__(self, x: Array, node_mask: Array, *,
+  def __call__(self, x: Array, node_mask: BatchArray, *,
                activation: Callable[[Array], Array] | None = None, dropout_rate: float = 0.0,
                dropout_seed: Array | None = None) -> Array:
     """`x [G, N, F]`, `node_mask [G, N]` -> `[G, N, F]`, padding slots 0 (empty graphs: all 0).

@@ -66,6 +66,7 @@ class TopKPool(nn.Module):
       masked slots).
     """
     x, node_mask = graphs.nodes, graphs.node_mask
+    assert x is not None, "TopKPool needs node features (it follows a convolution)"
     features = x.shape[-1]
     k_static = topk_size(self.ratio, graphs.max_nodes)
     weight = self.param("weight", uniform(1 / math.sqrt(features)), (features,))
@@ -99,6 +100,7 @@ def readout(graphs: DenseGraphs) -> Array:
     `[G, 2F]`; a graph without real nodes gives 0 (never NaN or -inf).
   """
   x, node_mask = graphs.nodes, graphs.node_mask
+  assert x is not None, "readout needs node features (it follows a convolution)"
   mask = node_mask[..., None]
   count = mask.sum(axis=1)  # [G, 1]
   mean = jnp.where(mask, x, 0).sum(axis=1) / jnp.maximum(count, 1).astype(x.dtype)

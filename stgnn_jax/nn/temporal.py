@@ -162,7 +162,7 @@ def _run_layer(
     new = cell(gi_t, gh_t, carry)
     keep = mask_t[..., None]
     # Padded steps leave the state as it is: that is what packing does.
-    carry = tuple(jnp.where(keep, n, c) for n, c in zip(new, carry))
+    carry = tuple(jnp.where(keep, n, c) for n, c in zip(new, carry, strict=True))
     return carry, jnp.where(keep, carry[0], 0.0)
 
   zeros = jnp.zeros((num_dirs, subjects, hidden_dim), gi.dtype)
@@ -226,6 +226,7 @@ class StackedRNN(nn.Module):
         h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
     # finals: [dirs, subjects, H] -> [subjects, dirs·H], forward first, as
     # torch.cat(h_n[-2], h_n[-1]).
+    assert finals is not None, "StackedRNN needs num_layers >= 1"
     return finals.transpose(1, 0, 2).reshape(x.shape[0], -1)
 
 

@@ -42,11 +42,11 @@ def load_data(run: RunConfig) -> Cohort:
         run.data_root, var_name=run.var_name, threshold=run.threshold,
         max_visits=run.max_visits, exclude_target_visit=run.exclude_target_visit,
         single_visit_horizon=run.single_visit_horizon)
-  from stgnn_jax.data import synthetic
+  from stgnn_jax.data import synthetic, synthetic_scans
   scans = synthetic.make_synthetic_cohort(
       num_subjects=run.synthetic_subjects, num_regions=run.synthetic_regions, seed=run.seed,
       threshold=run.threshold)
-  return synthetic.cohort_from_scans(
+  return synthetic_scans.cohort_from_scans(
       scans, max_visits=run.max_visits, exclude_target_visit=run.exclude_target_visit,
       single_visit_horizon=run.single_visit_horizon)
 
@@ -82,7 +82,7 @@ def run_cross_validation(model_config: ModelConfig, optim_config: OptimConfig, r
   if run.pretrained:
     check_pretrained_encoder(run, model_config, first)
   prepare_run_dir(out_dir, model_config, optim_config, run, cohort)
-  output = {}
+  output: dict[str, Any] = {}
   if members:
     chunk_size = run.sweep_chunk or sweep.auto_chunk_size(
         jax.eval_shape(init_params, model_config, first, jax.random.key(0)), model_config,
@@ -135,7 +135,7 @@ def size_by_data(run: RunConfig, cohort: Cohort, num_devices: int) -> RunConfig:
   sized = {"max_visits": min(run.max_visits, longest),
            "batch_size": min(run.batch_size, subjects),
            "eval_batch_size": min(run.eval_batch_size, subjects)}
-  changed = {k: v for k, v in sized.items() if v != getattr(run, k)}
+  changed: dict[str, Any] = {k: v for k, v in sized.items() if v != getattr(run, k)}
   for name, value in changed.items():
     logger.info("%s %d is more than the cohort needs: using %d", name, getattr(run, name), value)
   return dataclasses.replace(run, **changed)
@@ -160,7 +160,7 @@ def prepare_run_dir(out_dir: str, model_config: ModelConfig, optim_config: Optim
   config = json.loads(json.dumps(
       {"model": model_config.to_dict(), "optim": dataclasses.asdict(optim_config),
        "run": dataclasses.asdict(run)}))
-  data = {"fingerprint": cohort.fingerprint(), "cohort": cohort.summary()}
+  data: dict[str, Any] = {"fingerprint": cohort.fingerprint(), "cohort": cohort.summary()}
   trained = has_progress(out_dir)
   if trained:
     if atomic.read_json(config_path) != config:

@@ -104,7 +104,7 @@ class FoldTrainer:
 
   def active(self) -> np.ndarray:
     return np.array([not p.stopped and p.next_epoch < f.run.n_epochs
-                     for p, f in zip(self.progress, self.folds)])
+                     for p, f in zip(self.progress, self.folds, strict=True)])
 
   def to_tree(self) -> dict[str, Any]:
     return {"state": self.state, "plateau_state": self.plateau_state,
@@ -119,7 +119,7 @@ class FoldTrainer:
     self.state = self.engine.place(tree["state"])
     self.plateau_state = self.engine.place(tree["plateau_state"])
     self.best_params = self.engine.place(tree["best_params"])
-    for progress, meta in zip(self.progress, json.loads(tree["meta"])):
+    for progress, meta in zip(self.progress, json.loads(tree["meta"]), strict=True):
       for name, value in meta.items():
         setattr(progress, name, value)
 
@@ -130,7 +130,7 @@ class FoldTrainer:
                   os.path.basename(os.path.dirname(self.path)),
                   min(p.next_epoch for p in self.progress))
 
-  def _stop(self, m: int, problem: str) -> None:
+  def _stop(self, m: int | np.integer, problem: str) -> None:
     self.progress[m].stop_keeping_best(problem, who=self.engine.who)
     logger.info("fold %d%s: %s", self.folds[m].index,
                 f", {self.names[m]}" if self.names else "", self.progress[m].stopped)
@@ -141,7 +141,7 @@ class FoldTrainer:
     member whose loss or validation predictions are not finite stops, its epoch discarded)."""
     fold, engine = self.folds[0], self.engine
     run, active = fold.run, self.active()
-    epoch = min(p.next_epoch for p, a in zip(self.progress, active) if a)
+    epoch = min(p.next_epoch for p, a in zip(self.progress, active, strict=True) if a)
     order = np.random.default_rng([run.seed, fold.index, epoch]).permutation(fold.train_idx)
     epoch_key = jax.random.fold_in(jax.random.fold_in(fold.base_key, 1), epoch)
     started = wall_time.perf_counter()
@@ -174,12 +174,14 @@ class FoldTrainer:
                                         min_scales, keep)
     # The learning rate in float64 on the host, then set in the optimiser's state.
     lrs = [f.optim_config.lr * float(scale)
-           for f, scale in zip(self.folds, engine.host(self.plateau_state.scale))]
+           for f, scale in zip(self.folds, engine.host(self.plateau_state.scale), strict=True)]
     self.state = engine.where(keep, engine.with_learning_rates(state, lrs), self.state)
 
     rows = []
     for m in np.flatnonzero(keep):
-      row = record_epoch(self.progress[m], fold.index, epoch, run, vals[m], lr=lrs[m],
+      val = vals[m]
+      assert val is not None  # a kept member was validated
+      row = record_epoch(self.progress[m], fold.index, epoch, run, val, lr=lrs[m],
                          train_loss=train[m][0], train_acc=train[m][1],
                          epoch_seconds=epoch_seconds)
       rows.append(dict(row, member=self.names[m]) if self.names else row)
@@ -189,6 +191,7 @@ class FoldTrainer:
       self.best_params = engine.where(improved, self.state.params, self.best_params)
       if self.checkpoint_best:
         val = vals[0]
+        assert val is not None  # the (single) member improved, so it was validated
         save_checkpoint(os.path.join(fold.directory, "best.msgpack"),
                         jax.device_get(self.state.params), fold.model_config, fold=fold.index,
                         epoch=epoch, val_auc=val["auc"],

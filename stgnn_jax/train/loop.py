@@ -87,7 +87,7 @@ class FrozenEncoderScans:
     embeddings = self.placement.replicate(embeddings)
     for batch in iterate_embedded_batches(self.table, batch_size=batch_size or self.run.batch_size,
                                           max_visits=self.run.max_visits, order=positions):
-      yield self.placement.batch(batch).replace(embeddings=embeddings)
+      yield dataclasses.replace(self.placement.batch(batch), embeddings=embeddings)
 
 
 def predict_split(state: TrainState, subjects: Subjects, indices: np.ndarray, run: RunConfig,
@@ -104,7 +104,7 @@ def collect_predictions(state: Any, batches, count: int, size: int, step: Callab
   """`step`'s (logits, losses) over `batches` of `size` subject slots, the padding of the last
   one dropped: `count` subjects along the second-to-last and last axes."""
   logits, losses = [], []
-  for start, batch in zip(range(0, count, size), batches):
+  for start, batch in zip(range(0, count, size), batches, strict=True):
     out = to_host(step(state, batch))
     n = min(size, count - start)
     logits.append(out["logits"][..., :n, :])
@@ -250,6 +250,7 @@ def setup_fold(index: int, split, subjects: Subjects, model_config: ModelConfig,
       "C": fitted["C"], "inner_auc": fitted["inner_auc"]}
   focal_alpha = (auto_focal_alpha(subjects.labels[train_idx])
                  if optim_config.focal_alpha == "auto" else optim_config.focal_alpha)
+  assert not isinstance(focal_alpha, str)  # "auto" is the only string OptimConfig accepts
   class_weights = (auto_class_weights(subjects.labels[train_idx])
                    if optim_config.loss == "weighted_ce" and optim_config.class_weights is None
                    else optim_config.class_weights)
@@ -300,25 +301,25 @@ def tested_result(fold: Fold, progress: FoldProgress, test: tuple[np.ndarray, np
   training subjects (`predict_split`)."""
   threshold = progress.best_threshold if progress.best_epoch >= 0 else None
   try:
-    test = split_metrics(*test, fold.subjects, fold.test_idx, threshold=threshold, reports=True)
-    train = split_metrics(*train, fold.subjects, fold.train_idx, threshold=threshold)
+    tested = split_metrics(*test, fold.subjects, fold.test_idx, threshold=threshold, reports=True)
+    trained = split_metrics(*train, fold.subjects, fold.train_idx, threshold=threshold)
   except NonFiniteError as error:
     reason = f"the fold's model gives non-finite test or training predictions ({error})"
     logger.warning("fold %d: %s; its metrics are undefined", fold.index, reason)
     return undefined_result(fold, progress, reason)
   # The reference's argmax predictions of the same model, beside those at the chosen threshold.
-  argmax = metrics_lib.classification_metrics(test["labels"], test["logits"], report=False)
+  argmax = metrics_lib.classification_metrics(tested["labels"], tested["logits"], report=False)
   result = {
       "fold": fold.index,
-      "test_acc": test["accuracy"],
-      "balanced_acc": test["balanced_accuracy"],
-      "minority_precision": test["minority_precision"],
-      "minority_recall": test["minority_recall"],
-      "minority_f1": test["minority_f1"],
-      "test_auc": test["auc"],
-      "test_loss": test["loss"],
-      "train_acc": train["accuracy"],
-      "balanced_train_acc": train["balanced_accuracy"],
+      "test_acc": tested["accuracy"],
+      "balanced_acc": tested["balanced_accuracy"],
+      "minority_precision": tested["minority_precision"],
+      "minority_recall": tested["minority_recall"],
+      "minority_f1": tested["minority_f1"],
+      "test_auc": tested["auc"],
+      "test_loss": tested["loss"],
+      "train_acc": trained["accuracy"],
+      "balanced_train_acc": trained["balanced_accuracy"],
       "decision_threshold": threshold,
       "argmax": {"test_acc": argmax["accuracy"], "balanced_acc": argmax["balanced_accuracy"],
                  "minority_f1": argmax["minority_f1"],
@@ -331,15 +332,15 @@ def tested_result(fold: Fold, progress: FoldProgress, test: tuple[np.ndarray, np
       "epochs_run": progress.next_epoch,
       "stopped": progress.stopped or None,
       "n_train": len(fold.train_idx), "n_val": len(fold.val_idx), "n_test": len(fold.test_idx),
-      "prediction_counts": test["prediction_counts"],
-      "classification_report": test["classification_report"],
+      "prediction_counts": tested["prediction_counts"],
+      "classification_report": tested["classification_report"],
       "test_subjects": fold.test_idx.tolist(),
-      "test_p1": metrics_lib.softmax_p1(test["logits"]).tolist(),
+      "test_p1": metrics_lib.softmax_p1(tested["logits"]).tolist(),
   }
-  result.update(metrics_lib.calibration(test["labels"], result["test_p1"]))
+  result.update(metrics_lib.calibration(tested["labels"], result["test_p1"]))
   for key in ("per_conversion_type", "per_horizon"):
-    if key in test:
-      result[key] = test[key]
+    if key in tested:
+      result[key] = tested[key]
   return result
 
 

@@ -115,7 +115,7 @@ def plateau_step(cfg: OptimConfig, state: Any, value: float | jax.Array) -> Any:
   return state
 
 
-def set_learning_rate(opt_state: optax.OptState, lr: float | jax.Array) -> optax.OptState:
+def set_learning_rate(opt_state: optax.OptState, lr: jax.typing.ArrayLike) -> optax.OptState:
   """The state of a `create_optimizer` optimiser with its learning rate set to `lr`."""
   hyperparams = dict(opt_state.hyperparams)
   hyperparams["learning_rate"] = jnp.asarray(lr, hyperparams["learning_rate"].dtype)

@@ -45,7 +45,10 @@ from stgnn_jax.train.state import (
 
 logger = logging.getLogger(__name__)
 
-PRETRAIN_OPTIM = OptimConfig(lr=1e-3, weight_decay=1e-5, plateau_patience=5, min_lr=1e-5)
+# The reference's pretraining optimiser: its own learning rate, L2, patience and floor; the
+# rest (the plateau on balanced accuracy) as in its main training.
+PRETRAIN_OPTIM = OptimConfig.reference(lr=1e-3, weight_decay=1e-5, plateau_patience=5,
+                                       min_lr=1e-5)
 PRETRAIN_BATCH = 32
 HEAD_HIDDEN = 128
 HEAD_DROPOUT = 0.3
@@ -96,6 +99,7 @@ def pretrain_encoder(model_config: ModelConfig, adjacency: Sequence[np.ndarray],
   params = model.init(jax.random.fold_in(key, 0), first, deterministic=True)["params"]
   fixed_inputs = model_config.explicit_node_features
   if fixed_inputs:
+    assert scan_features is not None  # explicit node features come with the subjects' features
     params = with_input_statistics(params, input_statistics([scan_features[i] for i in train]))
   tx = create_optimizer(PRETRAIN_OPTIM, fixed_inputs=fixed_inputs)
   opt_state = tx.init(params)
@@ -190,6 +194,7 @@ def check_pretrained_encoder(run: RunConfig, model_config: ModelConfig,
                              batch: SubjectBatch) -> None:
   """Reads --pretrained and checks that it fits the model of `batch`'s shapes, before any
   training (the folds load it again)."""
+  assert run.pretrained is not None, "check_pretrained_encoder needs --pretrained"
   expected = jax.eval_shape(init_params, model_config, batch, jax.random.key(0))["encoder"]
   with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # the folds' reads warn about config differences

@@ -9,7 +9,7 @@ chunk trains on the same batches.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import numpy as np
@@ -17,7 +17,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from stgnn_jax.errors import ConfigError
-from stgnn_jax.input_pipeline import SubjectBatch
+
+Tree = TypeVar("Tree")
 
 
 class Placement:
@@ -53,7 +54,9 @@ class Placement:
     self.member_sharding = NamedSharding(self.mesh, PartitionSpec("members"))
     self.replicated = NamedSharding(self.mesh, PartitionSpec())
 
-  def batch(self, batch: SubjectBatch) -> SubjectBatch:
+  def batch(self, batch: Tree) -> Tree:
+    """`batch`'s arrays (a `SubjectBatch`, an `EmbeddedBatch`, a chunk of graphs) sharded on
+    their leading axis over the `data` devices."""
     return _put(batch, self.batch_sharding)
 
   def replicate(self, tree: Any) -> Any:

@@ -105,7 +105,7 @@ class TrainState(flax.struct.PyTreeNode):
   @classmethod
   def create(cls, params: Any, model_config: ModelConfig, optim_config: OptimConfig, *,
              focal_alpha: float | None = None,
-             class_weights: Sequence[float] | None = None) -> TrainState:
+             class_weights: Sequence[float] | np.ndarray | None = None) -> TrainState:
     """A fresh state at epoch 0. `focal_alpha` is required when `optim_config.focal_alpha` is
     "auto" (`auto_focal_alpha`), `class_weights` for loss="weighted_ce" without configured
     weights (`auto_class_weights`)."""
@@ -113,6 +113,7 @@ class TrainState(flax.struct.PyTreeNode):
       if optim_config.focal_alpha == "auto":
         raise ValueError("focal_alpha='auto' needs the fold's value: pass "
                          "focal_alpha=auto_focal_alpha(training labels).")
+      assert not isinstance(optim_config.focal_alpha, str)  # "auto" is its only string
       focal_alpha = optim_config.focal_alpha
     if class_weights is None:
       class_weights = optim_config.class_weights

@@ -9,7 +9,7 @@ classifier on `EmbeddedBatch`es.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +37,7 @@ def minority_weight(epoch: jax.Array, focus_epochs: int | jax.Array) -> jax.Arra
 
 
 def criterion(logits: jax.Array, batch: SubjectBatch | EmbeddedBatch, state: TrainState, *,
-              reduction: str = "mean") -> jax.Array:
+              reduction: Literal["mean", "sum", "none"] = "mean") -> jax.Array:
   """The configured loss (`OptimConfig.loss`) over the batch's real subjects.
 
   "focal": `focal_jax.focal_loss` with the state's α; "ce" and "weighted_ce":
@@ -88,9 +88,11 @@ def encode_graphs(params: Any, graphs: DenseGraphs, time: jax.Array, rng: jax.Ar
   With a frozen encoder this is the whole encoder work of an epoch: embed every training scan
   once (in chunks of one shape), then step on `EmbeddedBatch`es of the result.
   """
-  return STGNN(model_config).apply(
+  embeddings = STGNN(model_config).apply(
       {"params": params}, graphs, time, deterministic=deterministic, rngs={"dropout": rng},
       method=STGNN.encode)
+  assert isinstance(embeddings, jax.Array)  # apply without `mutable` returns the output alone
+  return embeddings
 
 
 @jax.jit
@@ -150,4 +152,5 @@ def eval_step(state: TrainState, batch: SubjectBatch | EmbeddedBatch) -> dict[st
     logits = model.apply(
         {"params": state.params}, batch.graphs, batch.visit_slot, batch.lengths, batch.time,
         max_visits=batch.max_visits, deterministic=True)
+  assert isinstance(logits, jax.Array)  # apply without `mutable` returns the output alone
   return {"logits": logits, "loss": criterion(logits, batch, state, reduction="none")}

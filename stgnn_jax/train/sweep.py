@@ -39,9 +39,10 @@ from stgnn_jax.input_pipeline import Subjects
 from stgnn_jax.train.checkpoints import load_checkpoint, save_checkpoint
 from stgnn_jax.train.driver import FoldTrainer
 from stgnn_jax.train.engines import Members, stack
-from stgnn_jax.train.loop import FoldProgress, setup_fold
+from stgnn_jax.train.loop import Fold, FoldProgress, setup_fold
 from stgnn_jax.train.optimizer import plateau_scheduler
 from stgnn_jax.train.sharding import Placement, to_host
+from stgnn_jax.train.state import TrainState
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def sweep_members(optim_config: OptimConfig, run: RunConfig) -> list[Member]:
                         f"sweep one of them, not both.")
   members = []
   for index, values in enumerate(itertools.product(*(values for _, values in axes))):
-    overrides = dict(zip(names, values))
+    overrides = dict(zip(names, values, strict=True))
     name = ",".join(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
                     for key, value in overrides.items())
     try:
@@ -139,7 +140,8 @@ def setup_chunk(index: int, split, subjects: Subjects, model_config: ModelConfig
   member devices; the trainer reports the others (`real`).
   """
   padded = members + [members[-1]] * (-len(members) % placement.member_devices)
-  folds, states = [], []
+  folds: list[Fold] = []
+  states: list[TrainState] = []
   seed_dir = os.path.join(os.path.dirname(directory), f"seed_{members[0].seed}")
   os.makedirs(seed_dir, exist_ok=True)  # a pretrained encoder of the seed's members
   for member in padded:
@@ -181,7 +183,8 @@ def train_chunk(index: int, split, subjects: Subjects, model_config: ModelConfig
                   jax.tree.map(lambda x: x[:chunk.real], best), model_config,
                   fold=index, members=[m.name for m in members])
   done = {"members": [{"name": m.name, "result": r, "history": p.history}
-                      for m, r, p in zip(members, results, chunk.progress)]}
+                      for m, r, p in zip(members, results, chunk.progress[:chunk.real],
+                                         strict=True)]}
   atomic.write_json(os.path.join(directory, "result.json"), done)
   if os.path.exists(chunk.path):
     atomic.remove(chunk.path)  # the finished chunk's arrays: best.msgpack keeps what is needed
@@ -206,7 +209,8 @@ def train_sweep(folds, subjects: Subjects, model_config: ModelConfig, optim_conf
   logger.info("sweep: %d members in %d chunk(s) of up to %d per fold, members over %d "
               "device(s)", len(members), len(chunks), max(map(len, chunks)),
               placement.member_devices)
-  per_member = {m.name: {"folds": [], "histories": []} for m in members}
+  per_member: dict[str, dict[str, list[Any]]] = {
+      m.name: {"folds": [], "histories": []} for m in members}
   bar = tqdm(total=run.num_folds * len(members) * run.n_epochs, disable=not progress_bar,
              unit="member-epoch", dynamic_ncols=True)
   with bar, logging_redirect_tqdm():
@@ -230,14 +234,14 @@ def train_sweep(folds, subjects: Subjects, model_config: ModelConfig, optim_conf
           per_member[entry["name"]]["histories"].append(entry["history"])
         bar.update(len(chunk_members) * run.n_epochs - sum(
             len(entry["history"]) for entry in done["members"]))
-  entries = []
+  entries: list[dict[str, Any]] = []
   for member in members:
     got = per_member[member.name]
     val_aucs = [0.5 if f.get("best_val_auc") is None else f["best_val_auc"]
                 for f in got["folds"]]
     val_balanced = [next((row["val_balanced_acc"] for row in history
                           if row["epoch"] == f["best_epoch"]), 0.5)
-                    for f, history in zip(got["folds"], got["histories"])]
+                    for f, history in zip(got["folds"], got["histories"], strict=True)]
     entries.append({"name": member.name, "overrides": member.overrides,
                     "mean_val_auc": float(np.mean(val_aucs)),
                     "mean_val_balanced_acc": float(np.mean(val_balanced)),
