@@ -46,7 +46,6 @@ import time
 import jax
 
 from stgnn_jax.config import ModelConfig, OptimConfig, Preset, RunConfig, reference_preset
-from stgnn_jax.input_pipeline import Subjects, make_folds
 from stgnn_jax.train import cross_validation, sweep
 from stgnn_jax.train.driver import single_trainer
 from stgnn_jax.train.sharding import Placement
@@ -59,19 +58,12 @@ def recipe(reference: bool = False) -> Preset:
 
 def fold_inputs(num_members: int, reference: bool = False):
   model, optim, run = recipe(reference)
-  run = dataclasses.replace(run, sweep_grid="seeds")
-  cohort = cross_validation.load_data(run)
-  model = dataclasses.replace(model, input_dim=cohort.num_nodes)
-  run = cross_validation.size_by_data(run, cohort, 1)
-  subjects = Subjects(cohort, run, model)
-  folds = make_folds(subjects.labels, run.num_folds, run.seed)
-  members = sweep.sweep_members(optim, run)
+  setup = cross_validation.prepare_run(model, optim, dataclasses.replace(run, sweep_grid="seeds"))
   # Spread over the grid: every member differs from its neighbours in α, γ or smoothing.
-  step = len(members) / num_members
-  chosen = [members[int(i * step)] for i in range(num_members)]
-  placement = Placement(None, run.batch_size, run.eval_batch_size, run.graph_multiple,
-                        member_devices=len(jax.devices()))
-  return model, optim, run, subjects, folds, chosen, placement
+  step = len(setup.members) / num_members
+  chosen = [setup.members[int(i * step)] for i in range(num_members)]
+  return (setup.model_config, optim, setup.run, setup.subjects, setup.folds, chosen,
+          setup.placement)
 
 
 def time_sweep(k: int, epochs: int, warmup: int, reference: bool) -> dict:

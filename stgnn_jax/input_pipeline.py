@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import flax.struct
 import jax
@@ -293,9 +294,17 @@ def iterate_embedded_batches(table: ScanTable, *, batch_size: int, max_visits: i
 
 # --- The cohort as subjects, and the folds ----------------------------------------------------
 
-def make_folds(labels: np.ndarray, num_folds: int, seed: int
-               ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-  """[(train, val, test) subject indices] per fold, the reference's stratified protocol:
+class FoldSplit(NamedTuple):
+  """One fold's subjects, as sorted indices into the cohort: the training subjects, the
+  validation subjects (selection, early stopping, the plateau scheduler) and the test subjects."""
+
+  train: np.ndarray
+  val: np.ndarray
+  test: np.ndarray
+
+
+def make_folds(labels: np.ndarray, num_folds: int, seed: int) -> list[FoldSplit]:
+  """One `FoldSplit` per fold, the reference's stratified protocol:
   stratified K-fold over subjects (shuffled, `seed`), then a stratified 80/20 train/validation
   split of each fold's training subjects (seed `seed + fold`)."""
   from sklearn.model_selection import StratifiedKFold, train_test_split
@@ -318,7 +327,7 @@ def make_folds(labels: np.ndarray, num_folds: int, seed: int
           "of each class; lower --num_folds or add subjects.")
     train, val = train_test_split(train_val, test_size=0.2, stratify=labels[train_val],
                                   random_state=seed + k)
-    folds.append((np.sort(train), np.sort(val), np.sort(test)))
+    folds.append(FoldSplit(np.sort(train), np.sort(val), np.sort(test)))
   return folds
 
 
@@ -328,10 +337,7 @@ class Subjects:
   def __init__(self, cohort: Cohort, run: RunConfig, model_config: ModelConfig):
     use_time = model_config.use_time_features
     self.adjacency = [s.adjacency for s in cohort.subjects]
-    fc = []
-    for s in cohort.subjects:
-      assert s.fc is not None  # Subject.__post_init__ fills it (with the adjacency if not given)
-      fc.append(s.fc)
+    fc = [s.fc for s in cohort.subjects]
     self.features = ([connection_features(f, model_config.node_features) for f in fc]
                      if model_config.explicit_node_features else None)
     # What the classical baselines see: each subject's last input scan, edge values.

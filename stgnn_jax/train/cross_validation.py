@@ -25,7 +25,7 @@ from stgnn_jax.data.reference_format import load_cohort
 from stgnn_jax.errors import ConfigError, RunStateError
 from stgnn_jax.eval import metrics as metrics_lib
 from stgnn_jax.eval.reports import format_summary, format_value, write_metrics_csv
-from stgnn_jax.input_pipeline import Subjects, make_folds
+from stgnn_jax.input_pipeline import FoldSplit, SubjectBatch, Subjects, make_folds
 from stgnn_jax.train import sweep
 from stgnn_jax.train.driver import train_fold
 from stgnn_jax.train.pretrain import check_pretrained_encoder
@@ -51,22 +51,41 @@ def load_data(run: RunConfig) -> Cohort:
       single_visit_horizon=run.single_visit_horizon)
 
 
-def run_cross_validation(model_config: ModelConfig, optim_config: OptimConfig, run: RunConfig,
-                         out_dir: str, *, progress_bar: bool = True) -> dict[str, Any]:
-  """Runs (or resumes) the cross-validation in `out_dir`; returns the results dict.
+@dataclasses.dataclass(frozen=True)
+class RunSetup:
+  """Everything a cross-validated run fixes before it trains (`prepare_run`).
 
-  The protocol: load the cohort, split the subjects into folds and check everything the run
-  needs (devices, a pretrained encoder); only then write the run folder (`prepare_run_dir`:
-  the configuration and the cohort's fingerprint, or a check against the run being resumed);
-  train and test each fold (a finished fold is read back), fit the baselines on the same folds,
-  write results.json, metrics.csv and the plots. Messages go to the `stgnn_jax` loggers.
+  `model_config` has the cohort's input width, `run` its sizes (`size_by_data`); `members` is
+  the sweep's members ([] for a single run); `first_batch` is the first fold's first training
+  batch (the shapes that initialise a model).
+  """
+
+  cohort: Cohort
+  model_config: ModelConfig
+  optim_config: OptimConfig
+  run: RunConfig
+  placement: Placement
+  subjects: Subjects
+  folds: list[FoldSplit]
+  members: list[sweep.Member]
+  first_batch: SubjectBatch
+
+
+def prepare_run(model_config: ModelConfig, optim_config: OptimConfig, run: RunConfig, *,
+                cohort: Cohort | None = None) -> RunSetup:
+  """The set-up of a cross-validated run, writing nothing: the sweep's members, the cohort
+  (`load_data(run)` unless given), the placement over the devices, the sizes, the subjects'
+  arrays and the folds; checks the processes and a pretrained encoder against them.
+
+  Raises ConfigError (or the loaders' errors) for a run that cannot start.
   """
   members = sweep.sweep_members(optim_config, run)
   if not members and jax.process_count() > 1:
     raise ConfigError(f"this run spans {jax.process_count()} processes, but only a sweep "
                       "(--sweep, --sweep_grid) spreads over processes; run a single setting in "
                       "one process.")
-  cohort = load_data(run)
+  if cohort is None:
+    cohort = load_data(run)
   logger.info(cohort.summary())
   # Every kind of node features has one entry per region: the input width is the atlas size.
   model_config = dataclasses.replace(model_config, input_dim=cohort.num_nodes)
@@ -78,9 +97,29 @@ def run_cross_validation(model_config: ModelConfig, optim_config: OptimConfig, r
   run = size_by_data(run, cohort, placement.data_devices)
   subjects = Subjects(cohort, run, model_config)
   folds = make_folds(subjects.labels, run.num_folds, run.seed)
-  first = next(subjects.batches(folds[0][0], run.batch_size, run))
+  first = next(subjects.batches(folds[0].train, run.batch_size, run))
   if run.pretrained:
     check_pretrained_encoder(run, model_config, first)
+  return RunSetup(cohort=cohort, model_config=model_config, optim_config=optim_config, run=run,
+                  placement=placement, subjects=subjects, folds=folds, members=members,
+                  first_batch=first)
+
+
+def run_cross_validation(model_config: ModelConfig, optim_config: OptimConfig, run: RunConfig,
+                         out_dir: str, *, progress_bar: bool = True) -> dict[str, Any]:
+  """Runs (or resumes) the cross-validation in `out_dir`; returns the results dict.
+
+  The protocol: set the run up (`prepare_run`: the cohort, the folds, every check); only then
+  write the run folder (`prepare_run_dir`: the configuration and the cohort's fingerprint, or a
+  check against the run being resumed); train and test each fold (a finished fold is read
+  back), fit the baselines on the same folds, write results.json, metrics.csv and the plots.
+  Messages go to the `stgnn_jax` loggers.
+  """
+  setup = prepare_run(model_config, optim_config, run)
+  cohort, model_config, run = setup.cohort, setup.model_config, setup.run
+  subjects, folds, members, placement = (setup.subjects, setup.folds, setup.members,
+                                         setup.placement)
+  first = setup.first_batch
   prepare_run_dir(out_dir, model_config, optim_config, run, cohort)
   output: dict[str, Any] = {}
   if members:
@@ -187,9 +226,9 @@ def prepare_run_dir(out_dir: str, model_config: ModelConfig, optim_config: Optim
     atomic.write_json(data_path, data)
 
 
-def train_folds(folds, subjects: Subjects, model_config: ModelConfig, optim_config: OptimConfig,
-                run: RunConfig, placement: Placement, out_dir: str, *, progress_bar: bool
-                ) -> tuple[list[dict[str, Any]], list[list[dict[str, Any]]]]:
+def train_folds(folds: list[FoldSplit], subjects: Subjects, model_config: ModelConfig,
+                optim_config: OptimConfig, run: RunConfig, placement: Placement, out_dir: str, *,
+                progress_bar: bool) -> tuple[list[dict[str, Any]], list[list[dict[str, Any]]]]:
   """Every fold's result and metrics history; a fold with `result.json` is read back."""
   from tqdm.auto import tqdm
   from tqdm.contrib.logging import logging_redirect_tqdm

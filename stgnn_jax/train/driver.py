@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
-from stgnn_jax.input_pipeline import Subjects
+from stgnn_jax.input_pipeline import FoldSplit, Subjects
 from stgnn_jax.train.checkpoints import restore_state, save_checkpoint, save_state
 from stgnn_jax.train.engines import OneMember
 from stgnn_jax.train.loop import (
@@ -231,7 +231,7 @@ that no member kept has none)."""
             for m in range(self.real)]
 
 
-def single_trainer(index: int, split, subjects: Subjects, model_config: ModelConfig,
+def single_trainer(index: int, split: FoldSplit, subjects: Subjects, model_config: ModelConfig,
                    optim_config: OptimConfig, run: RunConfig, placement: Placement,
                    directory: str) -> FoldTrainer:
   """A single run's trainer of fold `index` in `directory` (resumed from its progress there)."""
@@ -245,7 +245,7 @@ def single_trainer(index: int, split, subjects: Subjects, model_config: ModelCon
   return trainer
 
 
-def train_fold(index: int, split, subjects: Subjects, model_config: ModelConfig,
+def train_fold(index: int, split: FoldSplit, subjects: Subjects, model_config: ModelConfig,
                optim_config: OptimConfig, run: RunConfig, placement: Placement, directory: str,
                *, on_epoch: Callable[[list[dict[str, Any]]], None] = lambda history: None
                ) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -114,7 +114,7 @@ def fit_linear_path(x: np.ndarray, labels: np.ndarray, seed: int,
   w = np.zeros(x.shape[1], np.float32)
   w[slice(None) if columns is None else columns] = model.w
   result = {"w": w, "b": model.b, "C": grid[best],
-            "inner_auc": {f"{c:g}": a for c, a in zip(grid, mean_auc)},
+            "inner_auc": {f"{c:g}": a for c, a in zip(grid, mean_auc, strict=True)},
             "offsets": (held_out[best] - model.decision_function(inputs)).astype(np.float32)}
   _FITTED[key] = result
   logger.info("linear path: C %g (inner AUC %.3f)", grid[best], mean_auc[best])

@@ -25,6 +25,7 @@ import numpy as np
 from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
 from stgnn_jax.eval import metrics as metrics_lib
 from stgnn_jax.input_pipeline import (
+    FoldSplit,
     ScanTable,
     Subjects,
     iterate_embedded_batches,
@@ -216,7 +217,7 @@ class Fold:
     return os.path.join(self.directory, "progress.msgpack")
 
 
-def setup_fold(index: int, split, subjects: Subjects, model_config: ModelConfig,
+def setup_fold(index: int, split: FoldSplit, subjects: Subjects, model_config: ModelConfig,
                optim_config: OptimConfig, run: RunConfig, placement: Placement,
                directory: str) -> tuple[Fold, TrainState]:
   """The fold's fixed inputs and its initial state (`driver.single_trainer` resumes a state

@@ -35,7 +35,7 @@ from stgnn_jax import atomic
 from stgnn_jax.config import LOSSES, ModelConfig, OptimConfig, RunConfig
 from stgnn_jax.errors import ConfigError, RunStateError
 from stgnn_jax.eval import metrics as metrics_lib
-from stgnn_jax.input_pipeline import Subjects
+from stgnn_jax.input_pipeline import FoldSplit, Subjects
 from stgnn_jax.train.checkpoints import load_checkpoint, save_checkpoint
 from stgnn_jax.train.driver import FoldTrainer
 from stgnn_jax.train.engines import Members, stack
@@ -129,7 +129,7 @@ def auto_chunk_size(params: Any, model_config: ModelConfig, run: RunConfig, num_
 
 # --- One chunk of members in one fold --------------------------------------------------------
 
-def setup_chunk(index: int, split, subjects: Subjects, model_config: ModelConfig,
+def setup_chunk(index: int, split: FoldSplit, subjects: Subjects, model_config: ModelConfig,
                 optim_config: OptimConfig, run: RunConfig, placement: Placement,
                 members: list[Member], directory: str) -> FoldTrainer:
   """The trainer of a fold's chunk of members (`driver.FoldTrainer` with the `Members` engine):
@@ -167,7 +167,7 @@ def setup_chunk(index: int, split, subjects: Subjects, model_config: ModelConfig
   return trainer
 
 
-def train_chunk(index: int, split, subjects: Subjects, model_config: ModelConfig,
+def train_chunk(index: int, split: FoldSplit, subjects: Subjects, model_config: ModelConfig,
                 optim_config: OptimConfig, run: RunConfig, placement: Placement,
                 members: list[Member], directory: str,
                 on_epoch: Callable[[list[dict[str, Any]]], None]) -> dict[str, Any]:
@@ -193,9 +193,9 @@ def train_chunk(index: int, split, subjects: Subjects, model_config: ModelConfig
 
 # --- The whole sweep -------------------------------------------------------------------------
 
-def train_sweep(folds, subjects: Subjects, model_config: ModelConfig, optim_config: OptimConfig,
-                run: RunConfig, placement: Placement, out_dir: str, members: list[Member],
-                chunk_size: int, *, progress_bar: bool) -> dict[str, Any]:
+def train_sweep(folds: list[FoldSplit], subjects: Subjects, model_config: ModelConfig,
+                optim_config: OptimConfig, run: RunConfig, placement: Placement, out_dir: str,
+                members: list[Member], chunk_size: int, *, progress_bar: bool) -> dict[str, Any]:
   """Every member's fold results and histories (finished chunks are read back), the selection,
   and the selected member's best checkpoint as each fold's `best.msgpack`.
 
@@ -266,8 +266,9 @@ def _mean(entry: dict[str, Any]) -> str:
   return "undefined" if entry["mean"] is None else f"{entry['mean']:.4f}"
 
 
-def write_selected_checkpoints(out_dir: str, folds, chunks: list[list[Member]], index: int,
-                               selected: dict[str, Any], model_config: ModelConfig) -> None:
+def write_selected_checkpoints(out_dir: str, folds: list[FoldSplit], chunks: list[list[Member]],
+                               index: int, selected: dict[str, Any], model_config: ModelConfig
+                               ) -> None:
   """Each fold's `best.msgpack`: the selected member's best parameters of that fold."""
   c = next(i for i, chunk in enumerate(chunks) if any(m.index == index for m in chunk))
   position = [m.index for m in chunks[c]].index(index)
