@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 import focal_jax
-from tests.torch_reference import SeedFocalLoss
+from bench.torch_reference import SeedFocalLoss
 
 
 def seed_transcription_jax(logits, labels, alpha, gamma, smoothing):

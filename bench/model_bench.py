@@ -11,7 +11,7 @@ What is measured, in one process on the CPU:
   * JAX: the loss / gradient closures are compiled ahead of time (`jax.jit(...).lower().compile()`,
     trace+lower and compile reported separately), inputs already on the device, every call ends
     with `block_until_ready`;
-  * PyTorch: `TorchSTGNN` from tests/torch_reference.py (PyG's SAGEConv/GCNConv/GATConv,
+  * PyTorch: `TorchSTGNN` from bench/torch_reference.py (PyG's SAGEConv/GCNConv/GATConv,
     GraphNorm, TopKPooling, packed BiLSTM) in eval mode, the forward under `torch.no_grad()`,
     forward+backward as `zero_grad(set_to_none=True)`, loss, `loss.backward()`;
     `torch.set_num_threads(os.cpu_count())` (override with `--torch-threads`: on a machine
@@ -55,11 +55,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bench.torch_reference import TorchSTGNN, pyg_batch
 from stgnn_jax.config import ModelConfig
 from stgnn_jax.input_pipeline import SubjectBatch, pack_subjects
 from stgnn_jax.nn.model import STGNN
 from stgnn_jax.torch_interop.convert import params_from_torch, params_to_torch
-from tests.torch_reference import TorchSTGNN, pyg_batch
 
 NUM_SUBJECTS = 16
 MAX_VISITS = 10

@@ -24,7 +24,7 @@ What is measured, in one process on the CPU, on the same data and in the same ba
     `Placement.batch`, the jitted `train_step` (focal loss + minority forcing, clip 1.0, Adam
     with L2 1e-4), a per-batch dropout key, and `block_until_ready` once at the end of the
     epoch (the real loop does not sync per step either).
-  * PyTorch: `TorchGraphEncoder` + `TorchTemporalClassifier` from tests/torch_reference.py (PyG's
+  * PyTorch: `TorchGraphEncoder` + `TorchTemporalClassifier` from bench/torch_reference.py (PyG's
     SAGEConv, GraphNorm, TopKPooling, packed BiLSTM), both in train mode (dropout on, as ours),
     batches built by `pyg_batch` (edge lists); loss = the seed's focal loss (alpha 0.9, gamma 3,
     smoothing 0.05, mean) + the reference's minority-forcing cross-entropy (the same objective
@@ -72,18 +72,19 @@ import torch
 import torch.nn.functional as F
 
 from bench.model_bench import (
-    load_average,
-    time_once,
-    use_torch_threads,
-    warn_if_loaded,
+  load_average,
+  time_once,
+  use_torch_threads,
+  warn_if_loaded,
 )
+from bench.torch_reference import SeedFocalLoss, TorchSTGNN, pyg_batch
 from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
 from stgnn_jax.data import synthetic, synthetic_scans
 from stgnn_jax.input_pipeline import (
-    SubjectBatch,
-    Subjects,
-    iterate_embedded_batches,
-    make_folds,
+  SubjectBatch,
+  Subjects,
+  iterate_embedded_batches,
+  make_folds,
 )
 from stgnn_jax.torch_interop.convert import params_from_torch
 from stgnn_jax.train.driver import train_epoch
@@ -92,7 +93,6 @@ from stgnn_jax.train.loop import FrozenEncoderScans
 from stgnn_jax.train.sharding import Placement
 from stgnn_jax.train.state import TrainState, init_params
 from stgnn_jax.train.step import train_step
-from tests.torch_reference import SeedFocalLoss, TorchSTGNN, pyg_batch
 
 COHORT_SUBJECTS = 300  # the reference's measurement cohort (fold 0 trains on ~190 of them)
 NUM_TRAIN_SUBJECTS = 120

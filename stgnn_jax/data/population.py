@@ -133,7 +133,7 @@ def draw_subjects(rng: np.random.Generator, num_subjects: int,
   is_converter[rng.permutation(num_subjects)[:n_conv]] = True
   numbers = np.sort(rng.choice(9000, num_subjects, replace=False)) + 1000
   sites = rng.integers(2, 142, num_subjects)
-  return is_converter, [f"{s:03d}_S_{m:04d}" for s, m in zip(sites, numbers)]
+  return is_converter, [f"{s:03d}_S_{m:04d}" for s, m in zip(sites, numbers, strict=True)]
 
 
 def visit_count_probabilities(min_visits: int,
@@ -219,7 +219,7 @@ def check_arguments(num_subjects: int, num_regions: int, min_visits: int, max_vi
 def collect_scans(records: list[tuple], module: np.ndarray, threshold: float) -> SyntheticScans:
   """Records (id, fc, label, `Visits`) -> `SyntheticScans`, subjects in id order."""
   records.sort(key=lambda record: record[0])
-  ids, fcs, labels, visits = zip(*records)
+  ids, fcs, labels, visits = zip(*records, strict=True)
   return SyntheticScans(
       subject_ids=tuple(ids), fc=tuple(fcs), labels=np.array(labels, np.int32),
       visit_labels=tuple(v.labels for v in visits), months=tuple(v.months for v in visits),

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -162,7 +163,7 @@ def read_visit_table(path: Path | str) -> tuple[dict[str, list[VisitRecord]], li
       messages.append(f"{path}: subject {subject} has repeated Visit_Order values {orders}; rows "
                       "with equal Visit_Order are taken in table order")
     visit_months = [r.months for r in rows]
-    if any(later < earlier for earlier, later in zip(visit_months, visit_months[1:])):
+    if any(later < earlier for earlier, later in itertools.pairwise(visit_months)):
       backwards.append(subject)
     if min(visit_months) < 0:
       negative.append(subject)

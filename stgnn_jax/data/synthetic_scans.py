@@ -72,7 +72,7 @@ def cohort_from_scans(
     visits[key] = [VisitRecord(order=k + 1, months=float(m), months_to_next=float(t),
                                label=int(y))
                    for k, (m, t, y) in enumerate(zip(scans.months[i], scans.months_to_next[i],
-                                                     scans.visit_labels[i]))]
+                                                     scans.visit_labels[i], strict=True))]
     groups[key] = scans.groups[i][0]
   return build_cohort(adjacency, visits, groups, max_visits=max_visits,
                       exclude_target_visit=exclude_target_visit,

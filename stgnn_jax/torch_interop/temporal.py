@@ -57,7 +57,9 @@ def temporal_params_from_torch(
     layer_in = input_dim if layer == 0 else hidden_dim * num_dirs
     for reverse in (False, True)[:num_dirs]:
       suffix = f"_l{layer}" + ("_reverse" if reverse else "")
-      take = lambda name, shape: reader.take(f"{prefix}.{name}{suffix}", shape)  # noqa: E731
+      def take(name: str, shape: tuple[int, ...], suffix: str = suffix) -> np.ndarray:
+        return reader.take(f"{prefix}.{name}{suffix}", shape)
+
       rnn[layer_name(layer, reverse)] = {
           "weight_ih": jnp.asarray(take("weight_ih", (width, layer_in)).T),
           "weight_hh": jnp.asarray(take("weight_hh", (width, hidden_dim)).T),

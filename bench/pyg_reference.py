@@ -1,6 +1,7 @@
 """Random graph batches in both layouts: `jraph.GraphsTuple` for JAX, PyG tensors for the reference.
 
-Test code only: the packages never import it. Edges are directed, `senders -> receivers` in jraph
+Test and benchmark code only (the parity tests import it from bench/): the packages never
+import it. Edges are directed, `senders -> receivers` in jraph
 and `edge_index = [source, target]` in PyG (its default `source_to_target` flow).
 """
 
@@ -40,7 +41,7 @@ class GraphBatch:
     return torch.from_numpy(self.x), edge_index, batch
 
   def node_slices(self) -> list[slice]:
-    return [slice(int(o), int(o + n)) for o, n in zip(self.offsets, self.n_node)]
+    return [slice(int(o), int(o + n)) for o, n in zip(self.offsets, self.n_node, strict=True)]
 
 
 def random_graph_batch(

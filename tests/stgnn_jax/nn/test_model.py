@@ -12,6 +12,14 @@ import numpy as np
 import pytest
 import torch
 
+from bench.torch_reference import (
+  SMALL,
+  TorchSTGNN,
+  checkpoint_of,
+  params_for,
+  pyg_batch,
+  torch_model,
+)
 from stgnn_jax.config import ModelConfig
 from stgnn_jax.data.preprocessing import threshold_fc
 from stgnn_jax.inference import apply_model, predict
@@ -23,14 +31,6 @@ from stgnn_jax.torch_interop.state_dict import CheckpointMismatchError
 from stgnn_jax.train.state import TrainState, input_statistics, with_input_statistics
 from stgnn_jax.train.step import train_step
 from tests.helpers import reference_model, reference_optim
-from tests.torch_reference import (
-  SMALL,
-  TorchSTGNN,
-  checkpoint_of,
-  params_for,
-  pyg_batch,
-  torch_model,
-)
 
 # Small dimensions keep the 36-configuration sweep fast; the defaults get their own test.
 LENGTHS = (3, 1, 4, 2, 1)
@@ -198,12 +198,12 @@ def test_graphs_tuple_input_equals_dense_input():
   dense_logits = apply_model(params, config, batch)
 
   graphs = [a for stack in adjacency for a in stack]
-  receivers, senders = zip(*(np.nonzero(a) for a in graphs))
+  receivers, senders = zip(*(np.nonzero(a) for a in graphs), strict=True)
   n = config.input_dim
   graphs_tuple = jraph.batch_np([
       jraph.GraphsTuple(nodes=np.eye(n, dtype=np.float32), edges=None, senders=s, receivers=r,
                         n_node=np.array([n]), n_edge=np.array([len(s)]), globals=None)
-      for s, r in zip(senders, receivers)])
+      for s, r in zip(senders, receivers, strict=True)])
   padded = jraph.pad_with_graphs(graphs_tuple, n_node=len(graphs) * n + 7,
                                  n_edge=int(graphs_tuple.n_edge.sum()) + 5,
                                  n_graph=len(graphs) + 3)

@@ -18,11 +18,10 @@ import pytest
 
 from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
 from stgnn_jax.errors import ConfigError, RunStateError
-from stgnn_jax.input_pipeline import Subjects, make_folds
 from stgnn_jax.train import cross_validation, sweep
 from stgnn_jax.train.driver import single_trainer
 from stgnn_jax.train.sharding import Placement
-from tests.test_train_cli import ROOT, results_of, run_train, train_command
+from tests.helpers import ROOT, results_of, run_train, train_command
 
 # The default recipe, smaller, without the linear path, at the reference's learning rate.
 MODEL = ModelConfig(gnn_hidden_dim=16, output_dim=16, lstm_hidden_dim=8, linear_path=False)
@@ -36,11 +35,8 @@ ROW_KEYS = ("fold", "epoch", "train_loss", "train_acc", "val_loss", "val_acc",
 
 def fold_inputs(run: RunConfig, **model_changes):
   """What run_cross_validation builds before training: the sized model, run, subjects, folds."""
-  cohort = cross_validation.load_data(run)
-  model = dataclasses.replace(MODEL, input_dim=cohort.num_nodes, **model_changes)
-  run = cross_validation.size_by_data(run, cohort, 1)
-  subjects = Subjects(cohort, run, model)
-  return model, run, subjects, make_folds(subjects.labels, run.num_folds, run.seed)
+  setup = cross_validation.prepare_run(dataclasses.replace(MODEL, **model_changes), OPTIM, run)
+  return setup.model_config, setup.run, setup.subjects, setup.folds
 
 
 def assert_rows_agree(member_row, single_row):
@@ -173,8 +169,8 @@ def test_a_killed_chunk_resumes_at_its_next_epoch(tmp_path):
   resumed = start()
   assert [p.next_epoch for p in resumed.progress] == [1, 1]
   later = [resumed.epoch() for _ in range(2)]
-  for got, want in zip(later, rows[1:]):
-    for a, b in zip(got, want):
+  for got, want in zip(later, rows[1:], strict=True):
+    for a, b in zip(got, want, strict=True):
       assert a["member"] == b["member"]
       assert_rows_agree(a, b)
   np.testing.assert_array_equal(
@@ -248,16 +244,16 @@ def sweep_rows(out: Path) -> list[dict]:
 def assert_same_sweep(one: Path, other: Path) -> None:
   a, b = results_of(one)["sweep"], results_of(other)["sweep"]
   assert a["selected"] == b["selected"]
-  for ma, mb in zip(a["members"], b["members"]):
+  for ma, mb in zip(a["members"], b["members"], strict=True):
     assert ma["name"] == mb["name"]
     assert mb["mean_val_auc"] == pytest.approx(ma["mean_val_auc"], abs=1e-6)
-    for fa, fb in zip(ma["folds"], mb["folds"]):
+    for fa, fb in zip(ma["folds"], mb["folds"], strict=True):
       assert fa["best_epoch"] == fb["best_epoch"]
       np.testing.assert_allclose(fb["test_p1"], fa["test_p1"], rtol=1e-5, atol=1e-6)
   rows_a, rows_b = sweep_rows(one), sweep_rows(other)
   assert [(r["member"], r["fold"], r["epoch"]) for r in rows_a] == \
       [(r["member"], r["fold"], r["epoch"]) for r in rows_b]
-  for ra, rb in zip(rows_a, rows_b):
+  for ra, rb in zip(rows_a, rows_b, strict=True):
     for key in ("train_loss", "val_loss", "val_auc", "lr"):
       assert float(rb[key]) == pytest.approx(float(ra[key]), rel=1e-5, abs=1e-7), key
 

@@ -58,7 +58,7 @@ def test_rewiring_is_make_synthetic_cohort():
                                       edge_density=0.25, min_visits=2)
   assert a.subject_ids == b.subject_ids
   np.testing.assert_array_equal(a.labels, b.labels)
-  for x, y in zip(a.fc, b.fc):
+  for x, y in zip(a.fc, b.fc, strict=True):
     np.testing.assert_array_equal(x, y)
 
 
@@ -71,10 +71,10 @@ def test_deterministic_per_seed(signal):
   a, b = make_cohort(small(signal)), make_cohort(small(signal))
   c = make_cohort(small(signal, seed=4))
   assert a.subject_ids == b.subject_ids != c.subject_ids
-  for x, y in zip(a.fc, b.fc):
+  for x, y in zip(a.fc, b.fc, strict=True):
     np.testing.assert_array_equal(x, y)
   for field in ("visit_labels", "months", "months_to_next"):
-    for x, y in zip(getattr(a, field), getattr(b, field)):
+    for x, y in zip(getattr(a, field), getattr(b, field), strict=True):
       np.testing.assert_array_equal(x, y)
   np.testing.assert_array_equal(a.module, b.module)
 
@@ -93,7 +93,7 @@ def test_cohort_is_shaped_as_specified(signal, shape):
   visits = np.array([len(f) for f in scans.fc])
   assert visits.min() >= spec.min_visits and visits.max() <= spec.max_visits
   for fc, labels, months, groups, y in zip(scans.fc, scans.visit_labels, scans.months,
-                                           scans.groups, scans.labels):
+                                           scans.groups, scans.labels, strict=True):
     assert fc.dtype == np.float32 and fc.shape[1:] == (n, n)
     np.testing.assert_array_equal(fc, np.swapaxes(fc, 1, 2))
     np.testing.assert_array_equal(fc[:, np.arange(n), np.arange(n)], 1.0)
@@ -101,7 +101,7 @@ def test_cohort_is_shaped_as_specified(signal, shape):
     assert len(labels) == len(months) == len(groups) == len(fc)
     assert labels[:-1].sum() == 0 and labels[-1] == y
     assert months[0] == 0 and np.all(np.diff(months) > 3)
-  stable = np.concatenate([upper(f) for f, y in zip(scans.fc, scans.labels) if y == 0])
+  stable = np.concatenate([upper(f) for f, y in zip(scans.fc, scans.labels, strict=True) if y == 0])
   assert np.mean(np.abs(stable) >= spec.threshold) == pytest.approx(spec.edge_density, abs=0.03)
 
 
@@ -112,7 +112,7 @@ def test_effect_starts_at_zero_and_spares_stable_subjects(signal):
   scans = make_cohort(small(signal, effect_size=0.7, min_visits=2))
   without = make_cohort(small(signal, effect_size=0.0, min_visits=2))
   changed = []
-  for a, b, y in zip(scans.fc, without.fc, scans.labels):
+  for a, b, y in zip(scans.fc, without.fc, scans.labels, strict=True):
     np.testing.assert_array_equal(a[0], b[0])
     if y == 0:
       np.testing.assert_array_equal(a, b)
@@ -130,7 +130,7 @@ def test_null_cohort_labels_are_independent_of_the_scans():
   spec = small("null", num_subjects=200, num_regions=40, effect_size=0.9)
   scans = make_cohort(spec)
   density = make_cohort(dataclasses.replace(spec, signal="density", effect_size=0.0))
-  for a, b in zip(scans.fc, density.fc):
+  for a, b in zip(scans.fc, density.fc, strict=True):
     np.testing.assert_array_equal(a, b)
   module = scans.module
   last = [f[-1] for f in scans.fc]
@@ -152,7 +152,7 @@ def test_strength_signal_is_in_the_values_not_the_edges():
   spec = small("strength", num_subjects=120, effect_size=1.0, min_visits=2)
   scans = make_cohort(spec)
   without = make_cohort(dataclasses.replace(spec, effect_size=0.0))
-  for a, b in zip(scans.fc, without.fc):  # not one edge gained or lost
+  for a, b in zip(scans.fc, without.fc, strict=True):  # not one edge gained or lost
     np.testing.assert_array_equal(np.abs(a) >= spec.threshold, np.abs(b) >= spec.threshold)
   module = scans.module
   last = np.array([f[-1][np.ix_(module, module)][np.triu_indices(len(module), 1)]
@@ -174,8 +174,8 @@ def test_trajectory_signal_is_in_the_change():
   assert auc(-last, scans.labels) < 0.75
   # One visit: no signal at all.
   single = small("trajectory", max_visits=1, effect_size=1.0)
-  for a, b in zip(make_cohort(single).fc, make_cohort(dataclasses.replace(single,
-                                                                          effect_size=0)).fc):
+  without = make_cohort(dataclasses.replace(single, effect_size=0))
+  for a, b in zip(make_cohort(single).fc, without.fc, strict=True):
     np.testing.assert_array_equal(a, b)
 
 
@@ -187,7 +187,7 @@ def test_regions_signal_is_in_the_hubs():
   others = np.setdiff1d(np.arange(spec.num_regions), scans.module)
   assert auc(-degree[:, scans.module].sum(1), scans.labels) > 0.85
   without = make_cohort(dataclasses.replace(spec, effect_size=0.0))
-  for a, b in zip(scans.fc, without.fc):  # pairs between non-hub regions are untouched
+  for a, b in zip(scans.fc, without.fc, strict=True):  # pairs between non-hub regions are untouched
     np.testing.assert_array_equal(a[-1][np.ix_(others, others)], b[-1][np.ix_(others, others)])
 
 

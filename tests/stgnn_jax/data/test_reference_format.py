@@ -186,7 +186,7 @@ def long_root(root: Path, n_runs: int = 5) -> Path:
   scans[("011S0004", 1)] = random_fc(99)
   months = [0.0, 6.0, 12.0, 24.0, 36.0, 48.0][:n_runs]
   rows = [["011_S_0003", "v", 1 if k == n_runs else 0, k, m, ""] for k, m in
-          zip(range(1, n_runs + 1), months)]
+          zip(range(1, n_runs + 1), months, strict=True)]
   rows.append(["011_S_0004", "bl", 0, 1, 0.0, 12.0])
   return write_root(root, scans, rows)
 
@@ -493,7 +493,7 @@ def test_synthetic_round_trip_through_disk(tmp_path):
   assert len(loaded) == 14 and loaded.n_scans_used == scans.num_scans
   assert [s.group for s in loaded.subjects] == [g[0] for g in scans.groups]
   np.testing.assert_array_equal(loaded.labels(), scans.labels)
-  for subject, months in zip(loaded.subjects, scans.months):
+  for subject, months in zip(loaded.subjects, scans.months, strict=True):
     np.testing.assert_array_equal(subject.months, months)
   for settings in (dict(exclude_target_visit=True, max_visits=2), dict(max_visits=1)):
     assert data.load_cohort(tmp_path, **settings) == cohort_from_scans(scans, **settings)
@@ -508,7 +508,7 @@ def test_synthetic_is_deterministic_per_seed():
   a, b = synthetic.make_synthetic_cohort(**SMALL), synthetic.make_synthetic_cohort(**SMALL)
   c = synthetic.make_synthetic_cohort(**dict(SMALL, seed=4))
   assert a.subject_ids == b.subject_ids
-  for x, y in zip(a.fc, b.fc):
+  for x, y in zip(a.fc, b.fc, strict=True):
     np.testing.assert_array_equal(x, y)
   assert synthetic.synthetic_cohort(**SMALL) == synthetic.synthetic_cohort(**SMALL)
   assert a.subject_ids != c.subject_ids
@@ -528,7 +528,7 @@ def test_synthetic_matrices_look_like_fc():
   n_visits = np.array([len(f) for f in scans.fc])
   assert n_visits.min() >= 1 and n_visits.max() <= 6
   assert scans.labels.sum() == 12  # round(0.3 * 40)
-  for months, labels, groups in zip(scans.months, scans.visit_labels, scans.groups):
+  for months, labels, groups in zip(scans.months, scans.visit_labels, scans.groups, strict=True):
     assert months[0] == 0 and np.all(np.diff(months) > 3)
     assert labels[:-1].sum() == 0
     assert groups[-1] == {("CN", 1): "MCI", ("MCI", 1): "AD"}.get((groups[0], labels[-1]),

@@ -13,6 +13,7 @@ import optax
 import pytest
 import torch
 
+from bench.torch_reference import SMALL, params_for, torch_model
 from focal_jax import focal_loss
 from stgnn_jax.config import RunConfig
 from stgnn_jax.data import synthetic, synthetic_scans
@@ -45,7 +46,6 @@ from stgnn_jax.train.state import (
 )
 from stgnn_jax.train.step import loss_terms, minority_weight, train_step
 from tests.helpers import reference_model, reference_optim
-from tests.torch_reference import SMALL, params_for, torch_model
 
 
 @contextlib.contextmanager

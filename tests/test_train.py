@@ -8,42 +8,23 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bench.torch_reference import SMALL, params_for
 from stgnn_jax.data import synthetic
 from stgnn_jax.eval.baselines import C_GRID
 from stgnn_jax.train.checkpoints import load_checkpoint, save_checkpoint
-from tests.helpers import reference_model
-from tests.torch_reference import SMALL, params_for
+from tests.helpers import ROOT, reference_model, results_of, run_train, train_command
 
-ROOT = Path(__file__).resolve().parents[1]
 # A tiny but complete run: one graph bucket and one eval shape keep compilations to a minimum.
 SMALL_RUN = ["--synthetic_subjects", "40", "--synthetic_regions", "20", "--gnn_hidden_dim", "16",
              "--lstm_hidden_dim", "8", "--n_epochs", "3", "--num_folds", "2", "--batch_size", "8",
              "--graph_multiple", "48", "--eval_batch_size", "8", "--no_progress"]
 SUMMARY = ("test_acc", "balanced_acc", "minority_f1", "test_auc", "train_acc",
            "balanced_train_acc", "ece", "brier", "confidence_mean", "overconfident")
-
-
-def train_command(*args: str) -> list[str]:
-  return [sys.executable, str(ROOT / "train.py"), *args]
-
-
-def run_train(args, cache, env=None, timeout=600) -> subprocess.CompletedProcess:
-  full_env = dict(os.environ, **(env or {}))
-  result = subprocess.run(train_command(*args, "--compile_cache", cache), cwd=ROOT,
-                          env=full_env, capture_output=True, text=True, timeout=timeout)
-  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-  return result
-
-
-def results_of(out_dir: Path) -> dict:
-  return json.loads((out_dir / "results.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +121,7 @@ def test_multi_device_run_matches_single_device(reference_run, tmp_path, compile
              "--num_devices", "4"], compile_cache,
             env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
   one, four = results_of(reference_run[0]), results_of(out)
-  for a, b in zip(one["folds"], four["folds"]):
+  for a, b in zip(one["folds"], four["folds"], strict=True):
     assert a["best_epoch"] == b["best_epoch"]
     for key in SUMMARY:
       if a[key] is not None:

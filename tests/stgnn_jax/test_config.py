@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from pathlib import Path
 
 import pytest
 
@@ -24,8 +23,7 @@ from stgnn_jax.config import (
 )
 from stgnn_jax.config.cli import parse_flags
 from stgnn_jax.errors import ConfigError
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
 
 # train.py's flags and defaults before the configuration was declared once (written down from
 # the hand-written parser they replaced), plus those added since (--overwrite,

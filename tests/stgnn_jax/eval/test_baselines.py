@@ -104,7 +104,7 @@ def test_every_fold_is_the_given_split_and_matches_the_reference_model(signal_ru
   features = baselines.baseline_features(last_fc)
   with threadpool_limits(limits=1, user_api="blas"):  # 75 tiny reference fits; threads contend
     for name in baselines.BASELINES:
-      for (train, val, test), fold in zip(folds, results[name]["folds"]):
+      for (train, val, test), fold in zip(folds, results[name]["folds"], strict=True):
         assert fold["test_subjects"] == test.tolist()
         assert (fold["n_train"], fold["n_val"], fold["n_test"]) == (len(train), len(val), len(test))
         x = features[name]
@@ -136,7 +136,7 @@ def test_unsorted_test_indices_keep_their_order():
   [fold] = baselines.run_baselines(last_fc, labels, [(train, val, shuffled)])["logreg_fc"]["folds"]
   [in_order] = baselines.run_baselines(last_fc, labels, [(train, val, test)])["logreg_fc"]["folds"]
   assert fold["test_subjects"] == shuffled.tolist()
-  by_subject = dict(zip(in_order["test_subjects"], in_order["test_p1"]))
+  by_subject = dict(zip(in_order["test_subjects"], in_order["test_p1"], strict=True))
   np.testing.assert_allclose(fold["test_p1"], [by_subject[s] for s in shuffled.tolist()])
 
 
@@ -278,7 +278,7 @@ def test_validation_threshold_maximises_validation_balanced_accuracy():
   folds = make_folds(labels, 3, seed=1)
   results = baselines.run_baselines(last_fc, labels, folds, decision_threshold="val")
   features = baselines.baseline_features(last_fc)
-  for (train, val, test), fold in zip(folds, results["logreg_fc"]["folds"]):
+  for (train, val, test), fold in zip(folds, results["logreg_fc"]["folds"], strict=True):
     model = reference_fit(features["logreg_fc"][train], labels[train], fold["C"])
     val_p1 = model.predict_proba(features["logreg_fc"][val])[:, 1]
     best = max(skm.balanced_accuracy_score(labels[val], val_p1 >= t)

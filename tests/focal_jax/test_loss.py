@@ -10,7 +10,6 @@ import dataclasses
 import functools
 import itertools
 import runpy
-from pathlib import Path
 
 import chex
 import hypothesis
@@ -23,7 +22,8 @@ from hypothesis import strategies as st
 from jax.test_util import check_grads
 
 import focal_jax
-from tests.torch_reference import SeedFocalLoss
+from bench.torch_reference import SeedFocalLoss
+from tests.helpers import ROOT
 
 # ---------------------------------------------------------------------------
 # The reference: the seed's formula, in PyTorch.
@@ -73,7 +73,7 @@ def torch_reference(logits, labels, alpha, gamma, smoothing, dtype,
   per_sample = per_sample.detach()
   values = (per_sample.mean(), per_sample.sum(), per_sample)
   return {r: (v.numpy(), g.numpy())
-          for r, v, g in zip(REDUCTIONS, values, grads)}
+          for r, v, g in zip(REDUCTIONS, values, grads, strict=True)}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -169,7 +169,7 @@ def jax_static_grid(logits, labels, alphas, cotangent, gammas, smoothings):
     value, vjp = jax.vjp(loss, logits)
     return {"none": (value, vjp(cotangent)[0])}
 
-  return {(g, s): jax.vmap(lambda a: per_sample(a, g, s))(alphas)  # pylint: disable=cell-var-from-loop
+  return {(g, s): jax.vmap(functools.partial(per_sample, gamma=g, smoothing=s))(alphas)
           for g in gammas for s in smoothings}
 
 
@@ -449,8 +449,8 @@ class FocalLossTest(chex.TestCase):
       for gamma, smoothing in configs + [(traced_gamma, 0.0),
                                          (traced_gamma, 0.1)]:
         out.append(jax.value_and_grad(
-            lambda z: focal_jax.focal_loss(z, labels, 0.25, gamma, smoothing,  # pylint: disable=cell-var-from-loop
-                                           reduction="sum"))(logits))
+            lambda z, gamma=gamma, smoothing=smoothing: focal_jax.focal_loss(
+                z, labels, 0.25, gamma, smoothing, reduction="sum"))(logits))
       return out
 
     rng = np.random.default_rng(3)
@@ -460,7 +460,7 @@ class FocalLossTest(chex.TestCase):
       ours = self.variant(losses)(jnp.asarray(logits, jnp.float32), labels,
                                   0.5)
       for (gamma, smoothing), (value, grad) in zip(
-          configs + [(0.5, 0.0), (0.5, 0.1)], ours):
+          configs + [(0.5, 0.0), (0.5, 0.1)], ours, strict=True):
         msg = f"C={num_classes} gamma={gamma} smoothing={smoothing}"
         self.assertTrue(np.isfinite(value), msg)
         self.assertTrue(np.all(np.isfinite(grad)), msg)
@@ -549,7 +549,7 @@ def seed_sweep_loop(num_classes):
   return np.array([
       focal_jax.FocalLoss(alpha=float(a), gamma=float(g),
                           label_smoothing=float(s))(logits, labels)
-      for a, g, s in zip(*SEED_SWEEP)
+      for a, g, s in zip(*SEED_SWEEP, strict=True)
   ])
 
 
@@ -574,7 +574,7 @@ class TransformationTest(chex.TestCase):
     for num_classes in (2, 3):
       logits, labels = make_batch(17, num_classes)
       sweep = self.variant(jax.vmap(
-          lambda a, g, s: focal_jax.focal_loss(logits, labels, a, g, s)))  # pylint: disable=cell-var-from-loop
+          functools.partial(focal_jax.focal_loss, logits, labels)))
       losses = sweep(*SEED_SWEEP)
       chex.assert_shape(losses, (48,))
       np.testing.assert_allclose(losses, seed_sweep_loop(num_classes),
@@ -774,7 +774,6 @@ def test_a_concrete_infinite_or_nan_gamma_is_refused(gamma):
 
 
 def test_the_behaviour_plot_script_draws_from_focal_jax(tmp_path):
-  script = runpy.run_path(str(Path(__file__).resolve().parents[1] / "docs" /
-                              "plot_focal_behaviour.py"))
+  script = runpy.run_path(str(ROOT / "docs" / "plot_focal_behaviour.py"))
   script["main"](str(tmp_path / "behaviour.png"))
   assert (tmp_path / "behaviour.png").stat().st_size > 10_000

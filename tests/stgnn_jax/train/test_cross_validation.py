@@ -1,6 +1,6 @@
 """In-process smoke test of `stgnn_jax.train.cross_validation.run_cross_validation` on a tiny
 run (as flax's examples test their `train_and_evaluate`); the command line is tested in
-test_train_cli.py."""
+tests/test_train.py."""
 
 from __future__ import annotations
 

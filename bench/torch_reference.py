@@ -1,12 +1,15 @@
 """The reference STGNN in PyTorch + PyTorch Geometric, written from
 ../shared/reference/original-stgnn.md.
 
-Test and benchmark code only: the packages never import it. PyG's own layer classes are the
-ground truth for the layers; the encoder stack, the time fusion and the temporal classifier
-follow the reference page's description (module names give its state-dict keys).
+Test and benchmark code only (the parity tests import it from bench/): the packages never
+import it. PyG's own layer classes are the ground truth for the layers; the encoder stack, the
+time fusion and the temporal classifier follow the reference page's description (module names
+give its state-dict keys).
 """
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import torch
@@ -82,7 +85,7 @@ class TorchGraphEncoder(nn.Module):
     super().__init__()
     widths = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
     self.convs = nn.ModuleList(
-        make_conv(layer_type, i, o) for i, o in zip(widths[:-1], widths[1:]))
+        make_conv(layer_type, i, o) for i, o in itertools.pairwise(widths))
     self.gns = nn.ModuleList(GraphNorm(o) for o in widths[1:])
     self.use_topk_pooling = use_topk_pooling
     if use_topk_pooling:

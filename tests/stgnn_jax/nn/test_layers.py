@@ -23,6 +23,12 @@ import torch.nn.functional as F
 import torch_geometric.nn as pyg_nn
 from torch_geometric.nn.pool.select.topk import topk as pyg_topk
 
+from bench.pyg_reference import (
+  GraphBatch,
+  edge_counts,
+  fc_graph_batch,
+  random_graph_batch,
+)
 from stgnn_jax.nn.activations import activation
 from stgnn_jax.nn.conv import CONV_TYPES
 from stgnn_jax.nn.dropout import HashDropout, _hash_keep
@@ -30,20 +36,14 @@ from stgnn_jax.nn.graphs import DenseGraphs, dense_graphs_from_jraph
 from stgnn_jax.nn.norm import GraphNorm
 from stgnn_jax.nn.pooling import TopKPool, readout, topk_size
 from stgnn_jax.torch_interop.layers import (
-    conv_params_from_torch,
-    conv_params_to_torch,
-    graph_norm_params_from_torch,
-    graph_norm_params_to_torch,
-    topk_params_from_torch,
-    topk_params_to_torch,
+  conv_params_from_torch,
+  conv_params_to_torch,
+  graph_norm_params_from_torch,
+  graph_norm_params_to_torch,
+  topk_params_from_torch,
+  topk_params_to_torch,
 )
 from stgnn_jax.torch_interop.state_dict import CheckpointMismatchError, StateReader
-from tests.pyg_reference import (
-    GraphBatch,
-    edge_counts,
-    fc_graph_batch,
-    random_graph_batch,
-)
 
 TOL = 1e-5
 SIZES = (5, 12, 1, 30)
@@ -362,14 +362,15 @@ def test_atlas_stack_matches_pyg(layer_type):
 
   x, edge_index, graph_index = batch.to_pyg()
   perms = []
-  for conv, norm, pool in zip(convs, norms, pools):
+  for conv, norm, pool in zip(convs, norms, pools, strict=True):
     x = F.elu(norm(conv(x, edge_index), graph_index))
     x, edge_index, _, graph_index, perm, score = pool(x, edge_index, batch=graph_index)
     perms.append(perm)
   expected = (x, edge_index, None, graph_index, perms[-1], score)
 
   variables = {
-      "convs": [_conv_variables(c, layer_type, i, o) for c, (i, o) in zip(convs, dims)],
+      "convs": [_conv_variables(c, layer_type, i, o)
+                for c, (i, o) in zip(convs, dims, strict=True)],
       "gns": [{"params": graph_norm_params_from_torch(StateReader(n.state_dict()), "",
                                                              hidden)} for n in norms],
       "pools": [{"params": topk_params_from_torch(StateReader(p.state_dict()), "select.",
