@@ -28,6 +28,7 @@ from stgnn_jax.eval.reports import format_summary, format_value, write_metrics_c
 from stgnn_jax.input_pipeline import FoldSplit, SubjectBatch, Subjects, make_folds
 from stgnn_jax.train import sweep
 from stgnn_jax.train.driver import train_fold
+from stgnn_jax.train.fold_result import FoldResult
 from stgnn_jax.train.pretrain import check_pretrained_encoder
 from stgnn_jax.train.sharding import Placement
 from stgnn_jax.train.state import init_params
@@ -133,8 +134,9 @@ def run_cross_validation(model_config: ModelConfig, optim_config: OptimConfig, r
                     if m["name"] == output["sweep"]["selected"]["name"])
     results, histories = selected["folds"], selected["histories"]
   else:
-    results, histories = train_folds(folds, subjects, model_config, optim_config, run,
-                                     placement, out_dir, progress_bar=progress_bar)
+    trained = train_folds(folds, subjects, model_config, optim_config, run, placement, out_dir,
+                          progress_bar=progress_bar)
+    results, histories = [r.to_json() for r in trained], [r.history for r in trained]
 
   summary = metrics_lib.summarize(results, metrics_lib.FOLD_SUMMARY_METRICS)
   output = {"folds": results, "summary": summary, "cohort": cohort.summary(), **output}
@@ -228,12 +230,12 @@ def prepare_run_dir(out_dir: str, model_config: ModelConfig, optim_config: Optim
 
 def train_folds(folds: list[FoldSplit], subjects: Subjects, model_config: ModelConfig,
                 optim_config: OptimConfig, run: RunConfig, placement: Placement, out_dir: str, *,
-                progress_bar: bool) -> tuple[list[dict[str, Any]], list[list[dict[str, Any]]]]:
-  """Every fold's result and metrics history; a fold with `result.json` is read back."""
+                progress_bar: bool) -> list[FoldResult]:
+  """Every fold's result (with its metrics history); a fold with `result.json` is read back."""
   from tqdm.auto import tqdm
   from tqdm.contrib.logging import logging_redirect_tqdm
 
-  results, histories = [], []
+  results: list[FoldResult] = []
   bar = tqdm(total=run.num_folds * run.n_epochs, disable=not progress_bar, unit="epoch",
              dynamic_ncols=True)
   with bar, logging_redirect_tqdm():
@@ -241,12 +243,7 @@ def train_folds(folds: list[FoldSplit], subjects: Subjects, model_config: ModelC
       fold_dir = os.path.join(out_dir, f"fold_{k}")
       done_path = os.path.join(fold_dir, "result.json")
       if os.path.exists(done_path):
-        done = atomic.read_json(done_path)
-        if not isinstance(done, dict) or not {"result", "history"} <= set(done):
-          raise RunStateError(f"{done_path}: not a fold result; delete it to train the fold "
-                              "again.")
-        results.append(done["result"])
-        histories.append(done["history"])
+        results.append(FoldResult.from_record(atomic.read_json(done_path), done_path))
         bar.update(run.n_epochs)
         continue
       bar.set_description(f"fold {k + 1}/{run.num_folds}")
@@ -255,17 +252,16 @@ def train_folds(folds: list[FoldSplit], subjects: Subjects, model_config: ModelC
         bar.update(1)
         bar.set_postfix(loss=f"{history[-1]['train_loss']:.4f}",
                         val_auc=format_value(history[-1]["val_auc"]))
-        write_metrics_csv(out_dir, histories + [history])
+        write_metrics_csv(out_dir, [r.history for r in results] + [history])
 
       os.makedirs(fold_dir, exist_ok=True)
-      result, history = train_fold(k, split, subjects, model_config, optim_config, run,
-                                   placement, fold_dir, on_epoch=on_epoch)
-      bar.update(run.n_epochs - len(history))  # epochs skipped by an early stop
-      atomic.write_json(done_path, {"result": result, "history": history})
+      result = train_fold(k, split, subjects, model_config, optim_config, run, placement,
+                          fold_dir, on_epoch=on_epoch)
+      bar.update(run.n_epochs - len(result.history))  # epochs skipped by an early stop
+      atomic.write_json(done_path, result.to_record())
       results.append(result)
-      histories.append(history)
-      write_metrics_csv(out_dir, histories)
+      write_metrics_csv(out_dir, [r.history for r in results])
       logger.info("fold %d: test acc %s, balanced acc %s, AUC %s (best epoch %d)", k,
-                  *(format_value(result[key]) for key in ("test_acc", "balanced_acc", "test_auc")),
-                  result["best_epoch"])
-  return results, histories
+                  *map(format_value, (result.test_acc, result.balanced_acc, result.test_auc)),
+                  result.best_epoch)
+  return results

@@ -31,6 +31,7 @@ from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
 from stgnn_jax.input_pipeline import FoldSplit, Subjects
 from stgnn_jax.train.checkpoints import restore_state, save_checkpoint, save_state
 from stgnn_jax.train.engines import OneMember
+from stgnn_jax.train.fold_result import FoldResult
 from stgnn_jax.train.loop import (
     Fold,
     FoldProgress,
@@ -213,9 +214,9 @@ that no member kept has none)."""
       if rows:  # none when every member stopped on a non-finite epoch
         on_epoch(rows)
 
-  def test(self) -> list[dict[str, Any]]:
-    """Each real member's results.json entry: its selected epoch (or, when no epoch was
-    selected, its last state) on the test fold."""
+  def test(self) -> list[FoldResult]:
+    """Each real member's result: its selected epoch (or, when no epoch was selected, its last
+    state) on the test fold."""
     fold, engine = self.folds[0], self.engine
     has_best = np.array([p.best_epoch >= 0 for p in self.progress])
     for m in np.flatnonzero(~has_best[:self.real]):
@@ -248,16 +249,15 @@ def single_trainer(index: int, split: FoldSplit, subjects: Subjects, model_confi
 def train_fold(index: int, split: FoldSplit, subjects: Subjects, model_config: ModelConfig,
                optim_config: OptimConfig, run: RunConfig, placement: Placement, directory: str,
                *, on_epoch: Callable[[list[dict[str, Any]]], None] = lambda history: None
-               ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+               ) -> FoldResult:
   """Trains one fold of a single run, resuming from `directory/progress.msgpack` if present.
 
-  Returns:
-    `(result, history)`: the fold's test/train metrics and one metrics row per epoch.
-    `on_epoch` is called with the history after every epoch.
+  Returns the fold's result (its test/train metrics and one metrics row per epoch, `history`);
+  `on_epoch` is called with the history after every epoch.
   """
   trainer = single_trainer(index, split, subjects, model_config, optim_config, run, placement,
                            directory)
   history = trainer.progress[0].history
   trainer.train(lambda rows: on_epoch(history))
   [result] = trainer.test()
-  return result, history
+  return result

@@ -31,6 +31,7 @@ from stgnn_jax.input_pipeline import (
     iterate_embedded_batches,
     pack_scans,
 )
+from stgnn_jax.train.fold_result import FoldResult
 from stgnn_jax.train.linear_path import (
     fit_linear_path,
     last_visit_inputs,
@@ -297,9 +298,9 @@ def record_epoch(progress: FoldProgress, fold: int, epoch: int, run: RunConfig,
 
 
 def tested_result(fold: Fold, progress: FoldProgress, test: tuple[np.ndarray, np.ndarray],
-                  train: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
-  """The fold's results.json entry from the selected model's (logits, losses) of its test and
-  training subjects (`predict_split`)."""
+                  train: tuple[np.ndarray, np.ndarray]) -> FoldResult:
+  """The fold's result from the selected model's (logits, losses) of its test and training
+  subjects (`predict_split`)."""
   threshold = progress.best_threshold if progress.best_epoch >= 0 else None
   try:
     tested = split_metrics(*test, fold.subjects, fold.test_idx, threshold=threshold, reports=True)
@@ -310,48 +311,43 @@ def tested_result(fold: Fold, progress: FoldProgress, test: tuple[np.ndarray, np
     return undefined_result(fold, progress, reason)
   # The reference's argmax predictions of the same model, beside those at the chosen threshold.
   argmax = metrics_lib.classification_metrics(tested["labels"], tested["logits"], report=False)
-  result = {
-      "fold": fold.index,
-      "test_acc": tested["accuracy"],
-      "balanced_acc": tested["balanced_accuracy"],
-      "minority_precision": tested["minority_precision"],
-      "minority_recall": tested["minority_recall"],
-      "minority_f1": tested["minority_f1"],
-      "test_auc": tested["auc"],
-      "test_loss": tested["loss"],
-      "train_acc": trained["accuracy"],
-      "balanced_train_acc": trained["balanced_accuracy"],
-      "decision_threshold": threshold,
-      "argmax": {"test_acc": argmax["accuracy"], "balanced_acc": argmax["balanced_accuracy"],
-                 "minority_f1": argmax["minority_f1"],
-                 "prediction_counts": argmax["prediction_counts"]},
-      "focal_alpha": fold.focal_alpha,
-      "class_weights": fold.class_weights,
-      "linear_path": fold.linear_path,
-      "best_epoch": progress.best_epoch,
-      "best_val_auc": progress.best_val_auc if progress.best_epoch >= 0 else None,
-      "epochs_run": progress.next_epoch,
-      "stopped": progress.stopped or None,
-      "n_train": len(fold.train_idx), "n_val": len(fold.val_idx), "n_test": len(fold.test_idx),
-      "prediction_counts": tested["prediction_counts"],
-      "classification_report": tested["classification_report"],
-      "test_subjects": fold.test_idx.tolist(),
-      "test_p1": metrics_lib.softmax_p1(tested["logits"]).tolist(),
-  }
-  result.update(metrics_lib.calibration(tested["labels"], result["test_p1"]))
-  for key in ("per_conversion_type", "per_horizon"):
-    if key in tested:
-      result[key] = tested[key]
-  return result
+  test_p1 = metrics_lib.softmax_p1(tested["logits"]).tolist()
+  return FoldResult(
+      test_acc=tested["accuracy"],
+      balanced_acc=tested["balanced_accuracy"],
+      minority_precision=tested["minority_precision"],
+      minority_recall=tested["minority_recall"],
+      minority_f1=tested["minority_f1"],
+      test_auc=tested["auc"],
+      test_loss=tested["loss"],
+      train_acc=trained["accuracy"],
+      balanced_train_acc=trained["balanced_accuracy"],
+      decision_threshold=threshold,
+      argmax={"test_acc": argmax["accuracy"], "balanced_acc": argmax["balanced_accuracy"],
+              "minority_f1": argmax["minority_f1"],
+              "prediction_counts": argmax["prediction_counts"]},
+      best_val_auc=progress.best_val_auc if progress.best_epoch >= 0 else None,
+      stopped=progress.stopped or None,
+      prediction_counts=tested["prediction_counts"],
+      classification_report=tested["classification_report"],
+      test_p1=test_p1,
+      **metrics_lib.calibration(tested["labels"], test_p1),
+      per_conversion_type=tested.get("per_conversion_type"),
+      per_horizon=tested.get("per_horizon"),
+      **_fold_facts(fold, progress))
 
 
-def undefined_result(fold: Fold, progress: FoldProgress, reason: str) -> dict[str, Any]:
-  """The results.json entry of a fold whose model cannot be tested: every metric None."""
-  metrics = ("test_acc", "balanced_acc", "minority_precision", "minority_recall", "minority_f1",
-             "test_auc", "test_loss", "train_acc", "balanced_train_acc")
-  return {"fold": fold.index, **dict.fromkeys(metrics), "decision_threshold": None,
-          "focal_alpha": fold.focal_alpha, "best_epoch": progress.best_epoch,
-          "best_val_auc": None, "epochs_run": progress.next_epoch,
-          "stopped": "; ".join(filter(None, [progress.stopped, reason])),
+def undefined_result(fold: Fold, progress: FoldProgress, reason: str) -> FoldResult:
+  """The result of a fold whose model cannot be tested: every metric None."""
+  return FoldResult(stopped="; ".join(filter(None, [progress.stopped, reason])),
+                    **_fold_facts(fold, progress))
+
+
+def _fold_facts(fold: Fold, progress: FoldProgress) -> dict[str, Any]:
+  """What a fold's result says whether or not its model could be tested."""
+  return {"fold": fold.index, "focal_alpha": fold.focal_alpha,
+          "class_weights": fold.class_weights, "linear_path": fold.linear_path,
+          "best_epoch": progress.best_epoch, "epochs_run": progress.next_epoch,
           "n_train": len(fold.train_idx), "n_val": len(fold.val_idx),
-          "n_test": len(fold.test_idx), "test_subjects": fold.test_idx.tolist()}
+          "n_test": len(fold.test_idx), "test_subjects": fold.test_idx.tolist(),
+          "history": progress.history}

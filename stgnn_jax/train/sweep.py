@@ -39,6 +39,7 @@ from stgnn_jax.input_pipeline import FoldSplit, Subjects
 from stgnn_jax.train.checkpoints import load_checkpoint, save_checkpoint
 from stgnn_jax.train.driver import FoldTrainer
 from stgnn_jax.train.engines import Members, stack
+from stgnn_jax.train.fold_result import FoldResult
 from stgnn_jax.train.loop import Fold, FoldProgress, setup_fold
 from stgnn_jax.train.optimizer import plateau_scheduler
 from stgnn_jax.train.sharding import Placement, to_host
@@ -182,9 +183,8 @@ def train_chunk(index: int, split: FoldSplit, subjects: Subjects, model_config: 
   save_checkpoint(os.path.join(directory, "best.msgpack"),
                   jax.tree.map(lambda x: x[:chunk.real], best), model_config,
                   fold=index, members=[m.name for m in members])
-  done = {"members": [{"name": m.name, "result": r, "history": p.history}
-                      for m, r, p in zip(members, results, chunk.progress[:chunk.real],
-                                         strict=True)]}
+  done = {"members": [{"name": m.name, **r.to_record()}
+                      for m, r in zip(members, results, strict=True)]}
   atomic.write_json(os.path.join(directory, "result.json"), done)
   if os.path.exists(chunk.path):
     atomic.remove(chunk.path)  # the finished chunk's arrays: best.msgpack keeps what is needed
@@ -209,8 +209,7 @@ def train_sweep(folds: list[FoldSplit], subjects: Subjects, model_config: ModelC
   logger.info("sweep: %d members in %d chunk(s) of up to %d per fold, members over %d "
               "device(s)", len(members), len(chunks), max(map(len, chunks)),
               placement.member_devices)
-  per_member: dict[str, dict[str, list[Any]]] = {
-      m.name: {"folds": [], "histories": []} for m in members}
+  per_member: dict[str, list[FoldResult]] = {m.name: [] for m in members}
   bar = tqdm(total=run.num_folds * len(members) * run.n_epochs, disable=not progress_bar,
              unit="member-epoch", dynamic_ncols=True)
   with bar, logging_redirect_tqdm():
@@ -230,24 +229,22 @@ def train_sweep(folds: list[FoldSplit], subjects: Subjects, model_config: ModelC
                              chunk_members, directory,
                              on_epoch=lambda rows: bar.update(len(rows)))
         for entry in done["members"]:
-          per_member[entry["name"]]["folds"].append(entry["result"])
-          per_member[entry["name"]]["histories"].append(entry["history"])
+          per_member[entry["name"]].append(FoldResult.from_record(entry, done_path))
         bar.update(len(chunk_members) * run.n_epochs - sum(
             len(entry["history"]) for entry in done["members"]))
   entries: list[dict[str, Any]] = []
   for member in members:
     got = per_member[member.name]
-    val_aucs = [0.5 if f.get("best_val_auc") is None else f["best_val_auc"]
-                for f in got["folds"]]
-    val_balanced = [next((row["val_balanced_acc"] for row in history
-                          if row["epoch"] == f["best_epoch"]), 0.5)
-                    for f, history in zip(got["folds"], got["histories"], strict=True)]
+    val_aucs = [0.5 if f.best_val_auc is None else f.best_val_auc for f in got]
+    val_balanced = [next((row["val_balanced_acc"] for row in f.history
+                          if row["epoch"] == f.best_epoch), 0.5) for f in got]
+    entries_json = [f.to_json() for f in got]
     entries.append({"name": member.name, "overrides": member.overrides,
                     "mean_val_auc": float(np.mean(val_aucs)),
                     "mean_val_balanced_acc": float(np.mean(val_balanced)),
-                    "summary": metrics_lib.summarize(got["folds"],
+                    "summary": metrics_lib.summarize(entries_json,
                                                      metrics_lib.FOLD_SUMMARY_METRICS),
-                    "folds": got["folds"], "histories": got["histories"]})
+                    "folds": entries_json, "histories": [f.history for f in got]})
   selected = max(entries, key=lambda e: (e["mean_val_auc"], e["mean_val_balanced_acc"]))
   if atomic.writes():  # it reads the chunks' files, which only the writing process has for sure
     write_selected_checkpoints(out_dir, folds, chunks, members.index(
