@@ -12,7 +12,7 @@ from stgnn_jax.train.fold_result import FoldResult
 HISTORY = [{"fold": 2, "epoch": 0, "val_auc": 0.5}, {"fold": 2, "epoch": 1, "val_auc": 0.75}]
 
 
-def tested() -> FoldResult:
+def a_tested_result() -> FoldResult:
   return FoldResult(
       fold=2, test_acc=0.8, balanced_acc=0.75, minority_precision=0.5, minority_recall=1.0,
       minority_f1=2 / 3, test_auc=0.9, test_loss=0.3, train_acc=0.95, balanced_train_acc=0.9,
@@ -25,7 +25,7 @@ def tested() -> FoldResult:
 
 
 def test_a_tested_entry_has_results_json_keys_in_order_and_reads_back_equal():
-  result = tested()
+  result = a_tested_result()
   entry = result.to_json()
   assert list(entry)[:11] == ["fold", "test_acc", "balanced_acc", "minority_precision",
                               "minority_recall", "minority_f1", "test_auc", "test_loss",
