@@ -37,8 +37,11 @@ from stgnn_jax.config.presets import (
 )
 from stgnn_jax.config.run import (
     CONFIGS,
+    CONNECTIVITY_KINDS,
     DECISION_THRESHOLDS,
+    INPUT_KINDS,
     SELECTION_RULES,
+    STANDARDIZE_CHOICES,
     SWEEP_GRIDS,
     SWEEPABLE,
     TIME_NORMALIZATIONS,
@@ -47,11 +50,11 @@ from stgnn_jax.config.run import (
 )
 
 __all__ = [
-    "ACTIVATIONS", "CONFIGS", "DECISION_THRESHOLDS", "FLAG_GROUPS", "LAYER_TYPES", "LOSSES",
-    "MODEL_TYPES", "NODE_FEATURES", "PLATEAU_METRICS", "PRESETS", "READOUTS", "SCHEDULE_FORM",
-    "SELECTION_RULES", "SWEEPABLE", "SWEEP_GRIDS", "TIME_NORMALIZATIONS", "TOPK_RATIO_RANGE",
-    "ModelConfig", "OptimConfig", "Preset", "RunConfig", "flag_fields", "flag_type",
-    "parse_alpha", "parse_bool", "parse_class_weights", "parse_schedule", "parse_sweep_axis",
-    "reference_flags", "reference_overrides", "reference_preset", "reference_value",
-    "schedule_value", "setting",
+    "ACTIVATIONS", "CONFIGS", "CONNECTIVITY_KINDS", "DECISION_THRESHOLDS", "FLAG_GROUPS",
+    "INPUT_KINDS", "LAYER_TYPES", "LOSSES", "MODEL_TYPES", "NODE_FEATURES", "PLATEAU_METRICS",
+    "PRESETS", "READOUTS", "SCHEDULE_FORM", "SELECTION_RULES", "STANDARDIZE_CHOICES", "SWEEPABLE",
+    "SWEEP_GRIDS", "TIME_NORMALIZATIONS", "TOPK_RATIO_RANGE", "ModelConfig", "OptimConfig",
+    "Preset", "RunConfig", "flag_fields", "flag_type", "parse_alpha", "parse_bool",
+    "parse_class_weights", "parse_schedule", "parse_sweep_axis", "reference_flags",
+    "reference_overrides", "reference_preset", "reference_value", "schedule_value", "setting",
 ]

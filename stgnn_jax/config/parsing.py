@@ -63,3 +63,11 @@ def parse_class_weights(text: str) -> tuple[float, ...]:
     return tuple(float(w) for w in text.split(","))
   except ValueError:
     raise ValueError(f"expected one weight per class, e.g. 1,3; got {text!r}") from None
+
+
+def parse_columns(text: str) -> tuple[str, ...]:
+  """"csf,white_matter" -> ("csf", "white_matter"): column names, comma-separated."""
+  names = tuple(name.strip() for name in text.split(","))
+  if not all(names):
+    raise ValueError(f"expected column names separated by commas, got {text!r}")
+  return names

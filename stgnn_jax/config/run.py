@@ -19,11 +19,16 @@ from stgnn_jax.config.fields import (
 )
 from stgnn_jax.config.model import ModelConfig
 from stgnn_jax.config.optim import OptimConfig
+from stgnn_jax.config.parsing import parse_columns
 from stgnn_jax.errors import ConfigError
 
 DECISION_THRESHOLDS = ("val", "argmax")
 SELECTION_RULES = ("auc", "auc_loss")
 TIME_NORMALIZATIONS = ("log", "minmax", "buckets", "raw")
+INPUT_KINDS = ("fc", "timeseries")
+# Per-scan connectivity measures of time-series input (`data.connectivity`) and its cleaning.
+CONNECTIVITY_KINDS = ("correlation", "partial_correlation", "covariance", "precision")
+STANDARDIZE_CHOICES = ("zscore_sample", "psc", "none")
 # Named grids of `--sweep_grid`: "seeds" is the focal-loss seeds' tuning grid (48 members).
 SWEEP_GRIDS = {"seeds": ("focal_alpha=0.1,0.25,0.5,0.75", "focal_gamma=0.5,1,2,3",
                          "label_smoothing=0,0.05,0.1")}
@@ -81,8 +86,33 @@ class RunConfig(Settings):
   """
 
   data_root: str | None = setting(
-      None, "folder with FC_Matrices/ and TADPOLE_TEMPORAL.csv; without it the built-in "
-      "synthetic cohort is used", group="data")
+      None, "folder with FC_Matrices/ (or TimeSeries/) and TADPOLE_TEMPORAL.csv; without it the "
+      "built-in synthetic cohort is used", group="data")
+  input: str | None = setting(
+      None, "the scans to read when --data_root holds both FC_Matrices/ and TimeSeries/ "
+      "(default: the one it holds)", group="data", choices=INPUT_KINDS)
+  connectivity: str = setting(
+      "correlation", "time-series input: each scan's connectivity measure (nilearn, empirical "
+      "covariance); --threshold applies to its unit-free form (covariance: the correlation, "
+      "precision: the partial correlation)", group="data", choices=CONNECTIVITY_KINDS)
+  fisher_z: bool = setting(
+      False, "time-series input: Fisher z (arctanh) of a correlation's values; edges are still "
+      "chosen on the correlation", group="data")
+  t_r: float | None = setting(
+      None, "time-series input: repetition time in seconds, for scans whose visit row has no "
+      "RepetitionTime (needed by --high_pass / --low_pass)", group="data")
+  high_pass: float | None = setting(
+      None, "time-series input: high-pass cutoff in Hz (Butterworth)", group="data")
+  low_pass: float | None = setting(
+      None, "time-series input: low-pass cutoff in Hz (Butterworth)", group="data")
+  detrend: bool = setting(True, "time-series input: remove each region's linear trend",
+                          group="data")
+  standardize: str = setting(
+      "zscore_sample", "time-series input: standardise each region's series (nilearn.signal."
+      "clean)", group="data", choices=STANDARDIZE_CHOICES)
+  confounds: tuple[str, ...] = setting(
+      (), "time-series input: COL,COL: columns of Confounds/sub-<ID>_run-<NN>_confounds.tsv "
+      "regressed out of each scan", group="data", parse=parse_columns)
   var_name: str = setting("fc_matrix", "array key inside each .npz", group="data")
   threshold: float = setting(0.2, "|FC| below it is no edge", group="data")
   max_visits: int = setting(10, "keep the last N visits", group="data")
@@ -148,6 +178,7 @@ class RunConfig(Settings):
 
   def __post_init__(self):
     object.__setattr__(self, "sweep", tuple(self.sweep or ()))  # None (argparse), a JSON list
+    object.__setattr__(self, "confounds", tuple(self.confounds or ()))
     check_fields(self, [
         ("seed", 0 <= self.seed and self.seed + self.num_folds < 2**32,
          "must lie in [0, 2**32 - num_folds) (NumPy and scikit-learn seeds are 32-bit)"),
@@ -156,6 +187,17 @@ class RunConfig(Settings):
         ("num_folds", self.num_folds >= 2, "must be >= 2 (cross-validation)"),
         ("max_visits", self.max_visits >= 1, "must be >= 1"),
         ("threshold", 0 <= self.threshold < math.inf, "must be finite and >= 0"),
+        ("fisher_z", not self.fisher_z or self.connectivity in ("correlation",
+                                                                "partial_correlation"),
+         "applies to correlations: use --connectivity correlation or partial_correlation"),
+        ("t_r", self.t_r is None or 0 < self.t_r < math.inf, "must be positive (seconds)"),
+        ("high_pass", self.high_pass is None or 0 < self.high_pass < math.inf,
+         "must be positive (Hz)"),
+        ("low_pass", self.low_pass is None or 0 < self.low_pass < math.inf,
+         "must be positive (Hz)"),
+        ("high_pass", self.high_pass is None or self.low_pass is None
+         or self.high_pass < self.low_pass,
+         f"Hz is not below low_pass={self.low_pass} Hz: no frequency band is left"),
         ("time_normalization", self.time_normalization in TIME_NORMALIZATIONS,
          f"must be one of {', '.join(TIME_NORMALIZATIONS)}"),
         ("single_visit_horizon", 0 < self.single_visit_horizon < math.inf,

@@ -19,7 +19,7 @@ import numpy as np
 from stgnn_jax import atomic
 from stgnn_jax.data.cohort import Cohort, CohortWarning, Subject
 
-CACHE_FORMAT_VERSION = 2
+CACHE_FORMAT_VERSION = 3
 CACHE_DIR_NAME = ".stgnn_cache"
 
 
@@ -50,6 +50,7 @@ def _cohort_to_arrays(cohort: Cohort) -> dict[str, np.ndarray]:
                           cohort.n_scans_skipped, cohort.n_subjects_skipped,
                           cohort.n_files_ignored], np.int64),
       "warnings": np.array(cohort.warnings, dtype=str).reshape(-1),
+      "region_names": np.array(cohort.region_names, dtype=str).reshape(-1),
   }
 
 
@@ -74,7 +75,8 @@ def _cohort_from_arrays(arrays: Mapping[str, np.ndarray]) -> Cohort:
       for i in range(len(num_visits)))
   return Cohort(subjects=subjects, num_nodes=num_nodes, n_scans_used=used, n_scans_unused=unused,
                 n_scans_skipped=skipped, n_subjects_skipped=subjects_skipped,
-                n_files_ignored=ignored, warnings=tuple(str(w) for w in arrays["warnings"]))
+                n_files_ignored=ignored, warnings=tuple(str(w) for w in arrays["warnings"]),
+                region_names=tuple(str(r) for r in arrays["region_names"]))
 
 
 def read_cache(path: Path) -> Cohort | None:

@@ -32,12 +32,15 @@ class VisitRecord:
     months: `Months_From_Baseline`.
     months_to_next: `Months_To_Next_Original`, NaN when blank.
     label: `Label_CS_Num`, 0 stable or 1 converter.
+    repetition_time: the optional `RepetitionTime` (seconds) of the visit's scan, NaN when
+      absent (time-series input: the band-pass and the TR of each scan).
   """
 
   order: float
   months: float
   months_to_next: float
   label: int
+  repetition_time: float = math.nan
 
 
 def _readonly(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -127,6 +130,8 @@ class Cohort:
     n_subjects_skipped: subjects whose scans were all skipped.
     n_files_ignored: files in FC_Matrices that are not scans by name (stray or mis-named files).
     warnings: the warning messages issued while loading (re-issued on a cache hit).
+    region_names: the regions' names where the scans carry them (time-series tables with a
+      header row), in atlas order; empty otherwise.
   """
 
   subjects: tuple[Subject, ...]
@@ -137,10 +142,14 @@ class Cohort:
   n_subjects_skipped: int = 0
   n_files_ignored: int = 0
   warnings: tuple[str, ...] = ()
+  region_names: tuple[str, ...] = ()
 
   def __post_init__(self):
     object.__setattr__(self, "subjects", tuple(self.subjects))
     object.__setattr__(self, "warnings", tuple(self.warnings))
+    object.__setattr__(self, "region_names", tuple(self.region_names))
+    if self.region_names and len(self.region_names) != self.num_nodes:
+      raise ValueError(f"{len(self.region_names)} region names for {self.num_nodes} regions")
 
   def __len__(self) -> int:
     return len(self.subjects)

@@ -20,6 +20,7 @@ settings.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -41,14 +42,23 @@ from stgnn_jax.data.cache import (
     user_cache_dir,
     write_cache,
 )
-from stgnn_jax.data.cohort import (
-    Cohort,
-    CohortError,
-    CohortWarning,
-    VisitRecord,
-    build_cohort,
-)
+from stgnn_jax.data.cohort import Cohort, CohortError, CohortWarning, VisitRecord
+from stgnn_jax.data.connectivity import TimeSeriesSettings
 from stgnn_jax.data.preprocessing import threshold_fc
+from stgnn_jax.data.scan_folder import (
+    FileStats,
+    ScanKind,
+    ScanReader,
+    file_stats,
+    read_scan_folder,
+)
+from stgnn_jax.data.timeseries import (
+    CONFOUNDS_DIR,
+    TIMESERIES_DIR,
+    TIMESERIES_FILE_FORMAT,
+    TIMESERIES_FILE_PATTERN,
+    read_scan_graph,
+)
 
 FC_DIR = "FC_Matrices"
 
@@ -153,7 +163,12 @@ def read_visit_table(path: Path | str) -> tuple[dict[str, list[VisitRecord]], li
                            column="Months_To_Next_Original", allow_blank=True)
     if not (math.isfinite(order) and math.isfinite(months)):
       raise CohortError(f"{path}, line {line}: Visit_Order and Months_From_Baseline must be finite")
-    visits.setdefault(subject, []).append(VisitRecord(order, months, to_next, int(label)))
+    t_r = _parse_float(row.get("RepetitionTime", ""), path=path, line=line,
+                       column="RepetitionTime", allow_blank=True)
+    if not (math.isnan(t_r) or (math.isfinite(t_r) and t_r > 0)):
+      raise CohortError(f"{path}, line {line}: RepetitionTime must be a positive number of "
+                        f"seconds, got {row['RepetitionTime']!r}")
+    visits.setdefault(subject, []).append(VisitRecord(order, months, to_next, int(label), t_r))
   messages = []
   backwards, negative = [], []
   for subject, rows in visits.items():
@@ -223,112 +238,61 @@ def _read_scan(path: Path, var_name: str) -> np.ndarray:
   return fc
 
 
-def _file_stats(directory: Path) -> list[tuple[str, int, int, int, int]]:
-  """(name, size, mtime_ns, ctime_ns, inode) of every entry of `directory`, sorted by name; size
-  -1 for an entry that is not a regular file.
-
-  These are the cache key's view of the scans: a file rewritten in place gets a new ctime (which,
-  unlike the mtime, no copy tool or `touch` can set back), a file replaced by another a new inode,
-  so a changed scan is read again even with the same size and mtime.
-  """
-  stats = []
-  with os.scandir(directory) as entries:
-    for entry in entries:
-      if entry.is_file():
-        stat = entry.stat()
-        stats.append((entry.name, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino))
-      else:
-        stats.append((entry.name, -1, 0, 0, 0))
-  return sorted(stats)
+def _read_fc_graph(var_name: str, threshold: float) -> ScanReader:
+  """The FC-matrix kind's reader: the matrix under `var_name`, thresholded (`threshold_fc`)."""
+  def read(path: Path, row: VisitRecord, note) -> tuple[np.ndarray, None]:
+    fc = _read_scan(path, var_name)
+    if not fc.any():
+      note(f"{path}: every entry is 0 (an empty scan: no edge but the self loops)")
+    return threshold_fc(fc, threshold), None
+  return read
 
 
-def _load_uncached(root: Path, files: Sequence[tuple[str, int, int, int, int]], *, var_name: str,
-                   threshold: float, build_kwargs: dict) -> Cohort:
+def _fc_kind(var_name: str, threshold: float) -> ScanKind:
+  return ScanKind(FC_DIR, SCAN_FILE_PATTERN, SCAN_FILE_FORMAT, (".npz",),
+                  _read_fc_graph(var_name, threshold))
+
+
+def _timeseries_kind(connectivity: TimeSeriesSettings, threshold: float, root: Path) -> ScanKind:
+  def read(path: Path, row: VisitRecord, note) -> tuple[np.ndarray, tuple[str, ...] | None]:
+    t_r = row.repetition_time if math.isfinite(row.repetition_time) else connectivity.t_r
+    return read_scan_graph(path, kind=connectivity.kind, cleaning=connectivity.cleaning,
+                           t_r=t_r, threshold=threshold, fisher_z=connectivity.fisher_z,
+                           confounds_dir=root / CONFOUNDS_DIR)
+  return ScanKind(TIMESERIES_DIR, TIMESERIES_FILE_PATTERN, TIMESERIES_FILE_FORMAT,
+                  (".npy", ".tsv", ".csv"), read)
+
+
+def _load_uncached(root: Path, files: Sequence[FileStats], kind: ScanKind, *, threshold: float,
+                   build_kwargs: dict) -> Cohort:
   messages: list[str] = []
-
-  def note(message: str) -> None:
-    messages.append(message)
-    warnings.warn(message, CohortWarning, stacklevel=4)
-
-  fc_dir = root / FC_DIR
   visits, table_messages = read_visit_table(root / TEMPORAL_CSV)
   for message in table_messages:
-    note(message)
+    messages.append(message)
+    warnings.warn(message, CohortWarning, stacklevel=3)
   groups = {}
   if (root / SIMPLIFIED_CSV).is_file():
     groups = read_baseline_groups(root / SIMPLIFIED_CSV)
+  return read_scan_folder(root, files, kind, root / TEMPORAL_CSV, visits, groups,
+                          threshold=threshold, messages=messages, build_kwargs=build_kwargs)
 
-  runs_by_subject: dict[str, dict[int, Path]] = {}
-  n_ignored = 0
-  stray = []
-  for name, size, *_ in files:
-    match = SCAN_FILE_PATTERN.fullmatch(name)
-    if size < 0 and match is not None:
-      n_ignored += 1
-      note(f"{fc_dir / name}: a folder (or other non-file), not a scan file; skipped")
-      continue
-    if match is None or int(match["run"]) == 0:
-      n_ignored += 1
-      if name.lower().endswith(".npz"):
-        # Looks like a scan but is not named like one: say so rather than drop it quietly.
-        note(f"{fc_dir / name}: name does not match {SCAN_FILE_FORMAT} (1-based run); file skipped")
-      elif not name.startswith("."):  # hidden files (.DS_Store) are ignored without a word
-        stray.append(name)
-      continue
-    subject, run = match["subject"], int(match["run"])
-    previous = runs_by_subject.setdefault(subject, {}).get(run)
-    if previous is not None:
-      raise CohortError(f"{fc_dir / name} and {previous}: two files for run {run} of subject "
-                        f"{subject}")
-    runs_by_subject[subject][run] = fc_dir / name
-  if stray:
-    note(f"{fc_dir}: ignored {len(stray)} file(s) that are not scans: {', '.join(stray[:5])}"
-         + (", ..." if len(stray) > 5 else ""))
 
-  scans: dict[str, dict[int, np.ndarray]] = {}
-  n_skipped = n_subjects_skipped = 0
-  num_nodes, first_path = None, None
-  for subject in sorted(runs_by_subject):
-    paths = runs_by_subject[subject]
-    rows = visits.get(subject)
-    if rows is None:
-      # The reference labels these 0; a label we do not have must not be invented.
-      n_skipped += len(paths)
-      n_subjects_skipped += 1
-      names = ", ".join(p.name for _, p in sorted(paths.items()))
-      note(f"subject {subject} has no row in {root / TEMPORAL_CSV}; its {len(paths)} scan(s) "
-           f"skipped: {names}")
-      continue
-    for run in sorted(paths):
-      if run > len(rows):
-        n_skipped += 1
-        note(f"{paths[run]}: run {run} but subject {subject} has only {len(rows)} visit row(s) in "
-             f"{root / TEMPORAL_CSV}, so the scan has no visit time; skipped")
-        continue
-      fc = _read_scan(paths[run], var_name)
-      if not fc.any():
-        note(f"{paths[run]}: every entry is 0 (an empty scan: no edge but the self loops)")
-      if num_nodes is None:
-        num_nodes, first_path = fc.shape[0], paths[run]
-      elif fc.shape[0] != num_nodes:
-        raise CohortError(f"{paths[run]}: {fc.shape[0]}x{fc.shape[0]} matrix, but {first_path} is "
-                          f"{num_nodes}x{num_nodes}; all scans must use the same atlas")
-      scans.setdefault(subject, {})[run] = threshold_fc(fc, threshold)
-    if subject not in scans:
-      n_subjects_skipped += 1
-
-  if not runs_by_subject:
-    raise CohortError(f"{fc_dir}: no scan files named {SCAN_FILE_FORMAT}")
-  if num_nodes == 1:
-    note(f"{first_path}: a 1-region atlas; every graph has a single node")
-  off_diagonal = sum(int(np.count_nonzero(fc)) - int(np.count_nonzero(np.diagonal(fc)))
-                     for runs in scans.values() for fc in runs.values())
-  if scans and num_nodes and num_nodes > 1 and off_diagonal == 0:
-    note(f"threshold {threshold} removes every edge between regions in every scan: the graphs "
-         "hold self loops only; lower --threshold")
-  return build_cohort(scans, visits, groups, n_scans_skipped=n_skipped,
-                      n_subjects_skipped=n_subjects_skipped, n_files_ignored=n_ignored,
-                      warning_messages=messages, **build_kwargs)
+def input_kind(root: Path, requested: str | None) -> str:
+  """Which scans `root` holds: "fc" (FC_Matrices/) or "timeseries" (TimeSeries/); `requested`
+  chooses when it holds both (None: there must be exactly one)."""
+  present = [k for k, d in (("fc", FC_DIR), ("timeseries", TIMESERIES_DIR)) if (root / d).is_dir()]
+  if requested is not None:
+    folder = FC_DIR if requested == "fc" else TIMESERIES_DIR
+    if requested not in present:
+      raise CohortError(f"{root / folder}: folder of scans not found (--input {requested})")
+    return requested
+  if not present:
+    raise CohortError(f"{root / FC_DIR}: folder of scans not found (expected "
+                      f"{FC_DIR}/{SCAN_FILE_FORMAT} or {TIMESERIES_DIR}/{TIMESERIES_FILE_FORMAT})")
+  if len(present) > 1:
+    raise CohortError(f"{root} holds both {FC_DIR}/ and {TIMESERIES_DIR}/: choose one with "
+                      "--input fc or --input timeseries")
+  return present[0]
 
 
 def load_cohort(
@@ -339,38 +303,44 @@ def load_cohort(
     max_visits: int = 10,
     exclude_target_visit: bool = False,
     single_visit_horizon: float = 6.0,
+    input: str | None = None,
+    timeseries: TimeSeriesSettings | None = None,
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
     require_both_classes: bool = True,
 ) -> Cohort:
-  """Loads a cohort stored in the reference's on-disk format (see the module docstring).
+  """Loads a cohort stored in the reference's on-disk format (see the module docstring), with
+  FC matrices or ROI time series as its scans (`timeseries` module).
 
-  Scans are matched to subjects by file name (`sub-<ID>_run-<NN>_fc_matrix.npz`, <ID> = the CSV's
-  Subject without underscores); graphs come from `fc_to_adjacency`; subjects from `build_cohort`
-  (label = last visit row, run k = k-th visit by Visit_Order, last `max_visits` inputs, time rules).
+  Scans are matched to subjects by file name (`sub-<ID>_run-<NN>_fc_matrix.npz` or
+  `sub-<ID>_run-<NN>_timeseries.<npy|tsv|csv>`, <ID> = the CSV's Subject without underscores);
+  graphs come from `threshold_fc` (FC) or `connectivity.measure_graph` (time series); subjects from
+  `build_cohort` (label = last visit row, run k = k-th visit by Visit_Order, last `max_visits`
+  inputs, time rules).
 
   Skipped with a `CohortWarning`, and counted in the `Cohort`: scans of a subject without any row in
   TADPOLE_TEMPORAL.csv (never labelled 0), a run k of a subject with fewer than k visit rows (no
-  visit time for it), `.npz` files whose name does not match the pattern (named one by one), other
-  non-scan files (one summary warning; hidden files such as .DS_Store silently).
+  visit time for it), scan-like files whose name does not match the pattern (named one by one),
+  other non-scan files (one summary warning; hidden files such as .DS_Store silently).
 
   Caching: the parsed cohort is stored as one compressed npz named by a hash of the input files'
-  names, sizes, mtimes, ctimes and inodes (`_file_stats`: a scan rewritten or replaced is read
-  again, whatever its size and mtime), the absolute root and the settings, so a later call with
-  unchanged inputs reads one file instead of every scan (warnings are re-issued from the cache).
-  It goes to `cache_dir`, by default ROOT/.stgnn_cache or, if that is not writable,
-  $XDG_CACHE_HOME/stgnn_jax (~/.cache/stgnn_jax); if neither is writable the cohort is
-  returned uncached with a warning.
-  Old cache files are not deleted.
+  names, sizes, mtimes, ctimes and inodes (`scan_folder.file_stats`: a scan rewritten or
+  replaced is read again, whatever its size and mtime), the absolute root and the settings, so a
+  later call with unchanged inputs reads one file instead of every scan (warnings are re-issued
+  from the cache). It goes to `cache_dir`, by default ROOT/.stgnn_cache or, if that is not
+  writable, $XDG_CACHE_HOME/stgnn_jax (~/.cache/stgnn_jax); if neither is writable the cohort is
+  returned uncached with a warning. Old cache files are not deleted.
 
   Args:
-    data_root: ROOT, holding FC_Matrices/ and TADPOLE_TEMPORAL.csv (+ optional
-      TADPOLE_Simplified.csv).
+    data_root: ROOT, holding FC_Matrices/ or TimeSeries/ and TADPOLE_TEMPORAL.csv (+ optional
+      TADPOLE_Simplified.csv, Confounds/).
     var_name: the key of the matrix inside each npz.
-    threshold: edge threshold on |FC|.
+    threshold: edge threshold on |FC| (time series: on the measure's unit-free form).
     max_visits: most recent input visits kept per subject.
     exclude_target_visit: hold the last scan out as the prediction target (see `build_cohort`).
     single_visit_horizon: months of the time feature when a subject has no gap to measure.
+    input: "fc" or "timeseries" when ROOT holds both folders; None: the one it holds.
+    timeseries: how time-series scans become graphs (default: `TimeSeriesSettings()`).
     cache_dir: where to cache; None for the default above.
     use_cache: False to neither read nor write the cache.
     require_both_classes: raise if all subjects share one label.
@@ -379,32 +349,40 @@ def load_cohort(
     The `Cohort`, subjects sorted by id.
 
   Raises:
-    CohortError: a missing folder or CSV, a missing column, a bad CSV value, an unreadable npz, a
-      missing key, a non-square, mismatched or non-finite matrix, two files for one run, no usable
-      scan, or a single class. The message names the file (and line or column) and the problem.
+    CohortError: a missing folder or CSV, both scan folders without `input`, a missing column, a
+      bad CSV value, an unreadable or malformed scan (a non-square, mismatched or non-finite
+      matrix; a series with NaN, a constant region, too few time points, a non-numeric cell,
+      other region names), two files for one run, no usable scan, or a single class. The
+      message names the file (and line or column) and the problem.
   """
   root = Path(data_root)
   if not root.is_dir():
     raise CohortError(f"{root}: data folder not found")
-  fc_dir, temporal = root / FC_DIR, root / TEMPORAL_CSV
-  if not fc_dir.is_dir():
-    raise CohortError(f"{fc_dir}: folder of scans not found (expected {FC_DIR}/{SCAN_FILE_FORMAT})")
+  temporal = root / TEMPORAL_CSV
+  kind_name = input_kind(root, input)
   if not temporal.is_file():
     raise CohortError(f"{temporal}: visit table not found")
   if not threshold >= 0:
     raise ValueError(f"threshold must be >= 0, got {threshold}")
+  timeseries = timeseries or TimeSeriesSettings()
+  kind = (_fc_kind(var_name, float(threshold)) if kind_name == "fc"
+          else _timeseries_kind(timeseries, float(threshold), root))
   build_kwargs = dict(max_visits=int(max_visits), exclude_target_visit=bool(exclude_target_visit),
                       single_visit_horizon=float(single_visit_horizon),
                       require_both_classes=bool(require_both_classes))
-  files = _file_stats(fc_dir)
+  files = file_stats(root / kind.directory)
   if not use_cache:
-    return _load_uncached(root, files, var_name=var_name, threshold=float(threshold),
+    return _load_uncached(root, files, kind, threshold=float(threshold),
                           build_kwargs=build_kwargs)
 
   tables = [(p.name, s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino)
             for p in (temporal, root / SIMPLIFIED_CSV) if p.is_file() for s in [p.stat()]]
-  key_source = json.dumps([CACHE_FORMAT_VERSION, str(root.resolve()), files, tables, var_name,
-                           float(threshold), build_kwargs], sort_keys=True)
+  # What changes a time-series cohort: its settings and, when they are read, the confounds.
+  source = ([var_name] if kind_name == "fc" else
+            [dataclasses.asdict(timeseries), file_stats(root / CONFOUNDS_DIR)
+             if timeseries.cleaning.confounds and (root / CONFOUNDS_DIR).is_dir() else []])
+  key_source = json.dumps([CACHE_FORMAT_VERSION, str(root.resolve()), kind_name, files, tables,
+                           source, float(threshold), build_kwargs], sort_keys=True)
   name = f"cohort-{hashlib.sha256(key_source.encode()).hexdigest()[:32]}.npz"
   directories = ([Path(cache_dir)] if cache_dir is not None
                  else [root / CACHE_DIR_NAME, user_cache_dir()])
@@ -414,7 +392,7 @@ def load_cohort(
       for message in cohort.warnings:
         warnings.warn(message, CohortWarning, stacklevel=2)
       return cohort
-  cohort = _load_uncached(root, files, var_name=var_name, threshold=float(threshold),
+  cohort = _load_uncached(root, files, kind, threshold=float(threshold),
                           build_kwargs=build_kwargs)
   write_cache(cohort, directories, name)
   return cohort

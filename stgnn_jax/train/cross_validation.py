@@ -21,6 +21,7 @@ import jax
 from stgnn_jax import atomic
 from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
 from stgnn_jax.data.cohort import Cohort
+from stgnn_jax.data.connectivity import Cleaning, TimeSeriesSettings
 from stgnn_jax.data.reference_format import load_cohort
 from stgnn_jax.errors import ConfigError, RunStateError
 from stgnn_jax.eval import metrics as metrics_lib
@@ -42,7 +43,8 @@ def load_data(run: RunConfig) -> Cohort:
     return load_cohort(
         run.data_root, var_name=run.var_name, threshold=run.threshold,
         max_visits=run.max_visits, exclude_target_visit=run.exclude_target_visit,
-        single_visit_horizon=run.single_visit_horizon)
+        single_visit_horizon=run.single_visit_horizon, input=run.input,
+        timeseries=timeseries_settings(run))
   from stgnn_jax.data import synthetic, synthetic_scans
   scans = synthetic.make_synthetic_cohort(
       num_subjects=run.synthetic_subjects, num_regions=run.synthetic_regions, seed=run.seed,
@@ -104,6 +106,15 @@ def prepare_run(model_config: ModelConfig, optim_config: OptimConfig, run: RunCo
   return RunSetup(cohort=cohort, model_config=model_config, optim_config=optim_config, run=run,
                   placement=placement, subjects=subjects, folds=folds, members=members,
                   first_batch=first)
+
+
+def timeseries_settings(run: RunConfig) -> TimeSeriesSettings:
+  """How `run` turns time-series scans into graphs (its --connectivity and cleaning flags)."""
+  return TimeSeriesSettings(
+      kind=run.connectivity, fisher_z=run.fisher_z, t_r=run.t_r,
+      cleaning=Cleaning(detrend=run.detrend, standardize=run.standardize,
+                        high_pass=run.high_pass, low_pass=run.low_pass,
+                        confounds=run.confounds))
 
 
 def run_cross_validation(model_config: ModelConfig, optim_config: OptimConfig, run: RunConfig,

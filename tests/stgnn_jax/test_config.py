@@ -28,8 +28,8 @@ from tests.helpers import ROOT
 # train.py's flags and defaults before the configuration was declared once (written down from
 # the hand-written parser they replaced), plus those added since (--overwrite,
 # --trust_checkpoint; --loss, --class_weights, --gamma_schedule, --smoothing_schedule; the
-# sweep's and the processes' flags; --linear_path): the generated parser must offer exactly
-# these.
+# sweep's and the processes' flags; --linear_path; time-series input's --input, --connectivity
+# and cleaning flags): the generated parser must offer exactly these.
 FLAGS_BEFORE = {
     "--data_root": None, "--var_name": "fc_matrix", "--threshold": 0.2, "--max_visits": 10,
     "--exclude_target_visit": False, "--time_normalization": "log",
@@ -54,6 +54,9 @@ FLAGS_BEFORE = {
     "--smoothing_schedule": None, "--sweep": None, "--sweep_grid": None, "--sweep_chunk": None,
     "--coordinator_address": None, "--num_processes": None, "--process_id": None,
     "--preset": None,
+    "--input": None, "--connectivity": "correlation", "--fisher_z": False, "--t_r": None,
+    "--high_pass": None, "--low_pass": None, "--detrend": True, "--standardize": "zscore_sample",
+    "--confounds": (),
 }
 
 # The reference's flags and defaults (../shared/reference/original-stgnn.md) and its fixed

@@ -1,0 +1,158 @@
+"""A folder of scan files matched to the visit table: the part of loading that every input kind
+shares (FC matrices, ROI time series).
+
+`read_scan_folder` lists the folder, matches each `sub-<ID>_run-<NN>_...` file to its subject's
+rows of TADPOLE_TEMPORAL.csv (run k = the k-th visit by Visit_Order), reads each matched scan into
+its graph values with the kind's reader, and builds the `Cohort`. What it skips it says
+(`CohortWarning`) and counts; what it cannot use it refuses (`CohortError`, naming the file).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from stgnn_jax.data.cohort import Cohort, CohortError, CohortWarning, VisitRecord, build_cohort
+
+FileStats = tuple[str, int, int, int, int]
+
+
+def file_stats(directory: Path) -> list[FileStats]:
+  """(name, size, mtime_ns, ctime_ns, inode) of every entry of `directory`, sorted by name; size
+  -1 for an entry that is not a regular file.
+
+  These are the cache key's view of the scans: a file rewritten in place gets a new ctime (which,
+  unlike the mtime, no copy tool or `touch` can set back), a file replaced by another a new inode,
+  so a changed scan is read again even with the same size and mtime.
+  """
+  stats = []
+  with os.scandir(directory) as entries:
+    for entry in entries:
+      if entry.is_file():
+        stat = entry.stat()
+        stats.append((entry.name, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino))
+      else:
+        stats.append((entry.name, -1, 0, 0, 0))
+  return sorted(stats)
+
+
+# A kind's reader: (scan file, its visit row, note) -> (graph values [N, N], region names or None).
+ScanReader = Callable[[Path, VisitRecord, Callable[[str], None]],
+                      tuple[np.ndarray, "tuple[str, ...] | None"]]
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanKind:
+  """How one input kind's scan files are named and read.
+
+  Attributes:
+    directory: the folder under the data root (FC_Matrices, TimeSeries).
+    pattern: a file name's full match, with groups `subject` and `run`.
+    file_format: the pattern as users read it, for messages.
+    suffixes: file endings that look like scans (a misnamed one is named in a warning).
+    read: the reader of one scan.
+  """
+
+  directory: str
+  pattern: re.Pattern
+  file_format: str
+  suffixes: tuple[str, ...]
+  read: ScanReader
+
+
+def read_scan_folder(root: Path, files: Sequence[FileStats], kind: ScanKind,
+                     table: Path, visits: dict[str, list[VisitRecord]],
+                     groups: dict[str, str | None], *, threshold: float, messages: list[str],
+                     build_kwargs: dict) -> Cohort:
+  """The cohort of `root`'s scan folder (`files`: its `file_stats`), read with `kind`; `visits`
+  are the rows of the visit table `table`."""
+
+  def note(message: str) -> None:
+    messages.append(message)
+    warnings.warn(message, CohortWarning, stacklevel=5)
+
+  scan_dir = root / kind.directory
+  runs_by_subject: dict[str, dict[int, Path]] = {}
+  n_ignored = 0
+  stray = []
+  for name, size, *_ in files:
+    match = kind.pattern.fullmatch(name)
+    if size < 0 and match is not None:
+      n_ignored += 1
+      note(f"{scan_dir / name}: a folder (or other non-file), not a scan file; skipped")
+      continue
+    if match is None or int(match["run"]) == 0:
+      n_ignored += 1
+      if name.lower().endswith(kind.suffixes):
+        # Looks like a scan but is not named like one: say so rather than drop it quietly.
+        note(f"{scan_dir / name}: name does not match {kind.file_format} (1-based run); file "
+             "skipped")
+      elif not name.startswith("."):  # hidden files (.DS_Store) are ignored without a word
+        stray.append(name)
+      continue
+    subject, run = match["subject"], int(match["run"])
+    previous = runs_by_subject.setdefault(subject, {}).get(run)
+    if previous is not None:
+      raise CohortError(f"{scan_dir / name} and {previous}: two files for run {run} of subject "
+                        f"{subject}")
+    runs_by_subject[subject][run] = scan_dir / name
+  if stray:
+    note(f"{scan_dir}: ignored {len(stray)} file(s) that are not scans: {', '.join(stray[:5])}"
+         + (", ..." if len(stray) > 5 else ""))
+
+  scans: dict[str, dict[int, np.ndarray]] = {}
+  n_skipped = n_subjects_skipped = 0
+  num_nodes, first_path = None, None
+  region_names: tuple[str, ...] | None = None
+  for subject in sorted(runs_by_subject):
+    paths = runs_by_subject[subject]
+    rows = visits.get(subject)
+    if rows is None:
+      # The reference labels these 0; a label we do not have must not be invented.
+      n_skipped += len(paths)
+      n_subjects_skipped += 1
+      names = ", ".join(p.name for _, p in sorted(paths.items()))
+      note(f"subject {subject} has no row in {table}; its {len(paths)} scan(s) skipped: {names}")
+      continue
+    for run in sorted(paths):
+      if run > len(rows):
+        n_skipped += 1
+        note(f"{paths[run]}: run {run} but subject {subject} has only {len(rows)} visit row(s) in "
+             f"{table}, so the scan has no visit time; skipped")
+        continue
+      values, names_here = kind.read(paths[run], rows[run - 1], note)
+      if num_nodes is None:
+        num_nodes, first_path, region_names = values.shape[0], paths[run], names_here
+      elif values.shape[0] != num_nodes:
+        n = values.shape[0]
+        raise CohortError(f"{paths[run]}: {n}x{n} matrix, but {first_path} is "
+                          f"{num_nodes}x{num_nodes}; all scans must use the same atlas")
+      elif names_here is not None and region_names is not None and names_here != region_names:
+        first_diff = next(i for i, (a, b) in enumerate(zip(names_here, region_names, strict=True))
+                          if a != b)
+        raise CohortError(f"{paths[run]}: region {first_diff + 1} is named "
+                          f"{names_here[first_diff]!r}, but {region_names[first_diff]!r} in "
+                          f"{first_path}; every scan must list the same regions in the same order")
+      scans.setdefault(subject, {})[run] = values
+    if subject not in scans:
+      n_subjects_skipped += 1
+
+  if not runs_by_subject:
+    raise CohortError(f"{scan_dir}: no scan files named {kind.file_format}")
+  if num_nodes == 1:
+    note(f"{first_path}: a 1-region atlas; every graph has a single node")
+  off_diagonal = sum(int(np.count_nonzero(fc)) - int(np.count_nonzero(np.diagonal(fc)))
+                     for runs in scans.values() for fc in runs.values())
+  if scans and num_nodes and num_nodes > 1 and off_diagonal == 0:
+    note(f"threshold {threshold} removes every edge between regions in every scan: the graphs "
+         "hold self loops only; lower --threshold")
+  cohort = build_cohort(scans, visits, groups, n_scans_skipped=n_skipped,
+                        n_subjects_skipped=n_subjects_skipped, n_files_ignored=n_ignored,
+                        warning_messages=messages, **build_kwargs)
+  return dataclasses.replace(cohort, region_names=region_names or ())
