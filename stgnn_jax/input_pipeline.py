@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
@@ -23,12 +24,13 @@ import numpy as np
 
 from stgnn_jax.config import ModelConfig, RunConfig
 from stgnn_jax.data.cohort import Cohort, conversion_type, time_features
+from stgnn_jax.data.fold_steps import FIT_FILE, FittedSteps, FoldSteps
 from stgnn_jax.data.preprocessing import (
     connection_features,
     horizon_bucket,
     normalize_time,
 )
-from stgnn_jax.errors import InputError
+from stgnn_jax.errors import InputError, RunStateError
 from stgnn_jax.nn.graphs import BatchArray, DenseGraphs
 
 
@@ -332,9 +334,15 @@ def make_folds(labels: np.ndarray, num_folds: int, seed: int) -> list[FoldSplit]
 
 
 class Subjects:
-  """The cohort as the arrays the batcher needs, plus report groupings."""
+  """The cohort as the arrays the batcher needs, plus report groupings.
 
-  def __init__(self, cohort: Cohort, run: RunConfig, model_config: ModelConfig):
+  With `steps` (preprocessing fitted inside each fold, `data.fold_steps`) these are the cohort's
+  graphs before the steps; `fit_fold` gives a fold's subjects.
+  """
+
+  def __init__(self, cohort: Cohort, run: RunConfig, model_config: ModelConfig,
+               steps: FoldSteps | None = None):
+    self.cohort, self.run, self.model_config, self.steps = cohort, run, model_config, steps
     use_time = model_config.use_time_features
     self.adjacency = [s.adjacency for s in cohort.subjects]
     fc = [s.fc for s in cohort.subjects]
@@ -352,6 +360,27 @@ class Subjects:
                      if use_time else None)
     self.num_nodes = cohort.num_nodes
     self.offsets: np.ndarray | None = None
+
+  def fit_fold(self, train_idx: np.ndarray, directory: str | None) -> Subjects:
+    """The subjects of the fold whose training subjects are `train_idx`: the steps fitted on
+    them and applied to everyone (self when the run fits no step). The fit is stored in
+    `directory` (`fold_steps.FIT_FILE`) and read back from there, once written, so a resumed
+    run and a prediction use the same one."""
+    if self.steps is None:
+      return self
+    train_ids = tuple(self.cohort.subjects[i].subject_id for i in train_idx)
+    path = None if directory is None else os.path.join(directory, FIT_FILE)
+    fitted = None
+    if path is not None and os.path.exists(path):
+      fitted = FittedSteps.load(path)
+      if fitted.steps != self.steps or fitted.train_ids != train_ids:
+        raise RunStateError(f"{path}: fitted with other settings or training subjects than this "
+                            "fold's; delete it (or the run folder) to fit again")
+    if fitted is None:
+      fitted = self.steps.fit(self.cohort, train_idx)
+      if path is not None:
+        fitted.save(path)
+    return Subjects(fitted.apply(self.cohort), self.run, self.model_config)
 
   def with_offsets(self, offsets: np.ndarray) -> Subjects:
     """These subjects with per-subject training-logit offsets (`SubjectBatch.offset`)."""

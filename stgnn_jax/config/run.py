@@ -26,8 +26,12 @@ DECISION_THRESHOLDS = ("val", "argmax")
 SELECTION_RULES = ("auc", "auc_loss")
 TIME_NORMALIZATIONS = ("log", "minmax", "buckets", "raw")
 INPUT_KINDS = ("fc", "timeseries")
+# The visit table's label columns: never a ComBat covariate.
+LABEL_COLUMNS = ("Label_CS_Num", "Label", "label")
 # Per-scan connectivity measures of time-series input (`data.connectivity`) and its cleaning.
-CONNECTIVITY_KINDS = ("correlation", "partial_correlation", "covariance", "precision")
+CONNECTIVITY_KINDS = ("correlation", "partial_correlation", "covariance", "precision", "tangent")
+# Site harmonisation, fitted inside each fold (`data.fold_steps`).
+HARMONIZE_CHOICES = ("none", "combat")
 STANDARDIZE_CHOICES = ("zscore_sample", "psc", "none")
 # Named grids of `--sweep_grid`: "seeds" is the focal-loss seeds' tuning grid (48 members).
 SWEEP_GRIDS = {"seeds": ("focal_alpha=0.1,0.25,0.5,0.75", "focal_gamma=0.5,1,2,3",
@@ -94,7 +98,8 @@ class RunConfig(Settings):
   connectivity: str = setting(
       "correlation", "time-series input: each scan's connectivity measure (nilearn, empirical "
       "covariance); --threshold applies to its unit-free form (covariance: the correlation, "
-      "precision: the partial correlation)", group="data", choices=CONNECTIVITY_KINDS)
+      "precision: the partial correlation, tangent: the scan's own correlation); tangent is "
+      "fitted on each fold's training subjects", group="data", choices=CONNECTIVITY_KINDS)
   fisher_z: bool = setting(
       False, "time-series input: Fisher z (arctanh) of a correlation's values; edges are still "
       "chosen on the correlation", group="data")
@@ -113,6 +118,13 @@ class RunConfig(Settings):
   confounds: tuple[str, ...] = setting(
       (), "time-series input: COL,COL: columns of Confounds/sub-<ID>_run-<NN>_confounds.tsv "
       "regressed out of each scan", group="data", parse=parse_columns)
+  harmonize: str = setting(
+      "none", "site harmonisation of the connection values: combat (needs a Site column in "
+      "the visit table), fitted on each fold's training subjects only", group="data",
+      choices=HARMONIZE_CHOICES)
+  harmonize_covariates: tuple[str, ...] = setting(
+      (), "COL,COL: visit-table columns whose effects ComBat keeps (numbers, or categories "
+      "such as sex); never the label", group="data", parse=parse_columns)
   var_name: str = setting("fc_matrix", "array key inside each .npz", group="data")
   threshold: float = setting(0.2, "|FC| below it is no edge", group="data")
   max_visits: int = setting(10, "keep the last N visits", group="data")
@@ -179,6 +191,7 @@ class RunConfig(Settings):
   def __post_init__(self):
     object.__setattr__(self, "sweep", tuple(self.sweep or ()))  # None (argparse), a JSON list
     object.__setattr__(self, "confounds", tuple(self.confounds or ()))
+    object.__setattr__(self, "harmonize_covariates", tuple(self.harmonize_covariates or ()))
     check_fields(self, [
         ("seed", 0 <= self.seed and self.seed + self.num_folds < 2**32,
          "must lie in [0, 2**32 - num_folds) (NumPy and scikit-learn seeds are 32-bit)"),
@@ -190,6 +203,10 @@ class RunConfig(Settings):
         ("fisher_z", not self.fisher_z or self.connectivity in ("correlation",
                                                                 "partial_correlation"),
          "applies to correlations: use --connectivity correlation or partial_correlation"),
+        ("harmonize_covariates", not self.harmonize_covariates or self.harmonize != "none",
+         "are ComBat's: add --harmonize combat"),
+        ("harmonize_covariates", not set(self.harmonize_covariates) & set(LABEL_COLUMNS),
+         "must not name the label: harmonising with it would carry the label into the inputs"),
         ("t_r", self.t_r is None or 0 < self.t_r < math.inf, "must be positive (seconds)"),
         ("high_pass", self.high_pass is None or 0 < self.high_pass < math.inf,
          "must be positive (Hz)"),

@@ -19,7 +19,7 @@ import numpy as np
 from stgnn_jax import atomic
 from stgnn_jax.data.cohort import Cohort, CohortWarning, Subject
 
-CACHE_FORMAT_VERSION = 3
+CACHE_FORMAT_VERSION = 4
 CACHE_DIR_NAME = ".stgnn_cache"
 
 
@@ -51,7 +51,18 @@ def _cohort_to_arrays(cohort: Cohort) -> dict[str, np.ndarray]:
                           cohort.n_files_ignored], np.int64),
       "warnings": np.array(cohort.warnings, dtype=str).reshape(-1),
       "region_names": np.array(cohort.region_names, dtype=str).reshape(-1),
+      "measure_kind": np.array(cohort.measure_kind),
+      # Whole measures (`Subject.measure`), sites and covariate values, where the cohort has them.
+      "measures": (np.concatenate([s.measure for s in subjects])
+                   if cohort.measure_kind else np.zeros((0, 0, 0), np.float32)),
+      "sites": np.array([x for s in subjects for x in s.sites], dtype=str),
+      "covariates": _covariate_table([c for s in subjects for c in s.covariates]),
   }
+
+
+def _covariate_table(rows: list[tuple[str, ...]]) -> np.ndarray:
+  width = len(rows[0]) if rows else 0
+  return np.array(rows, dtype=str).reshape(len(rows), width)
 
 
 def _cohort_from_arrays(arrays: Mapping[str, np.ndarray]) -> Cohort:
@@ -65,18 +76,29 @@ def _cohort_from_arrays(arrays: Mapping[str, np.ndarray]) -> Cohort:
   fc = np.zeros(adjacency.shape, np.float32)
   fc[adjacency] = arrays["fc_values"]
   starts = np.concatenate([[0], np.cumsum(num_visits)])
+  measure_kind = str(arrays["measure_kind"])
+  measures, sites, covariates = arrays["measures"], arrays["sites"], arrays["covariates"]
+
+  def visits(values, i):
+    return values[starts[i]:starts[i + 1]]
+
   subjects = tuple(
       Subject(subject_id=str(arrays["subject_ids"][i]), label=int(arrays["labels"][i]),
               adjacency=adjacency[starts[i]:starts[i + 1]],
               months=arrays["months"][starts[i]:starts[i + 1]],
               time_to_predict=float(arrays["time_to_predict"][i]),
               group=str(arrays["groups"][i]) if arrays["has_group"][i] else None,
-              fc=fc[starts[i]:starts[i + 1]])
+              fc=fc[starts[i]:starts[i + 1]],
+              measure=visits(measures, i) if measure_kind else None,
+              sites=tuple(str(x) for x in visits(sites, i)) if len(sites) else (),
+              covariates=tuple(tuple(str(x) for x in row) for row in visits(covariates, i))
+              if len(covariates) else ())
       for i in range(len(num_visits)))
   return Cohort(subjects=subjects, num_nodes=num_nodes, n_scans_used=used, n_scans_unused=unused,
                 n_scans_skipped=skipped, n_subjects_skipped=subjects_skipped,
                 n_files_ignored=ignored, warnings=tuple(str(w) for w in arrays["warnings"]),
-                region_names=tuple(str(r) for r in arrays["region_names"]))
+                region_names=tuple(str(r) for r in arrays["region_names"]),
+                measure_kind=measure_kind)
 
 
 def read_cache(path: Path) -> Cohort | None:

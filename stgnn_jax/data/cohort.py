@@ -34,6 +34,8 @@ class VisitRecord:
     label: `Label_CS_Num`, 0 stable or 1 converter.
     repetition_time: the optional `RepetitionTime` (seconds) of the visit's scan, NaN when
       absent (time-series input: the band-pass and the TR of each scan).
+    site: the optional `Site` of the visit's scan ("" when the table has none).
+    covariates: the visit's values of the covariate columns asked for (ComBat's), as text.
   """
 
   order: float
@@ -41,6 +43,8 @@ class VisitRecord:
   months_to_next: float
   label: int
   repetition_time: float = math.nan
+  site: str = ""
+  covariates: tuple[str, ...] = ()
 
 
 def _readonly(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -63,6 +67,11 @@ class Subject:
     fc: `[visits, N, N]` float32 edge values (`threshold_fc`: the symmetrised FC where there is
       an edge, 0 elsewhere), nonzero exactly where `adjacency` is True. None (graphs given
       without values) means every edge weighs 1.
+    measure: `[visits, N, N]` float32, each scan's whole measure before the threshold (the
+      cohort's `measure_kind`), kept only for the steps fitted inside each fold
+      (`data.fold_steps`); None otherwise.
+    sites: each input visit's site ("" unknown), or () when the cohort has no sites.
+    covariates: each input visit's covariate values (`VisitRecord.covariates`), or ().
   """
 
   subject_id: str
@@ -73,6 +82,9 @@ class Subject:
   group: str | None = None
   # None is accepted (every edge weighs 1) and replaced in __post_init__: never None after.
   fc: np.ndarray = None  # type: ignore[assignment]
+  measure: np.ndarray | None = None
+  sites: tuple[str, ...] = ()
+  covariates: tuple[tuple[str, ...], ...] = ()
 
   def __post_init__(self):
     # Frozen and read-only: a cohort is shared by folds and caches, nothing may edit it in place.
@@ -80,6 +92,17 @@ class Subject:
     object.__setattr__(self, "fc", _readonly(
         self.adjacency if self.fc is None else self.fc, np.float32))
     object.__setattr__(self, "months", _readonly(self.months, np.float64))
+    if self.measure is not None:
+      object.__setattr__(self, "measure", _readonly(self.measure, np.float32))
+      if self.measure.shape != self.adjacency.shape:
+        raise ValueError(f"subject {self.subject_id}: measure of shape {self.measure.shape} for "
+                         f"graphs of shape {self.adjacency.shape}")
+    object.__setattr__(self, "sites", tuple(self.sites))
+    object.__setattr__(self, "covariates", tuple(tuple(c) for c in self.covariates))
+    for name in ("sites", "covariates"):
+      if getattr(self, name) and len(getattr(self, name)) != self.adjacency.shape[0]:
+        raise ValueError(f"subject {self.subject_id}: {len(getattr(self, name))} {name} for "
+                         f"{self.adjacency.shape[0]} visits")
     object.__setattr__(self, "label", int(self.label))
     object.__setattr__(self, "time_to_predict", float(self.time_to_predict))
     if self.adjacency.ndim != 3 or self.adjacency.shape[1] != self.adjacency.shape[2]:
@@ -106,9 +129,15 @@ class Subject:
             and _same_float(self.time_to_predict, other.time_to_predict)
             and np.array_equal(self.adjacency, other.adjacency)
             and np.array_equal(self.fc, other.fc)
-            and np.array_equal(self.months, other.months, equal_nan=True))
+            and np.array_equal(self.months, other.months, equal_nan=True)
+            and _same_optional(self.measure, other.measure)
+            and self.sites == other.sites and self.covariates == other.covariates)
 
   __hash__ = None  # type: ignore[assignment]  # holds arrays: unhashable
+
+
+def _same_optional(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+  return a is b if a is None or b is None else np.array_equal(a, b)
 
 
 def _same_float(a: float, b: float) -> bool:
@@ -132,6 +161,8 @@ class Cohort:
     warnings: the warning messages issued while loading (re-issued on a cache hit).
     region_names: the regions' names where the scans carry them (time-series tables with a
       header row), in atlas order; empty otherwise.
+    measure_kind: what the subjects' `measure` holds ("fc", a `--connectivity` kind; tangent:
+      the scan's covariance), "" when they hold none.
   """
 
   subjects: tuple[Subject, ...]
@@ -143,6 +174,7 @@ class Cohort:
   n_files_ignored: int = 0
   warnings: tuple[str, ...] = ()
   region_names: tuple[str, ...] = ()
+  measure_kind: str = ""
 
   def __post_init__(self):
     object.__setattr__(self, "subjects", tuple(self.subjects))
@@ -197,6 +229,12 @@ class Cohort:
         "visits": digest(np.concatenate([s.months for s in subjects]),
                          self.time_to_predict(), self.num_visits()),
         "scans": digest(*[a for s in subjects for a in (s.adjacency, s.fc)]),
+        # Only where they exist, so that a cohort without them keeps its fingerprint.
+        **({"measures": digest(*[s.measure for s in subjects if s.measure is not None])}
+           if self.measure_kind else {}),
+        **({"sites": digest(np.array([x for s in subjects for x in s.sites + sum(
+            s.covariates, ())], dtype=str))} if any(s.sites or s.covariates for s in subjects)
+           else {}),
     }
 
   def summary(self) -> str:
@@ -263,6 +301,8 @@ def build_cohort(
     n_subjects_skipped: int = 0,
     n_files_ignored: int = 0,
     warning_messages: Sequence[str] = (),
+    measures: Mapping[str, Mapping[int, np.ndarray]] | None = None,
+    measure_kind: str = "",
 ) -> Cohort:
   """Builds a cohort from matched scans and visit rows (the reference's rules 4-7).
 
@@ -287,6 +327,9 @@ def build_cohort(
     require_both_classes: raise if the cohort has a single class (it cannot be trained on).
     n_scans_skipped, n_subjects_skipped, n_files_ignored, warning_messages: the loader's
       bookkeeping, copied into the `Cohort`.
+    measures: subject id -> run -> `[N, N]` the scan's whole measure (`Subject.measure`), for
+      steps fitted inside each fold; `measure_kind` says what they are.
+    Each visit row's `site` and `covariates` are kept per input visit when any row has them.
 
   Returns:
     The `Cohort`.
@@ -299,6 +342,8 @@ def build_cohort(
   if not math.isfinite(single_visit_horizon):
     raise ValueError(f"single_visit_horizon must be finite, got {single_visit_horizon}")
   groups = groups or {}
+  has_sites = any(r.site for rows in visits.values() for r in rows)
+  has_covariates = any(r.covariates for rows in visits.values() for r in rows)
   subjects = []
   num_nodes: int | None = None
   n_unused = 0
@@ -329,9 +374,15 @@ def build_cohort(
       inputs = slice(max(0, len(runs) - max_visits), len(runs))
       kept = months[inputs]
       time = float(np.mean(np.diff(kept))) if len(kept) > 1 else single_visit_horizon
+    used = runs[inputs]
+    measure = (None if measures is None else
+               np.stack([np.asarray(measures[subject_id][k], np.float32) for k in used]))
     subject = Subject(subject_id=subject_id, label=rows[-1].label, adjacency=adjacency[inputs],
                       months=months[inputs], time_to_predict=time, group=groups.get(subject_id),
-                      fc=fc[inputs])
+                      fc=fc[inputs], measure=measure,
+                      sites=tuple(rows[k - 1].site for k in used) if has_sites else (),
+                      covariates=tuple(rows[k - 1].covariates for k in used)
+                      if has_covariates else ())
     n_unused += len(runs) - subject.num_visits
     subjects.append(subject)
 
@@ -342,7 +393,8 @@ def build_cohort(
       subjects=tuple(subjects), num_nodes=int(num_nodes),
       n_scans_used=sum(s.num_visits for s in subjects), n_scans_unused=n_unused,
       n_scans_skipped=n_scans_skipped, n_subjects_skipped=n_subjects_skipped,
-      n_files_ignored=n_files_ignored, warnings=tuple(warning_messages))
+      n_files_ignored=n_files_ignored, warnings=tuple(warning_messages),
+      measure_kind=measure_kind if measures is not None else "")
   labels = cohort.labels()
   if require_both_classes and len(np.unique(labels)) < 2:
     only = int(labels[0])

@@ -11,6 +11,14 @@ partial correlation it implies. The values on the edges (what the node features 
 baselines read) are the measure's own, after the optional Fisher z (arctanh of the off-diagonal
 entries; the diagonal stays as it is, so every region keeps its self loop).
 
+`tangent` is fitted on a group (`data.fold_steps`, inside each fold): per scan this module gives
+its Ledoit-Wolf covariance (nilearn's estimator for the tangent space: positive definite for any
+scan length); the fold's fit turns it into the tangent matrix, the whitened log-deviation from
+the training scans' geometric mean. That matrix says how a scan differs from the group, not
+whether two regions are coupled, so its graph's edges are those of the scan's own correlation
+(`tangent_graph`: the same edges as `--connectivity correlation` would keep), and its values are
+the tangent coordinates.
+
 Errors name the scan and the problem (`CohortError`); nilearn is imported when first needed (the
 `timeseries` extra).
 """
@@ -28,7 +36,7 @@ from stgnn_jax.data.cohort import CohortError
 from stgnn_jax.data.preprocessing import threshold_fc
 
 _NILEARN_KIND = {"correlation": "correlation", "partial_correlation": "partial correlation",
-                 "covariance": "covariance", "precision": "precision"}
+                 "covariance": "covariance", "precision": "precision", "tangent": "covariance"}
 # Measures that invert the covariance need it full rank.
 _INVERTING = ("partial_correlation", "precision")
 # arctanh of +-1 is infinite: a perfect correlation is clipped to this first.
@@ -136,9 +144,10 @@ def clean_series(series: np.ndarray, cleaning: Cleaning, *, t_r: float | None,
 
 
 def scan_connectivity(series: np.ndarray, kind: str, where: str) -> np.ndarray:
-  """The [regions, regions] measure of one cleaned scan (nilearn, empirical covariance)."""
+  """The [regions, regions] measure of one cleaned scan (nilearn, empirical covariance; for
+  `tangent`, the scan's Ledoit-Wolf covariance that the fold's tangent fit starts from)."""
   from nilearn.connectome import ConnectivityMeasure
-  from sklearn.covariance import EmpiricalCovariance
+  from sklearn.covariance import EmpiricalCovariance, LedoitWolf
 
   if kind not in CONNECTIVITY_KINDS:
     raise ValueError(f"unknown connectivity {kind!r}; expected one of {CONNECTIVITY_KINDS}")
@@ -148,17 +157,20 @@ def scan_connectivity(series: np.ndarray, kind: str, where: str) -> np.ndarray:
       raise CohortError(f"{where}: its covariance has rank {rank} < {series.shape[1]} regions, so "
                         f"{kind} (which inverts it) is undefined; use --connectivity correlation "
                         "or longer scans")
-  measure = ConnectivityMeasure(kind=_NILEARN_KIND[kind], cov_estimator=EmpiricalCovariance(),
+  estimator = (LedoitWolf(store_precision=False) if kind == "tangent"
+               else EmpiricalCovariance())
+  measure = ConnectivityMeasure(kind=_NILEARN_KIND[kind], cov_estimator=estimator,
                                 standardize=False)
   return np.asarray(measure.fit_transform([series])[0], np.float64)
 
 
 def unit_free(matrix: np.ndarray, kind: str) -> np.ndarray:
-  """The scale-free form of a measure that `--threshold` applies to (see the module docstring)."""
+  """The scale-free form of a measure that `--threshold` applies to (see the module docstring;
+  for `tangent` the measure is the scan's covariance: its correlation)."""
   if kind in ("correlation", "partial_correlation"):
     return matrix
   scale = np.sqrt(np.outer(np.diagonal(matrix), np.diagonal(matrix)))
-  if kind == "covariance":
+  if kind in ("covariance", "tangent"):
     return matrix / scale
   partial = -matrix / scale
   np.fill_diagonal(partial, 1.0)
@@ -172,15 +184,22 @@ def fisher_z(matrix: np.ndarray) -> np.ndarray:
   return z
 
 
-def measure_graph(matrix: np.ndarray, kind: str, threshold: float, *, use_fisher_z: bool
-                  ) -> np.ndarray:
-  """A scan's graph values (as `threshold_fc` gives for an FC matrix): the measure's values,
-  Fisher z-transformed if asked, on the edges chosen by `threshold` on its unit-free form."""
+def measure_graph(matrix: np.ndarray, kind: str, threshold: float, *, use_fisher_z: bool,
+                  values: np.ndarray | None = None) -> np.ndarray:
+  """A scan's graph values (as `threshold_fc` gives for an FC matrix): the measure's values (or
+  the given `values`, e.g. harmonised ones), Fisher z-transformed if asked, on the edges chosen
+  by `threshold` on the measure's unit-free form. A kept value that is exactly 0 carries
+  nothing: that edge is dropped (the reference's rule, A_ij != 0)."""
   symmetric = (matrix + matrix.T) / 2
   edges = threshold_fc(unit_free(symmetric, kind), threshold) != 0
-  values = fisher_z(symmetric) if use_fisher_z else symmetric
-  # A kept value can only be 0 where the unit-free one is not, which no measure here allows.
-  return np.where(edges, values, 0).astype(np.float32)
+  kept = symmetric if values is None else (values + values.T) / 2
+  kept = fisher_z(kept) if use_fisher_z else kept
+  return np.where(edges, kept, 0).astype(np.float32)
+
+
+def tangent_graph(covariance: np.ndarray, tangent: np.ndarray, threshold: float) -> np.ndarray:
+  """A tangent scan's graph values: its tangent matrix on the edges of its own correlation."""
+  return measure_graph(covariance, "tangent", threshold, use_fisher_z=False, values=tangent)
 
 
 @dataclasses.dataclass(frozen=True)

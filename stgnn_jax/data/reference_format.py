@@ -48,6 +48,7 @@ from stgnn_jax.data.preprocessing import threshold_fc
 from stgnn_jax.data.scan_folder import (
     FileStats,
     ScanKind,
+    ScanRead,
     ScanReader,
     file_stats,
     read_scan_folder,
@@ -133,11 +134,17 @@ def _subject_key(text: str, *, path: Path, line: int) -> str:
   return key
 
 
-def read_visit_table(path: Path | str) -> tuple[dict[str, list[VisitRecord]], list[str]]:
+def read_visit_table(path: Path | str, covariate_columns: Sequence[str] = (), *,
+                     require_site: bool = False
+                     ) -> tuple[dict[str, list[VisitRecord]], list[str]]:
   """Reads TADPOLE_TEMPORAL.csv.
 
   Args:
     path: the CSV file.
+    covariate_columns: further columns kept per visit (`VisitRecord.covariates`), required and
+      never blank.
+    require_site: the `Site` column is required and never blank (site harmonisation); without
+      it a `Site` column is read when present.
 
   Returns:
     (subject id without underscores -> its rows sorted by Visit_Order, warning messages).
@@ -148,7 +155,8 @@ def read_visit_table(path: Path | str) -> tuple[dict[str, list[VisitRecord]], li
   """
   path = Path(path)
   visits: dict[str, list[VisitRecord]] = {}
-  for line, row in _read_table(path, TEMPORAL_COLUMNS):
+  required = (*TEMPORAL_COLUMNS, *(("Site",) if require_site else ()), *covariate_columns)
+  for line, row in _read_table(path, required):
     subject = _subject_key(row["Subject"], path=path, line=line)
     label = _parse_float(row["Label_CS_Num"], path=path, line=line, column="Label_CS_Num",
                          allow_blank=False)
@@ -168,7 +176,17 @@ def read_visit_table(path: Path | str) -> tuple[dict[str, list[VisitRecord]], li
     if not (math.isnan(t_r) or (math.isfinite(t_r) and t_r > 0)):
       raise CohortError(f"{path}, line {line}: RepetitionTime must be a positive number of "
                         f"seconds, got {row['RepetitionTime']!r}")
-    visits.setdefault(subject, []).append(VisitRecord(order, months, to_next, int(label), t_r))
+    site = row.get("Site", "")
+    if require_site and not site:
+      raise CohortError(f"{path}, line {line}: column 'Site' is blank (--harmonize needs each "
+                        "scan's site)")
+    blank = [c for c in covariate_columns if not row[c]]
+    if blank:
+      raise CohortError(f"{path}, line {line}: covariate column(s) {', '.join(map(repr, blank))} "
+                        "blank (--harmonize_covariates needs a value for every scan)")
+    visits.setdefault(subject, []).append(VisitRecord(
+        order, months, to_next, int(label), t_r, site,
+        tuple(row[c] for c in covariate_columns)))
   messages = []
   backwards, negative = [], []
   for subject, rows in visits.items():
@@ -238,35 +256,50 @@ def _read_scan(path: Path, var_name: str) -> np.ndarray:
   return fc
 
 
+@dataclasses.dataclass(frozen=True)
+class HarmonizeColumns:
+  """What site harmonisation reads from the visit table: its `Site` column (`site`: required,
+  never blank) and the covariate columns named; with `site` the scans' whole measures are kept
+  for the fit inside each fold."""
+
+  site: bool = False
+  covariates: tuple[str, ...] = ()
+
+
 def _read_fc_graph(var_name: str, threshold: float) -> ScanReader:
   """The FC-matrix kind's reader: the matrix under `var_name`, thresholded (`threshold_fc`)."""
-  def read(path: Path, row: VisitRecord, note) -> tuple[np.ndarray, None]:
+  def read(path: Path, row: VisitRecord, note) -> ScanRead:
     fc = _read_scan(path, var_name)
     if not fc.any():
       note(f"{path}: every entry is 0 (an empty scan: no edge but the self loops)")
-    return threshold_fc(fc, threshold), None
+    symmetric = ((fc + fc.T) / 2).astype(np.float32)
+    return ScanRead(threshold_fc(fc, threshold), None, symmetric)
   return read
 
 
-def _fc_kind(var_name: str, threshold: float) -> ScanKind:
+def _fc_kind(var_name: str, threshold: float, keep_measures: bool) -> ScanKind:
   return ScanKind(FC_DIR, SCAN_FILE_PATTERN, SCAN_FILE_FORMAT, (".npz",),
-                  _read_fc_graph(var_name, threshold))
+                  _read_fc_graph(var_name, threshold), "fc" if keep_measures else "")
 
 
-def _timeseries_kind(connectivity: TimeSeriesSettings, threshold: float, root: Path) -> ScanKind:
-  def read(path: Path, row: VisitRecord, note) -> tuple[np.ndarray, tuple[str, ...] | None]:
+def _timeseries_kind(connectivity: TimeSeriesSettings, threshold: float, root: Path,
+                     keep_measures: bool) -> ScanKind:
+  def read(path: Path, row: VisitRecord, note) -> ScanRead:
     t_r = row.repetition_time if math.isfinite(row.repetition_time) else connectivity.t_r
     return read_scan_graph(path, kind=connectivity.kind, cleaning=connectivity.cleaning,
                            t_r=t_r, threshold=threshold, fisher_z=connectivity.fisher_z,
                            confounds_dir=root / CONFOUNDS_DIR)
+  # tangent is fitted inside each fold: its scans' covariances are always kept.
+  keep = keep_measures or connectivity.kind == "tangent"
   return ScanKind(TIMESERIES_DIR, TIMESERIES_FILE_PATTERN, TIMESERIES_FILE_FORMAT,
-                  (".npy", ".tsv", ".csv"), read)
+                  (".npy", ".tsv", ".csv"), read, connectivity.kind if keep else "")
 
 
 def _load_uncached(root: Path, files: Sequence[FileStats], kind: ScanKind, *, threshold: float,
-                   build_kwargs: dict) -> Cohort:
+                   build_kwargs: dict, harmonize: HarmonizeColumns) -> Cohort:
   messages: list[str] = []
-  visits, table_messages = read_visit_table(root / TEMPORAL_CSV)
+  visits, table_messages = read_visit_table(root / TEMPORAL_CSV, harmonize.covariates,
+                                            require_site=harmonize.site)
   for message in table_messages:
     messages.append(message)
     warnings.warn(message, CohortWarning, stacklevel=3)
@@ -305,6 +338,7 @@ def load_cohort(
     single_visit_horizon: float = 6.0,
     input: str | None = None,
     timeseries: TimeSeriesSettings | None = None,
+    harmonize: HarmonizeColumns | None = None,
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
     require_both_classes: bool = True,
@@ -341,6 +375,8 @@ def load_cohort(
     single_visit_horizon: months of the time feature when a subject has no gap to measure.
     input: "fc" or "timeseries" when ROOT holds both folders; None: the one it holds.
     timeseries: how time-series scans become graphs (default: `TimeSeriesSettings()`).
+    harmonize: the visit-table columns of site harmonisation (default: none); the scans' whole
+      measures are then kept (`Subject.measure`), as they are for `tangent`.
     cache_dir: where to cache; None for the default above.
     use_cache: False to neither read nor write the cache.
     require_both_classes: raise if all subjects share one label.
@@ -365,15 +401,16 @@ def load_cohort(
   if not threshold >= 0:
     raise ValueError(f"threshold must be >= 0, got {threshold}")
   timeseries = timeseries or TimeSeriesSettings()
-  kind = (_fc_kind(var_name, float(threshold)) if kind_name == "fc"
-          else _timeseries_kind(timeseries, float(threshold), root))
+  harmonize = harmonize or HarmonizeColumns()
+  kind = (_fc_kind(var_name, float(threshold), harmonize.site) if kind_name == "fc"
+          else _timeseries_kind(timeseries, float(threshold), root, harmonize.site))
   build_kwargs = dict(max_visits=int(max_visits), exclude_target_visit=bool(exclude_target_visit),
                       single_visit_horizon=float(single_visit_horizon),
                       require_both_classes=bool(require_both_classes))
   files = file_stats(root / kind.directory)
   if not use_cache:
     return _load_uncached(root, files, kind, threshold=float(threshold),
-                          build_kwargs=build_kwargs)
+                          build_kwargs=build_kwargs, harmonize=harmonize)
 
   tables = [(p.name, s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino)
             for p in (temporal, root / SIMPLIFIED_CSV) if p.is_file() for s in [p.stat()]]
@@ -382,7 +419,8 @@ def load_cohort(
             [dataclasses.asdict(timeseries), file_stats(root / CONFOUNDS_DIR)
              if timeseries.cleaning.confounds and (root / CONFOUNDS_DIR).is_dir() else []])
   key_source = json.dumps([CACHE_FORMAT_VERSION, str(root.resolve()), kind_name, files, tables,
-                           source, float(threshold), build_kwargs], sort_keys=True)
+                           source, float(threshold), build_kwargs,
+                           dataclasses.asdict(harmonize)], sort_keys=True)
   name = f"cohort-{hashlib.sha256(key_source.encode()).hexdigest()[:32]}.npz"
   directories = ([Path(cache_dir)] if cache_dir is not None
                  else [root / CACHE_DIR_NAME, user_cache_dir()])
@@ -393,6 +431,6 @@ def load_cohort(
         warnings.warn(message, CohortWarning, stacklevel=2)
       return cohort
   cohort = _load_uncached(root, files, kind, threshold=float(threshold),
-                          build_kwargs=build_kwargs)
+                          build_kwargs=build_kwargs, harmonize=harmonize)
   write_cache(cohort, directories, name)
   return cohort

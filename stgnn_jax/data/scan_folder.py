@@ -15,6 +15,7 @@ import re
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -42,9 +43,17 @@ def file_stats(directory: Path) -> list[FileStats]:
   return sorted(stats)
 
 
-# A kind's reader: (scan file, its visit row, note) -> (graph values [N, N], region names or None).
-ScanReader = Callable[[Path, VisitRecord, Callable[[str], None]],
-                      tuple[np.ndarray, "tuple[str, ...] | None"]]
+class ScanRead(NamedTuple):
+  """One scan as read: its graph values `[N, N]`, its region names (None where the file has
+  none), and its whole measure before the threshold (None where the kind keeps none)."""
+
+  graph: np.ndarray
+  names: tuple[str, ...] | None
+  measure: np.ndarray | None = None
+
+
+# A kind's reader: (scan file, its visit row, note) -> the scan.
+ScanReader = Callable[[Path, VisitRecord, Callable[[str], None]], ScanRead]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +66,8 @@ class ScanKind:
     file_format: the pattern as users read it, for messages.
     suffixes: file endings that look like scans (a misnamed one is named in a warning).
     read: the reader of one scan.
+    measure_kind: what the readers' measures are, kept in the cohort (`Subject.measure`) for
+      the steps fitted inside each fold; "" keeps none.
   """
 
   directory: str
@@ -64,6 +75,7 @@ class ScanKind:
   file_format: str
   suffixes: tuple[str, ...]
   read: ScanReader
+  measure_kind: str = ""
 
 
 def read_scan_folder(root: Path, files: Sequence[FileStats], kind: ScanKind,
@@ -107,6 +119,7 @@ def read_scan_folder(root: Path, files: Sequence[FileStats], kind: ScanKind,
          + (", ..." if len(stray) > 5 else ""))
 
   scans: dict[str, dict[int, np.ndarray]] = {}
+  measures: dict[str, dict[int, np.ndarray]] = {}
   n_skipped = n_subjects_skipped = 0
   num_nodes, first_path = None, None
   region_names: tuple[str, ...] | None = None
@@ -126,7 +139,7 @@ def read_scan_folder(root: Path, files: Sequence[FileStats], kind: ScanKind,
         note(f"{paths[run]}: run {run} but subject {subject} has only {len(rows)} visit row(s) in "
              f"{table}, so the scan has no visit time; skipped")
         continue
-      values, names_here = kind.read(paths[run], rows[run - 1], note)
+      values, names_here, measure = kind.read(paths[run], rows[run - 1], note)
       if num_nodes is None:
         num_nodes, first_path, region_names = values.shape[0], paths[run], names_here
       elif values.shape[0] != num_nodes:
@@ -140,6 +153,9 @@ def read_scan_folder(root: Path, files: Sequence[FileStats], kind: ScanKind,
                           f"{names_here[first_diff]!r}, but {region_names[first_diff]!r} in "
                           f"{first_path}; every scan must list the same regions in the same order")
       scans.setdefault(subject, {})[run] = values
+      if kind.measure_kind:
+        assert measure is not None, "a kind that keeps measures reads them"
+        measures.setdefault(subject, {})[run] = measure
     if subject not in scans:
       n_subjects_skipped += 1
 
@@ -154,5 +170,7 @@ def read_scan_folder(root: Path, files: Sequence[FileStats], kind: ScanKind,
          "hold self loops only; lower --threshold")
   cohort = build_cohort(scans, visits, groups, n_scans_skipped=n_skipped,
                         n_subjects_skipped=n_subjects_skipped, n_files_ignored=n_ignored,
-                        warning_messages=messages, **build_kwargs)
+                        warning_messages=messages,
+                        measures=measures if kind.measure_kind else None,
+                        measure_kind=kind.measure_kind, **build_kwargs)
   return dataclasses.replace(cohort, region_names=region_names or ())

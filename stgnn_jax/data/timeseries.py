@@ -22,13 +22,14 @@ import numpy as np
 
 from stgnn_jax.data.cohort import CohortError
 from stgnn_jax.data.connectivity import (
-    Cleaning,
-    check_series,
-    clean_series,
-    measure_graph,
-    min_time_points,
-    scan_connectivity,
+  Cleaning,
+  check_series,
+  clean_series,
+  measure_graph,
+  min_time_points,
+  scan_connectivity,
 )
+from stgnn_jax.data.scan_folder import ScanRead
 
 TIMESERIES_DIR = "TimeSeries"
 CONFOUNDS_DIR = "Confounds"
@@ -115,9 +116,9 @@ def read_confounds(path: Path, columns: Sequence[str], num_points: int) -> np.nd
 
 
 def read_scan_graph(path: Path, *, kind: str, cleaning: Cleaning, t_r: float | None,
-                    threshold: float, fisher_z: bool, confounds_dir: Path
-                    ) -> tuple[np.ndarray, tuple[str, ...] | None]:
-  """A time-series scan's graph values (`connectivity.measure_graph`) and its region names."""
+                    threshold: float, fisher_z: bool, confounds_dir: Path) -> ScanRead:
+  """A time-series scan's graph values (`connectivity.measure_graph`), its region names and its
+  whole measure (symmetric; for `tangent` the covariance the fold's fit starts from)."""
   series, names = read_series(path)
   where = str(path)
   needed = min_time_points(kind, series.shape[1], cleaning)
@@ -134,4 +135,5 @@ def read_scan_graph(path: Path, *, kind: str, cleaning: Cleaning, t_r: float | N
         cleaning.confounds, series.shape[0])
   cleaned = clean_series(series, cleaning, t_r=t_r, confounds=confounds)
   matrix = scan_connectivity(cleaned, kind, where)
-  return measure_graph(matrix, kind, threshold, use_fisher_z=fisher_z), names
+  symmetric = ((matrix + matrix.T) / 2).astype(np.float32)
+  return ScanRead(measure_graph(matrix, kind, threshold, use_fisher_z=fisher_z), names, symmetric)

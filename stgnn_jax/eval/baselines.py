@@ -100,6 +100,7 @@ def run_baselines(
     *,
     c_grid: Sequence[float] = C_GRID,
     decision_threshold: str = "argmax",
+    fold_last_fc: Sequence[np.ndarray] | None = None,
 ) -> dict[str, dict[str, Any]]:
   """Every baseline, cross-validated on the given folds.
 
@@ -111,6 +112,8 @@ def run_baselines(
     c_grid: inverse regularisation strengths (> 0) to choose from on validation AUC.
     decision_threshold: "argmax" (p > 0.5) or "val" (the chosen model's balanced-accuracy
       threshold on the validation split; p > 0.5 when the validation split has one class).
+    fold_last_fc: per fold, its own `last_fc` (preprocessing fitted inside each fold), used
+      instead of `last_fc` for that fold.
 
   Returns:
     A JSON-ready `{name: {"folds": [...], "summary": {metric: {"mean", "std", "n"}},
@@ -133,12 +136,16 @@ def run_baselines(
 
   features = baseline_features(last_fc)
   num_subjects = len(features["logreg_degree"])
+  if fold_last_fc is not None and len(fold_last_fc) != len(folds):
+    raise ValueError(f"fold_last_fc has {len(fold_last_fc)} entries for {len(folds)} folds")
+  per_fold = ([features] * len(folds) if fold_last_fc is None else
+              [baseline_features(np.asarray(f)) for f in fold_last_fc])
   labels = np.asarray(labels)
   if labels.shape != (num_subjects,):
     raise ValueError(f"labels must be [{num_subjects}], got shape {labels.shape}")
   if not np.isin(labels, (0, 1)).all():
     raise ValueError(f"labels must be 0/1, got values {sorted(set(labels.tolist()))}")
-  if not np.isfinite(last_fc).all():
+  if not all(np.isfinite(f).all() for f in [last_fc, *(fold_last_fc or ())]):
     raise ValueError("last_fc has non-finite entries")
   if decision_threshold not in DECISION_THRESHOLDS:
     raise ValueError(f"decision_threshold must be one of {DECISION_THRESHOLDS}, got "
@@ -154,7 +161,7 @@ def run_baselines(
   with threadpool_limits(limits=1, user_api="blas"):
     for name in BASELINES:
       fold_results = [
-          _run_fold(k, features[name], labels, split, c_grid, decision_threshold)
+          _run_fold(k, per_fold[k][name], labels, split, c_grid, decision_threshold)
           for k, split in enumerate(folds)]
       results[name] = {
           "num_features": int(features[name].shape[1]),

@@ -14,6 +14,7 @@ import glob
 import json
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -22,7 +23,8 @@ from stgnn_jax import atomic
 from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
 from stgnn_jax.data.cohort import Cohort
 from stgnn_jax.data.connectivity import Cleaning, TimeSeriesSettings
-from stgnn_jax.data.reference_format import load_cohort
+from stgnn_jax.data.fold_steps import FIT_FILE, FoldSteps
+from stgnn_jax.data.reference_format import HarmonizeColumns, input_kind, load_cohort
 from stgnn_jax.errors import ConfigError, RunStateError
 from stgnn_jax.eval import metrics as metrics_lib
 from stgnn_jax.eval.reports import format_summary, format_value, write_metrics_csv
@@ -44,7 +46,9 @@ def load_data(run: RunConfig) -> Cohort:
         run.data_root, var_name=run.var_name, threshold=run.threshold,
         max_visits=run.max_visits, exclude_target_visit=run.exclude_target_visit,
         single_visit_horizon=run.single_visit_horizon, input=run.input,
-        timeseries=timeseries_settings(run))
+        timeseries=timeseries_settings(run),
+        harmonize=HarmonizeColumns(site=run.harmonize != "none",
+                                   covariates=run.harmonize_covariates))
   from stgnn_jax.data import synthetic, synthetic_scans
   scans = synthetic.make_synthetic_cohort(
       num_subjects=run.synthetic_subjects, num_regions=run.synthetic_regions, seed=run.seed,
@@ -98,8 +102,15 @@ def prepare_run(model_config: ModelConfig, optim_config: OptimConfig, run: RunCo
   if placement.data_devices > 1:
     logger.info("data parallel over %d devices", placement.data_devices)
   run = size_by_data(run, cohort, placement.data_devices)
-  subjects = Subjects(cohort, run, model_config)
+  if run.harmonize != "none" and run.data_root is None:
+    raise ConfigError("--harmonize needs sites: give --data_root a visit table with a Site "
+                      "column (the built-in synthetic cohort has one site)")
+  steps = FoldSteps.for_cohort(cohort, threshold=run.threshold, fisher_z=run.fisher_z,
+                               harmonize=run.harmonize, covariates=run.harmonize_covariates)
+  subjects = Subjects(cohort, run, model_config, steps)
   folds = make_folds(subjects.labels, run.num_folds, run.seed)
+  if steps is not None:
+    steps.check_folds(cohort, folds)
   first = next(subjects.batches(folds[0].train, run.batch_size, run))
   if run.pretrained:
     check_pretrained_encoder(run, model_config, first)
@@ -115,6 +126,28 @@ def timeseries_settings(run: RunConfig) -> TimeSeriesSettings:
       cleaning=Cleaning(detrend=run.detrend, standardize=run.standardize,
                         high_pass=run.high_pass, low_pass=run.low_pass,
                         confounds=run.confounds))
+
+
+def preprocessing_record(run: RunConfig, steps: FoldSteps | None) -> dict[str, Any]:
+  """How the run turned its input into graphs, for results.json: the input kind, the
+  measure and cleaning (time series), the harmonisation, and the steps fitted in each fold."""
+  if run.data_root is None:
+    record: dict[str, Any] = {"input": "synthetic"}
+  else:
+    record = {"input": input_kind(Path(run.data_root), run.input)}
+  if record["input"] == "timeseries":
+    settings = timeseries_settings(run)
+    record.update(connectivity=settings.kind, fisher_z=settings.fisher_z, t_r=settings.t_r,
+                  cleaning=dataclasses.asdict(settings.cleaning))
+  record.update(threshold=run.threshold, harmonize=run.harmonize,
+                harmonize_covariates=list(run.harmonize_covariates))
+  fitted = ([] if steps is None else
+            [name for name, on in (("tangent", steps.kind == "tangent"),
+                                   (steps.harmonize, steps.harmonize != "none")) if on])
+  record["fitted_in_each_fold"] = fitted
+  if fitted:
+    record["fit_files"] = f"fold_<k>/{FIT_FILE} (fitted on the fold's training subjects only)"
+  return json.loads(json.dumps(record))
 
 
 def run_cross_validation(model_config: ModelConfig, optim_config: OptimConfig, run: RunConfig,
@@ -150,12 +183,16 @@ def run_cross_validation(model_config: ModelConfig, optim_config: OptimConfig, r
     results, histories = [r.to_json() for r in trained], [r.history for r in trained]
 
   summary = metrics_lib.summarize(results, metrics_lib.FOLD_SUMMARY_METRICS)
-  output = {"folds": results, "summary": summary, "cohort": cohort.summary(), **output}
+  output = {"folds": results, "summary": summary, "cohort": cohort.summary(),
+            "preprocessing": preprocessing_record(run, subjects.steps), **output}
   if run.baselines:
     from stgnn_jax.eval import baselines
 
     output["baselines"] = baselines.run_baselines(
-        subjects.last_fc, subjects.labels, folds, decision_threshold=run.decision_threshold)
+        subjects.last_fc, subjects.labels, folds, decision_threshold=run.decision_threshold,
+        fold_last_fc=None if subjects.steps is None else [
+            subjects.fit_fold(split.train, os.path.join(out_dir, f"fold_{k}")).last_fc
+            for k, split in enumerate(folds)])
   from stgnn_jax.eval import reports
 
   if members:
@@ -266,8 +303,8 @@ def train_folds(folds: list[FoldSplit], subjects: Subjects, model_config: ModelC
         write_metrics_csv(out_dir, [r.history for r in results] + [history])
 
       os.makedirs(fold_dir, exist_ok=True)
-      result = train_fold(k, split, subjects, model_config, optim_config, run, placement,
-                          fold_dir, on_epoch=on_epoch)
+      result = train_fold(k, split, subjects.fit_fold(split.train, fold_dir), model_config,
+                          optim_config, run, placement, fold_dir, on_epoch=on_epoch)
       bar.update(run.n_epochs - len(result.history))  # epochs skipped by an early stop
       atomic.write_json(done_path, result.to_record())
       results.append(result)

@@ -214,6 +214,7 @@ def train_sweep(folds: list[FoldSplit], subjects: Subjects, model_config: ModelC
              unit="member-epoch", dynamic_ncols=True)
   with bar, logging_redirect_tqdm():
     for k, split in enumerate(folds):
+      fold_subjects = None  # fitted when a chunk of the fold trains
       for c, chunk_members in enumerate(chunks):
         directory = os.path.join(out_dir, f"fold_{k}", "sweep", f"chunk_{c}")
         done_path = os.path.join(directory, "result.json")
@@ -225,7 +226,9 @@ def train_sweep(folds: list[FoldSplit], subjects: Subjects, model_config: ModelC
         else:
           bar.set_description(f"fold {k + 1}/{run.num_folds} chunk {c + 1}/{len(chunks)}")
           os.makedirs(directory, exist_ok=True)
-          done = train_chunk(k, split, subjects, model_config, optim_config, run, placement,
+          if fold_subjects is None:
+            fold_subjects = subjects.fit_fold(split.train, os.path.join(out_dir, f"fold_{k}"))
+          done = train_chunk(k, split, fold_subjects, model_config, optim_config, run, placement,
                              chunk_members, directory,
                              on_epoch=lambda rows: bar.update(len(rows)))
         for entry in done["members"]:

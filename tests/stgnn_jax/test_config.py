@@ -57,6 +57,7 @@ FLAGS_BEFORE = {
     "--input": None, "--connectivity": "correlation", "--fisher_z": False, "--t_r": None,
     "--high_pass": None, "--low_pass": None, "--detrend": True, "--standardize": "zscore_sample",
     "--confounds": (),
+    "--harmonize": "none", "--harmonize_covariates": (),
 }
 
 # The reference's flags and defaults (../shared/reference/original-stgnn.md) and its fixed

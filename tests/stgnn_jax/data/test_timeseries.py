@@ -30,8 +30,10 @@ def series(rng, points=60, regions=REGIONS, coupling=0.0):
   return x
 
 
-def write_cohort(root, scans, labels, *, ext="npy", header=None, t_r=None):
-  """`scans[subject]` is its visits' series; writes TimeSeries/ and TADPOLE_TEMPORAL.csv."""
+def write_cohort(root, scans, labels, *, ext="npy", header=None, t_r=None, columns=None):
+  """`scans[subject]` is its visits' series; writes TimeSeries/ and TADPOLE_TEMPORAL.csv (with
+  `columns`: {name: a value per subject} as further visit-table columns)."""
+  columns = columns or {}
   (root / TIMESERIES_DIR).mkdir(parents=True, exist_ok=True)
   rows = []
   for s, (visits, label) in enumerate(zip(scans, labels, strict=True)):
@@ -46,11 +48,13 @@ def write_cohort(root, scans, labels, *, ext="npy", header=None, t_r=None):
           if header is not None:
             writer.writerow(header)
           writer.writerows(x.tolist())
-      rows.append([subject, label, k + 1, 6.0 * k, 6.0] + ([t_r] if t_r else []))
+      rows.append([subject, label, k + 1, 6.0 * k, 6.0] + ([t_r] if t_r else [])
+                  + [values[s] for values in columns.values()])
   with open(root / TEMPORAL_CSV, "w", newline="") as f:
     writer = csv.writer(f)
     writer.writerow(["Subject", "Label_CS_Num", "Visit_Order", "Months_From_Baseline",
-                     "Months_To_Next_Original"] + (["RepetitionTime"] if t_r else []))
+                     "Months_To_Next_Original"] + (["RepetitionTime"] if t_r else [])
+                    + list(columns))
     writer.writerows(rows)
 
 
