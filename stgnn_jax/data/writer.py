@@ -10,6 +10,7 @@ import csv
 import io
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -61,18 +62,29 @@ def write_scans(directory: str | os.PathLike, scans: SyntheticScans, *,
     if SCAN_FILE_PATTERN.fullmatch(path.name):
       path.unlink()
 
-  temporal_rows, simplified_rows = [], []
   for i, subject in enumerate(scans.subject_ids):
     for k in range(len(scans.fc[i])):
       np.savez_compressed(fc_dir / scan_file_name(subject, k + 1), **{var_name: scans.fc[i][k]})
+  write_visit_tables(root, scans)
+
+
+def write_visit_tables(root: Path, scans: SyntheticScans,
+                       columns: Mapping[str, Sequence[str]] | None = None) -> None:
+  """Writes `root/TADPOLE_TEMPORAL.csv` (with `columns`: further columns, a value per subject,
+  e.g. its Site) and `root/TADPOLE_Simplified.csv` for `scans`' visits."""
+  columns = columns or {}
+  temporal_rows, simplified_rows = [], []
+  for i, subject in enumerate(scans.subject_ids):
+    for k in range(len(scans.fc[i])):
       months, to_next = float(scans.months[i][k]), float(scans.months_to_next[i][k])
       label = int(scans.visit_labels[i][k])
       temporal_rows.append([subject, _viscode(months), label, k + 1, repr(months),
-                            "" if math.isnan(to_next) else repr(to_next)])
+                            "" if math.isnan(to_next) else repr(to_next),
+                            *(values[i] for values in columns.values())])
       simplified_rows.append([subject, k, scans.groups[i][k], label])
   _write_csv(root / TEMPORAL_CSV, ["Subject", "Visit", "Label_CS_Num", "Visit_Order",
-                                   "Months_From_Baseline", "Months_To_Next_Original"],
-             temporal_rows)
+                                   "Months_From_Baseline", "Months_To_Next_Original",
+                                   *columns], temporal_rows)
   _write_csv(root / SIMPLIFIED_CSV, ["Subject", "Visit_idx", "Group", "Label_CS_Num"],
              simplified_rows)
 

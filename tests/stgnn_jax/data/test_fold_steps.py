@@ -4,9 +4,6 @@ end to end with its one-line refusals."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-
 import numpy as np
 import pytest
 
@@ -17,23 +14,10 @@ from stgnn_jax.data.fold_steps import FIT_FILE, FittedSteps, FoldSteps
 from stgnn_jax.data.reference_format import HarmonizeColumns, load_cohort
 from stgnn_jax.errors import RunStateError
 from stgnn_jax.input_pipeline import Subjects
-from tests.helpers import ROOT, results_of, run_train, train_command
-from tests.stgnn_jax.data.test_timeseries import series, write_cohort
+from tests.helpers import cohort_data, write_cohort
 
 RAW = Cleaning(detrend=False, standardize="none")
 N = 16
-
-
-def _cohort_data(seed=0, n=N, regions=6, site_scale=1.6):
-  """Series of `n` subjects (2 visits), labels 1 in 4, sites A/B (B's series scaled: a site
-  effect on the covariances), ages."""
-  rng = np.random.default_rng(seed)
-  labels = [int(i % 4 == 0) for i in range(n)]
-  sites = ["A" if i % 2 else "B" for i in range(n)]
-  scans = [[series(rng, points=70, regions=regions, coupling=0.8 * y + 0.3)
-            * (site_scale if s == "B" else 1.0) for _ in range(2)]
-           for y, s in zip(labels, sites, strict=True)]
-  return scans, labels, {"Site": sites, "Age": [60 + 3 * i % 25 for i in range(n)]}
 
 
 def _load(root, kind="tangent", harmonize=False, covariates=()):
@@ -45,7 +29,7 @@ def _load(root, kind="tangent", harmonize=False, covariates=()):
 def test_tangent_is_nilearns_fitted_on_the_training_scans(tmp_path):
   from nilearn.connectome import ConnectivityMeasure
 
-  scans, labels, columns = _cohort_data()
+  scans, labels, columns = cohort_data()
   write_cohort(tmp_path, scans, labels, columns=columns)
   cohort = _load(tmp_path)
   assert cohort.measure_kind == "tangent"
@@ -74,7 +58,7 @@ def test_tangent_is_nilearns_fitted_on_the_training_scans(tmp_path):
 @pytest.mark.parametrize("kind, harmonize", [("tangent", "none"), ("correlation", "combat"),
                                              ("tangent", "combat")])
 def test_a_fold_fit_sees_its_training_subjects_only(tmp_path, kind, harmonize):
-  scans, labels, columns = _cohort_data(seed=1)
+  scans, labels, columns = cohort_data(seed=1)
   train, held = np.arange(0, 12), np.arange(12, N)
   changed = [[x * 1.3 + 0.5 * np.roll(x, 1, axis=1) if i in held else x for x in visits]
              for i, visits in enumerate(scans)]
@@ -102,7 +86,7 @@ def test_a_fold_fit_sees_its_training_subjects_only(tmp_path, kind, harmonize):
 
 
 def test_combat_in_the_pipeline_removes_the_site_effect_on_connections(tmp_path):
-  scans, labels, columns = _cohort_data(seed=2, n=24, site_scale=1.0)
+  scans, labels, columns = cohort_data(seed=2, n=24, site_scale=1.0)
   # Site B adds a shared signal to regions 3-5: their correlations are higher there.
   rng = np.random.default_rng(5)
   scans = [[x + (1.0 * rng.normal(size=(len(x), 1)) * np.r_[0, 0, 0, 1, 1, 1]
@@ -124,7 +108,7 @@ def test_combat_in_the_pipeline_removes_the_site_effect_on_connections(tmp_path)
 
 
 def test_a_fold_fit_is_stored_and_read_back(tmp_path):
-  scans, labels, columns = _cohort_data(seed=3)
+  scans, labels, columns = cohort_data(seed=3)
   write_cohort(tmp_path / "data", scans, labels, columns=columns)
   cohort = _load(tmp_path / "data", harmonize=True)
   steps = FoldSteps.for_cohort(cohort, threshold=0.2, fisher_z=False, harmonize="combat")
@@ -141,7 +125,7 @@ def test_a_fold_fit_is_stored_and_read_back(tmp_path):
 
 
 def test_sites_that_a_fold_cannot_harmonise_are_refused_before_training(tmp_path):
-  scans, labels, columns = _cohort_data(seed=4)
+  scans, labels, columns = cohort_data(seed=4)
   columns["Site"] = ["A" if i % 2 else "B" for i in range(N - 1)] + ["C"]
   write_cohort(tmp_path, scans, labels, columns=columns)
   cohort = _load(tmp_path, "correlation", True)
@@ -154,38 +138,10 @@ def test_sites_that_a_fold_cannot_harmonise_are_refused_before_training(tmp_path
     _load(tmp_path / "nosite", "correlation", True)
 
 
-def test_train_py_fits_tangent_and_combat_in_each_fold(tmp_path, compile_cache):
-  scans, labels, columns = _cohort_data(seed=6, n=24)
-  write_cohort(tmp_path / "data", scans, labels, columns=columns)
-  out = tmp_path / "out"
-  run_train(["--data_root", str(tmp_path / "data"), "--connectivity", "tangent", "--harmonize",
-             "combat", "--harmonize_covariates", "Age", "--num_folds", "2", "--n_epochs", "2",
-             "--gnn_hidden_dim", "8", "--lstm_hidden_dim", "4", "--out_dir", str(out),
-             "--save_path", str(tmp_path / "save"), "--no_progress"], compile_cache)
-  config = json.loads((out / "config.json").read_text())["run"]
-  assert (config["connectivity"], config["harmonize"]) == ("tangent", "combat")
-  assert config["harmonize_covariates"] == ["Age"]
-  record = results_of(out)["preprocessing"]
-  assert record["input"] == "timeseries" and record["fitted_in_each_fold"] == ["tangent",
-                                                                                "combat"]
-  for k in range(2):
-    fit = FittedSteps.load(out / f"fold_{k}" / FIT_FILE)
-    assert fit.combat is not None and fit.whitening is not None
-    assert fit.combat.covariates[0].name == "Age" and fit.combat.sites == ("A", "B")
+def test_harmonisation_settings_are_checked_with_the_other_settings():
+  from stgnn_jax.errors import ConfigError
 
-  no_site = tmp_path / "no_site"
-  write_cohort(no_site, scans, labels)
-  lonely = dict(columns, Site=columns["Site"][:-1] + ["C"])
-  write_cohort(tmp_path / "lonely", scans, labels, columns=lonely)
-  for data, flags, message in (
-      (no_site, ["--harmonize", "combat"], "missing required column(s) 'Site'"),
-      (tmp_path / "data", ["--harmonize", "combat", "--harmonize_covariates", "Label_CS_Num"],
-       "must not name the label"),
-      (tmp_path / "data", ["--harmonize_covariates", "Age"], "add --harmonize combat"),
-      (tmp_path / "lonely", ["--harmonize", "combat"], "site 'C' (subject S023) is held out")):
-    bad = subprocess.run(train_command("--data_root", str(data), "--out_dir",
-                                       str(tmp_path / "bad"), *flags),
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, (
-        bad.stderr)
-    assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
+  with pytest.raises(ConfigError, match="harmonize_covariates.*must not name the label"):
+    RunConfig(harmonize="combat", harmonize_covariates=("Age", "Label_CS_Num"))
+  with pytest.raises(ConfigError, match="harmonize_covariates.*add --harmonize combat"):
+    RunConfig(harmonize_covariates=("Age",))

@@ -3,7 +3,6 @@ measures against NumPy's definitions, how each becomes a graph, and every bad in
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import subprocess
@@ -15,47 +14,21 @@ from stgnn_jax.data import connectivity
 from stgnn_jax.data.cohort import CohortError
 from stgnn_jax.data.connectivity import Cleaning, TimeSeriesSettings
 from stgnn_jax.data.preprocessing import threshold_fc
-from stgnn_jax.data.reference_format import TEMPORAL_CSV, load_cohort
+from stgnn_jax.data.reference_format import load_cohort
 from stgnn_jax.data.timeseries import TIMESERIES_DIR
-from tests.helpers import ROOT, results_of, run_train, train_command
+from tests.helpers import (
+    ROOT,
+    SERIES_REGIONS,
+    cohort_data,
+    results_of,
+    run_train,
+    series,
+    train_command,
+    write_cohort,
+)
 
 RAW = Cleaning(detrend=False, standardize="none")  # the measures of the series as written
-REGIONS = 6
-
-
-def series(rng, points=60, regions=REGIONS, coupling=0.0):
-  """A scan's [points, regions] series; `coupling` ties regions 0-2 to a shared signal."""
-  x = rng.normal(size=(points, regions))
-  x[:, :3] += coupling * rng.normal(size=(points, 1))
-  return x
-
-
-def write_cohort(root, scans, labels, *, ext="npy", header=None, t_r=None, columns=None):
-  """`scans[subject]` is its visits' series; writes TimeSeries/ and TADPOLE_TEMPORAL.csv (with
-  `columns`: {name: a value per subject} as further visit-table columns)."""
-  columns = columns or {}
-  (root / TIMESERIES_DIR).mkdir(parents=True, exist_ok=True)
-  rows = []
-  for s, (visits, label) in enumerate(zip(scans, labels, strict=True)):
-    subject = f"S{s:03d}"
-    for k, x in enumerate(visits):
-      path = root / TIMESERIES_DIR / f"sub-{subject}_run-{k + 1:02d}_timeseries.{ext}"
-      if ext == "npy":
-        np.save(path, x)
-      else:
-        with open(path, "w", newline="") as f:
-          writer = csv.writer(f, delimiter="\t" if ext == "tsv" else ",")
-          if header is not None:
-            writer.writerow(header)
-          writer.writerows(x.tolist())
-      rows.append([subject, label, k + 1, 6.0 * k, 6.0] + ([t_r] if t_r else [])
-                  + [values[s] for values in columns.values()])
-  with open(root / TEMPORAL_CSV, "w", newline="") as f:
-    writer = csv.writer(f)
-    writer.writerow(["Subject", "Label_CS_Num", "Visit_Order", "Months_From_Baseline",
-                     "Months_To_Next_Original"] + (["RepetitionTime"] if t_r else [])
-                    + list(columns))
-    writer.writerows(rows)
+REGIONS = SERIES_REGIONS
 
 
 def small_cohort(rng, n=8, visits=2, **kwargs):
@@ -261,31 +234,46 @@ def test_precision_needs_more_time_points_than_regions(tmp_path):
   assert connectivity.min_time_points("precision", 6, RAW) == 7
 
 
-def test_train_py_runs_on_time_series_and_records_the_measure(tmp_path, compile_cache):
-  """The command line end to end on a time-series folder; a bad flag is one line, exit 2."""
-  rng = np.random.default_rng(10)
-  labels = [0, 1] * 12
-  scans = [[series(rng, points=80, coupling=1.5 * y) for _ in range(2)] for y in labels]
-  write_cohort(tmp_path / "data", scans, labels)
+def test_train_py_runs_on_time_series_with_steps_fitted_in_each_fold(tmp_path, compile_cache):
+  """The command line end to end on a time-series folder with sites: the tangent measure and
+  ComBat fitted in each fold, recorded and stored; bad input is one line, exit 2."""
+  from stgnn_jax.data.fold_steps import FIT_FILE, FittedSteps
+
+  scans, labels, columns = cohort_data(seed=6, n=24)
+  write_cohort(tmp_path / "data", scans, labels, columns=columns)
   out = tmp_path / "out"
-  run_train(["--data_root", str(tmp_path / "data"), "--connectivity", "partial_correlation",
-             "--num_folds", "2", "--n_epochs", "2", "--gnn_hidden_dim", "8",
-             "--lstm_hidden_dim", "4", "--out_dir", str(out), "--save_path",
-             str(tmp_path / "save"), "--no_progress"], compile_cache)
+  run_train(["--data_root", str(tmp_path / "data"), "--connectivity", "tangent", "--harmonize",
+             "combat", "--harmonize_covariates", "Age", "--num_folds", "2", "--n_epochs", "2",
+             "--gnn_hidden_dim", "8", "--lstm_hidden_dim", "4", "--out_dir", str(out),
+             "--save_path", str(tmp_path / "save"), "--no_progress"], compile_cache)
   config = json.loads((out / "config.json").read_text())["run"]
-  assert config["connectivity"] == "partial_correlation" and config["detrend"] is True
+  assert (config["connectivity"], config["harmonize"]) == ("tangent", "combat")
+  assert config["harmonize_covariates"] == ["Age"] and config["detrend"] is True
   results = results_of(out)
   assert len(results["folds"]) == 2 and "logreg_fc" in results["baselines"]
   assert "24 subjects" in results["cohort"] and "6 regions" in results["cohort"]
+  record = results["preprocessing"]
+  assert record["input"] == "timeseries" and record["connectivity"] == "tangent"
+  assert record["fitted_in_each_fold"] == ["tangent", "combat"]
+  for k in range(2):
+    fit = FittedSteps.load(out / f"fold_{k}" / FIT_FILE)
+    assert fit.whitening is not None and fit.combat is not None
+    assert fit.combat.covariates[0].name == "Age" and fit.combat.sites == ("A", "B")
 
-  np.save(tmp_path / "data" / TIMESERIES_DIR / "sub-S003_run-02_timeseries.npy",
-          np.ones((80, REGIONS)))
-  for flags, message in (
-      ([], "sub-S003_run-02_timeseries.npy: 6 region(s) constant over time"),
-      (["--high_pass", "0.2", "--low_pass", "0.1"],
-       "RunConfig.high_pass=0.2 Hz is not below low_pass=0.1 Hz: no frequency band is left")):
-    bad = subprocess.run(train_command("--data_root", str(tmp_path / "data"), "--out_dir",
+  lonely = dict(columns, Site=columns["Site"][:-1] + ["C"])
+  write_cohort(tmp_path / "lonely", scans, labels, columns=lonely)
+  write_cohort(tmp_path / "no_site", scans, labels)
+  np.save(tmp_path / "no_site" / TIMESERIES_DIR / "sub-S003_run-02_timeseries.npy",
+          np.ones((70, REGIONS)))
+  for data, flags, message in (
+      ("no_site", [], "sub-S003_run-02_timeseries.npy: 6 region(s) constant over time"),
+      ("data", ["--high_pass", "0.2", "--low_pass", "0.1"],
+       "RunConfig.high_pass=0.2 Hz is not below low_pass=0.1 Hz: no frequency band is left"),
+      ("no_site", ["--harmonize", "combat"], "missing required column(s) 'Site'"),
+      ("lonely", ["--harmonize", "combat"], "site 'C' (subject S023) is held out in fold")):
+    bad = subprocess.run(train_command("--data_root", str(tmp_path / data), "--out_dir",
                                        str(tmp_path / "bad"), *flags),
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, (
+        bad.stderr)
     assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
