@@ -271,6 +271,7 @@ def bold_subjects(spec: BoldCohortSpec, people: Sequence[Person] | None = None
   rng = np.random.default_rng(spec.seed)
   n_conv = round(spec.converter_fraction * spec.num_subjects)
   is_converter, subject_ids = draw_subjects(rng, spec.num_subjects, n_conv)
+  # Each class is spread evenly over the people: no person predicts the label.
   person_of = np.empty(spec.num_subjects, int)
   for cls in (False, True):
     members = rng.permutation(np.flatnonzero(is_converter == cls))

@@ -79,16 +79,15 @@ def _cohort_from_arrays(arrays: Mapping[str, np.ndarray]) -> Cohort:
   measure_kind = str(arrays["measure_kind"])
   measures, sites, covariates = arrays["measures"], arrays["sites"], arrays["covariates"]
 
-  def visits(values, i):
+  def visits(values, i):  # subject i's rows of a per-visit array
     return values[starts[i]:starts[i + 1]]
 
   subjects = tuple(
       Subject(subject_id=str(arrays["subject_ids"][i]), label=int(arrays["labels"][i]),
-              adjacency=adjacency[starts[i]:starts[i + 1]],
-              months=arrays["months"][starts[i]:starts[i + 1]],
+              adjacency=visits(adjacency, i), months=visits(arrays["months"], i),
               time_to_predict=float(arrays["time_to_predict"][i]),
               group=str(arrays["groups"][i]) if arrays["has_group"][i] else None,
-              fc=fc[starts[i]:starts[i + 1]],
+              fc=visits(fc, i),
               measure=visits(measures, i) if measure_kind else None,
               sites=tuple(str(x) for x in visits(sites, i)) if len(sites) else (),
               covariates=tuple(tuple(str(x) for x in row) for row in visits(covariates, i))

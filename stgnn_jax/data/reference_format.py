@@ -266,20 +266,22 @@ class HarmonizeColumns:
   covariates: tuple[str, ...] = ()
 
 
-def _read_fc_graph(var_name: str, threshold: float) -> ScanReader:
-  """The FC-matrix kind's reader: the matrix under `var_name`, thresholded (`threshold_fc`)."""
+def _read_fc_graph(var_name: str, threshold: float, keep_measures: bool) -> ScanReader:
+  """The FC-matrix kind's reader: the matrix under `var_name`, thresholded (`threshold_fc`), and
+  with `keep_measures` the symmetrised matrix itself."""
   def read(path: Path, row: VisitRecord, note) -> ScanRead:
     fc = _read_scan(path, var_name)
     if not fc.any():
       note(f"{path}: every entry is 0 (an empty scan: no edge but the self loops)")
-    symmetric = ((fc + fc.T) / 2).astype(np.float32)
-    return ScanRead(threshold_fc(fc, threshold), None, symmetric)
+    measure = ((fc + fc.T) / 2).astype(np.float32) if keep_measures else None
+    return ScanRead(threshold_fc(fc, threshold), None, measure)
   return read
 
 
 def _fc_kind(var_name: str, threshold: float, keep_measures: bool) -> ScanKind:
   return ScanKind(FC_DIR, SCAN_FILE_PATTERN, SCAN_FILE_FORMAT, (".npz",),
-                  _read_fc_graph(var_name, threshold), "fc" if keep_measures else "")
+                  _read_fc_graph(var_name, threshold, keep_measures),
+                  "fc" if keep_measures else "")
 
 
 def _timeseries_kind(connectivity: TimeSeriesSettings, threshold: float, root: Path,
