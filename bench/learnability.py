@@ -22,8 +22,10 @@ gaining coupling, within-module synchrony, or small changes over every edge, 10-
     `results.json` (an interrupted run) is continued with `train.py --resume`;
   * the table: per cohort, for each configuration the test AUC and balanced accuracy (mean ± std
     over folds) and the worst fold's AUC; train.py's logistic-regression baselines on the same
-    folds (`results.json["baselines"]`: last-visit FC values, binarised edges, node degrees),
-    their AUC (and balanced accuracy); the default's mean AUC minus the best baseline's. Then one
+    folds (`results.json["baselines"]`, `stgnn_jax.eval.baselines.BASELINES`: last-visit FC
+    values, binarised edges, node degrees, and the last-visit FC values with their change since
+    the first visit), their AUC (and balanced accuracy; n/a for a baseline that a run's
+    results.json predates); the default's mean AUC minus the best baseline's. Then one
     line per run: wall time, and which folds collapsed (a fold collapses when its test
     predictions hold a single class: `prediction_counts` has a zero).
 
@@ -65,6 +67,7 @@ from stgnn_jax.data import bold_cohorts
 from stgnn_jax.data.bold_cohorts import BoldCohortSpec
 from stgnn_jax.data.synthetic_family import CohortSpec, write_cohort
 from stgnn_jax.data.writer import write_scans
+from stgnn_jax.eval.baselines import BASELINES
 
 # The reference-faithful recipe. A flag train.py does not know makes its run fail with a usage
 # error, reported as a failed run; the other runs go on.
@@ -72,7 +75,6 @@ from stgnn_jax.data.writer import write_scans
 REFERENCE_FLAGS = reference_flags()
 CONFIGS = {"default": [], "reference": REFERENCE_FLAGS}
 QUICK_FLAGS = ["--num_folds", "3", "--n_epochs", "30"]
-BASELINES = ("logreg_fc", "logreg_edges", "logreg_degree")
 SPEC_FILE = "cohort_spec.json"
 WALL_FILE = "learnability_wall.json"  # seconds spent in train.main, summed over resumptions
 
@@ -332,9 +334,10 @@ def build_report(rows: list[dict[str, Any]], run_names: list[str], header: list[
     lines.append("| " + " | ".join(cells) + " |")
 
   lines += ["", "AUC and balanced accuracy: mean ± std over test folds; worst AUC: the lowest "
-            "fold's. Baselines: train.py's logistic regressions on the last scan, on the default "
-            "run's folds (its results.json; † from another configuration's run, whose decision "
-            "rule may differ, when the default run has none); n/a: not in results.json.", "",
+            "fold's. Baselines: train.py's logistic regressions on the last scan (logreg_change: "
+            "and its change since the first), on the default run's folds (its results.json; † "
+            "from another configuration's run, whose decision rule may differ, when the default "
+            "run has none); n/a: not in results.json.", "",
             "Per run: wall time (in train.main, summed over resumptions) and collapsed folds "
             "(test predictions of a single class):", ""]
   for row in rows:

@@ -34,6 +34,7 @@ from stgnn_jax.data.bold_cohorts import BoldCohortSpec
 from stgnn_jax.data.reference_format import subject_file_id
 from stgnn_jax.data.timeseries import TIMESERIES_DIR
 from stgnn_jax.data.writer import write_visit_tables
+from stgnn_jax.eval.baselines import BASELINES
 
 COHORT = BoldCohortSpec(
     "fmri-decoupling", "decoupling", 200, converter_fraction=0.15, effect_size=0.3, seed=21,
@@ -45,7 +46,6 @@ CONFIGS: dict[str, list[str]] = {
     "tangent": ["--connectivity", "tangent"],
     "tangent + ComBat": ["--connectivity", "tangent", "--harmonize", "combat"],
 }
-BASELINES = ("logreg_fc", "logreg_edges", "logreg_degree")
 
 
 def series_file(subject_id: str, run: int) -> str:
@@ -89,8 +89,10 @@ def run_config(name: str, flags: list[str], data_root: Path, work_dir: Path,
   return out
 
 
-def auc(block: dict) -> str:
-  value = block["summary"].get("test_auc")
+def auc(block: dict | None) -> str:
+  """A results block's mean ± std test AUC; n/a when undefined or absent (a baseline that the
+  run's results.json predates)."""
+  value = block["summary"].get("test_auc") if block else None
   return "n/a" if not value else f"{value['mean']:.3f} ± {value['std']:.3f}"
 
 
@@ -112,7 +114,7 @@ def quality(args: argparse.Namespace) -> int:
   for name, results in rows:
     wall = results["wall_s"]
     print(f"| {name} | {auc(results)} | "
-          + " | ".join(auc(results["baselines"][b]) for b in BASELINES)
+          + " | ".join(auc(results["baselines"].get(b)) for b in BASELINES)
           + f" | {'' if wall is None else f'{wall / 60:.1f} min'} |")
   return 0
 

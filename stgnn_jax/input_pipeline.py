@@ -348,8 +348,10 @@ class Subjects:
     fc = [s.fc for s in cohort.subjects]
     self.features = ([connection_features(f, model_config.node_features) for f in fc]
                      if model_config.explicit_node_features else None)
-    # What the classical baselines see: each subject's last input scan, edge values.
+    # What the classical baselines see: each subject's last and first input scans, edge values
+    # (the same matrix twice for a subject with one visit).
     self.last_fc = np.stack([f[-1] for f in fc])
+    self.first_fc = np.stack([f[0] for f in fc])
     self.labels = cohort.labels().astype(np.int32)
     self.time = (time_features(cohort, run.time_normalization) if use_time else None)
     self.time_to_predict = cohort.time_to_predict()

@@ -1,11 +1,16 @@
 """Classical baselines reported next to the STGNN, on exactly the model's folds.
 
 Each baseline is an L2-regularised logistic regression on one fixed feature vector per subject,
-built from the subject's LAST input visit (the thresholded FC matrix the model sees last):
+built from the subject's LAST input visit (the thresholded FC matrix the model sees last) and,
+for the longitudinal one, its FIRST input visit (the same kind of matrix, the earliest the model
+sees):
 
   - `logreg_fc`: the upper-triangle FC values (0 where there is no edge), N (N - 1) / 2 features;
   - `logreg_edges`: the same entries binarised (edge present or not);
-  - `logreg_degree`: each region's degree (off-diagonal edges), N features.
+  - `logreg_degree`: each region's degree (off-diagonal edges), N features;
+  - `logreg_change`: `logreg_fc`'s values followed by their change since the first visit
+    (last minus first, 0 for a subject with one visit), N (N - 1) features: the linear
+    longitudinal baseline.
 
 Per fold: standardise on the training subjects, fit a class-balanced logistic regression for each
 C of `C_GRID` on the training subjects only, keep the C with the best validation AUC (ties go to
@@ -13,8 +18,8 @@ the smaller C, the stronger regularisation), and evaluate that model on the test
 project's own metrics (`metrics.classification_metrics`), predicting a converter when
 p(converter) > 0.5 or, with `decision_threshold="val"` (as the STGNN's default), when it reaches
 the threshold that maximises the validation balanced accuracy (`metrics.balanced_threshold`).
-If a simple model on the last scan matches the STGNN, the temporal graph model is not what carries
-the signal; these numbers make that visible in every run.
+If a simple model on the last scan (or on the last scan and its change) matches the STGNN, the
+temporal graph model is not what carries the signal; these numbers make that visible in every run.
 
 A fold that cannot be fitted (one class among the training subjects, features constant over them)
 is reported with every metric None and the reason in `undefined`; `run_baselines` does not raise
@@ -32,7 +37,7 @@ import numpy as np
 
 from stgnn_jax.config import DECISION_THRESHOLDS
 
-BASELINES = ("logreg_fc", "logreg_edges", "logreg_degree")
+BASELINES = ("logreg_fc", "logreg_edges", "logreg_degree", "logreg_change")
 
 # Inverse L2 strengths on standardised features, one decade apart. The AUC depends only on the
 # weights' direction; with more features than training subjects (4,950 FC entries, ~150
@@ -64,32 +69,40 @@ _METRIC_KEYS = ("C", "decision_threshold", "val_auc", "val_auc_by_C", "test_auc"
                 "test_p1", "converged")
 
 
-def baseline_features(last_fc: np.ndarray) -> dict[str, np.ndarray]:
-  """The three baselines' feature matrices from each subject's last thresholded FC matrix.
+def baseline_features(last_fc: np.ndarray, first_fc: np.ndarray) -> dict[str, np.ndarray]:
+  """The baselines' feature matrices from each subject's last and first thresholded FC matrix.
 
   Args:
     last_fc: `[subjects, N, N]` each subject's last input visit's symmetrised FC matrix, entries
       below the edge threshold already 0 (0 = no edge; `data.threshold_fc`).
+    first_fc: `[subjects, N, N]` the same for each subject's first input visit (the last one's
+      matrix again for a subject with one visit).
 
   Returns:
     `{name: [subjects, F]}` float64, in `BASELINES` order: `logreg_fc` the upper-triangle values
-    (k = 1, row-major, F = N (N - 1) / 2), `logreg_edges` the same entries as 1.0 where nonzero
-    else 0.0, `logreg_degree` the number of nonzero off-diagonal entries of each row (F = N).
+    of `last_fc` (k = 1, row-major, F = N (N - 1) / 2), `logreg_edges` the same entries as 1.0
+    where nonzero else 0.0, `logreg_degree` the number of nonzero off-diagonal entries of each row
+    (F = N), `logreg_change` `logreg_fc`'s columns then those of upper(last) - upper(first)
+    (F = N (N - 1)).
 
   Raises:
-    ValueError: `last_fc` is not `[subjects, N, N]`.
+    ValueError: `last_fc` is not `[subjects, N, N]`, or `first_fc` is not of its shape.
   """
-  last_fc = np.asarray(last_fc)
+  last_fc, first_fc = np.asarray(last_fc), np.asarray(first_fc)
   if last_fc.ndim != 3 or last_fc.shape[1] != last_fc.shape[2]:
     raise ValueError(f"last_fc must be [subjects, N, N], got shape {last_fc.shape}")
+  if first_fc.shape != last_fc.shape:
+    raise ValueError(f"first_fc must have last_fc's shape {last_fc.shape}, got {first_fc.shape}")
   n = last_fc.shape[1]
   rows, cols = np.triu_indices(n, k=1)
   upper = last_fc[:, rows, cols].astype(np.float64)
+  change = upper - first_fc[:, rows, cols].astype(np.float64)
   off_diagonal = ~np.eye(n, dtype=bool)
   return {
       "logreg_fc": upper,
       "logreg_edges": (upper != 0).astype(np.float64),
       "logreg_degree": ((last_fc != 0) & off_diagonal).sum(axis=2).astype(np.float64),
+      "logreg_change": np.concatenate([upper, change], axis=1),
   }
 
 
@@ -98,9 +111,10 @@ def run_baselines(
     labels: np.ndarray,
     folds: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
     *,
+    first_fc: np.ndarray,
     c_grid: Sequence[float] = C_GRID,
     decision_threshold: str = "argmax",
-    fold_last_fc: Sequence[np.ndarray] | None = None,
+    fold_fc: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict[str, dict[str, Any]]:
   """Every baseline, cross-validated on the given folds.
 
@@ -109,11 +123,12 @@ def run_baselines(
     labels: `[subjects]` 0 (stable) / 1 (converter).
     folds: per fold `(train_idx, val_idx, test_idx)` int subject indices (the STGNN's own folds,
       e.g. `input_pipeline.make_folds`).
+    first_fc: `[subjects, N, N]` each subject's first input visit, as in `baseline_features`.
     c_grid: inverse regularisation strengths (> 0) to choose from on validation AUC.
     decision_threshold: "argmax" (p > 0.5) or "val" (the chosen model's balanced-accuracy
       threshold on the validation split; p > 0.5 when the validation split has one class).
-    fold_last_fc: per fold, its own `last_fc` (preprocessing fitted inside each fold), used
-      instead of `last_fc` for that fold.
+    fold_fc: per fold, its own `(last_fc, first_fc)` (preprocessing fitted inside each fold),
+      used instead of `last_fc` and `first_fc` for that fold.
 
   Returns:
     A JSON-ready `{name: {"folds": [...], "summary": {metric: {"mean", "std", "n"}},
@@ -127,26 +142,29 @@ def run_baselines(
     folds.
 
   Raises:
-    ValueError: inconsistent shapes, labels other than 0/1, non-finite `last_fc`, or an empty or
+    ValueError: inconsistent shapes, labels other than 0/1, non-finite FC entries, or an empty or
       non-positive `c_grid` (caller errors, unlike the unfittable folds above).
   """
   from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
   from stgnn_jax.eval import metrics as metrics_lib
 
-  features = baseline_features(last_fc)
+  features = baseline_features(last_fc, first_fc)
   num_subjects = len(features["logreg_degree"])
-  if fold_last_fc is not None and len(fold_last_fc) != len(folds):
-    raise ValueError(f"fold_last_fc has {len(fold_last_fc)} entries for {len(folds)} folds")
-  per_fold = ([features] * len(folds) if fold_last_fc is None else
-              [baseline_features(np.asarray(f)) for f in fold_last_fc])
+  if fold_fc is not None and len(fold_fc) != len(folds):
+    raise ValueError(f"fold_fc has {len(fold_fc)} entries for {len(folds)} folds")
+  per_fold = ([features] * len(folds) if fold_fc is None else
+              [baseline_features(last, first) for last, first in fold_fc])
+  if any(len(f["logreg_degree"]) != num_subjects for f in per_fold):
+    raise ValueError(f"every fold's FC matrices must hold the {num_subjects} subjects")
   labels = np.asarray(labels)
   if labels.shape != (num_subjects,):
     raise ValueError(f"labels must be [{num_subjects}], got shape {labels.shape}")
   if not np.isin(labels, (0, 1)).all():
     raise ValueError(f"labels must be 0/1, got values {sorted(set(labels.tolist()))}")
-  if not all(np.isfinite(f).all() for f in [last_fc, *(fold_last_fc or ())]):
-    raise ValueError("last_fc has non-finite entries")
+  matrices = [last_fc, first_fc, *(m for pair in fold_fc or () for m in pair)]
+  if not all(np.isfinite(m).all() for m in matrices):
+    raise ValueError("last_fc or first_fc has non-finite entries")
   if decision_threshold not in DECISION_THRESHOLDS:
     raise ValueError(f"decision_threshold must be one of {DECISION_THRESHOLDS}, got "
                      f"{decision_threshold!r}")

@@ -184,15 +184,21 @@ def run_cross_validation(model_config: ModelConfig, optim_config: OptimConfig, r
 
   summary = metrics_lib.summarize(results, metrics_lib.FOLD_SUMMARY_METRICS)
   output = {"folds": results, "summary": summary, "cohort": cohort.summary(),
+            # The folds' test_subjects index these (predict.py: who was in the run).
+            "subject_ids": [s.subject_id for s in cohort.subjects],
             "preprocessing": preprocessing_record(run, subjects.steps), **output}
   if run.baselines:
     from stgnn_jax.eval import baselines
 
+    # With preprocessing fitted inside the folds, each fold's baselines see its own matrices.
+    fold_subjects = None if subjects.steps is None else [
+        subjects.fit_fold(split.train, os.path.join(out_dir, f"fold_{k}"))
+        for k, split in enumerate(folds)]
     output["baselines"] = baselines.run_baselines(
-        subjects.last_fc, subjects.labels, folds, decision_threshold=run.decision_threshold,
-        fold_last_fc=None if subjects.steps is None else [
-            subjects.fit_fold(split.train, os.path.join(out_dir, f"fold_{k}")).last_fc
-            for k, split in enumerate(folds)])
+        subjects.last_fc, subjects.labels, folds, first_fc=subjects.first_fc,
+        decision_threshold=run.decision_threshold,
+        fold_fc=None if fold_subjects is None else [
+            (fold.last_fc, fold.first_fc) for fold in fold_subjects])
   from stgnn_jax.eval import reports
 
   if members:

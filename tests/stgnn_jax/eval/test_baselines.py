@@ -48,9 +48,13 @@ def reference_fit(x: np.ndarray, y: np.ndarray, c: float) -> Pipeline:
 
 @pytest.fixture(scope="module")
 def signal_run():
+  """The planted last-scan signal; first scans drawn independently of everything (so the change
+  features of `logreg_change` are noise beside the last scan's values)."""
   last_fc, labels = cohort(120, signal=True)
+  first_fc, _ = cohort(120, signal=False, seed=7)
   folds = make_folds(labels, 5, seed=0)
-  return last_fc, labels, folds, baselines.run_baselines(last_fc, labels, folds)
+  return (last_fc, first_fc, labels, folds,
+          baselines.run_baselines(last_fc, labels, folds, first_fc=first_fc))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,7 +66,8 @@ def test_features_equal_hand_computed_values():
   m[0, 1] = m[1, 0] = 0.5
   m[0, 3] = m[3, 0] = -0.25
   m[1, 2] = m[2, 1] = 0.75
-  features = baselines.baseline_features(np.stack([m, np.eye(4, dtype=np.float32)]))
+  last = np.stack([m, np.eye(4, dtype=np.float32)])
+  features = baselines.baseline_features(last, last)  # one visit each: first is last
   assert list(features) == list(baselines.BASELINES)
   # Upper triangle, row-major: (0,1) (0,2) (0,3) (1,2) (1,3) (2,3).
   np.testing.assert_array_equal(features["logreg_fc"],
@@ -71,8 +76,32 @@ def test_features_equal_hand_computed_values():
                                 [[1, 0, 1, 1, 0, 0], [0, 0, 0, 0, 0, 0]])
   # The unit diagonal (self loops) is not a neighbour.
   np.testing.assert_array_equal(features["logreg_degree"], [[2, 2, 1, 1], [0, 0, 0, 0]])
+  np.testing.assert_array_equal(features["logreg_change"],
+                                np.concatenate([features["logreg_fc"], np.zeros((2, 6))], axis=1))
   with pytest.raises(ValueError, match="subjects, N, N"):
-    baselines.baseline_features(m)
+    baselines.baseline_features(m, m)
+  with pytest.raises(ValueError, match="first_fc must have last_fc's shape"):
+    baselines.baseline_features(last, last[:1])
+
+
+def test_change_features_are_the_last_scan_and_its_change_since_the_first():
+  last = np.eye(3)
+  last[0, 1] = last[1, 0] = 0.5
+  last[1, 2] = last[2, 1] = -0.3
+  first = np.eye(3)
+  first[0, 1] = first[1, 0] = 0.25  # weakened, kept
+  first[0, 2] = first[2, 0] = 0.4  # an edge that disappeared
+  # Subject 0 has two visits (first, last); subject 1 one visit (its first scan is its last).
+  features = baselines.baseline_features(np.stack([last, last]), np.stack([first, last]))
+  # Upper triangle, row-major: (0,1) (0,2) (1,2); then last - first on the same entries.
+  np.testing.assert_array_equal(features["logreg_change"],
+                                [[0.5, 0, -0.3, 0.25, -0.4, -0.3],
+                                 [0.5, 0, -0.3, 0, 0, 0]])
+  np.testing.assert_array_equal(features["logreg_change"][:, :3], features["logreg_fc"])
+  # Only the change baseline sees the first scans.
+  alone = baselines.baseline_features(np.stack([last, last]), np.stack([last, last]))
+  for name in ("logreg_fc", "logreg_edges", "logreg_degree"):
+    np.testing.assert_array_equal(features[name], alone[name])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,10 +116,44 @@ def test_a_planted_linear_signal_is_found_in_every_fold(signal_run):
     assert all(f["undefined"] is None and f["converged"] for f in results[name]["folds"])
 
 
+def change_cohort(num_subjects: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(last_fc, first_fc, labels) where the classes differ only in the change since the first
+  visit: every last scan is drawn from one distribution (as `cohort` without signal), a stable
+  subject's first scan is its last one re-measured (raw noise sd 0.05), a converter's first scan
+  has the 9 BLOCK pairs 0.4 stronger than its last (they weakened over time). About a tenth of
+  the subjects have one visit (first scan = last scan, no change)."""
+  rng = np.random.default_rng(seed)
+  labels = rng.permutation(np.arange(num_subjects) < round(0.3 * num_subjects)).astype(np.int64)
+  raw_last = rng.uniform(-0.6, 0.6, (num_subjects, N, N))
+  raw_first = raw_last + rng.normal(0, 0.05, raw_last.shape)
+  raw_first[labels == 1, BLOCK[0], BLOCK[1]] += 0.4
+  one_visit = rng.random(num_subjects) < 0.1
+  raw_first[one_visit] = raw_last[one_visit]
+  fc = []
+  for raw in (raw_last, raw_first):
+    raw = np.triu(raw, 1) + np.swapaxes(np.triu(raw, 1), -1, -2)
+    raw[:, np.arange(N), np.arange(N)] = 1.0
+    fc.append(data.threshold_fc(raw, 0.2))
+  return fc[0], fc[1], labels
+
+
+def test_a_signal_only_in_the_change_is_found_by_logreg_change_alone():
+  last_fc, first_fc, labels = change_cohort(120)
+  results = baselines.run_baselines(last_fc, labels, make_folds(labels, 3, seed=0),
+                                    first_fc=first_fc)
+  auc = {name: results[name]["summary"]["test_auc"]["mean"] for name in baselines.BASELINES}
+  assert auc["logreg_change"] > 0.8, auc
+  for name in ("logreg_fc", "logreg_edges", "logreg_degree"):  # the last scan alone: chance
+    assert auc[name] < 0.65, auc
+  assert results["logreg_change"]["num_features"] == N * (N - 1)
+
+
 def test_labels_independent_of_the_matrices_give_chance_auc():
   last_fc, _ = cohort(200, signal=False, seed=1)
+  first_fc, _ = cohort(200, signal=False, seed=4)
   labels = np.random.default_rng(2).permutation(np.arange(200) < 60).astype(np.int64)
-  results = baselines.run_baselines(last_fc, labels, make_folds(labels, 5, seed=0))
+  results = baselines.run_baselines(last_fc, labels, make_folds(labels, 5, seed=0),
+                                    first_fc=first_fc)
   for name in baselines.BASELINES:
     assert abs(results[name]["summary"]["test_auc"]["mean"] - 0.5) < 0.15, name
 
@@ -100,9 +163,9 @@ def test_labels_independent_of_the_matrices_give_chance_auc():
 
 
 def test_every_fold_is_the_given_split_and_matches_the_reference_model(signal_run):
-  last_fc, labels, folds, results = signal_run
-  features = baselines.baseline_features(last_fc)
-  with threadpool_limits(limits=1, user_api="blas"):  # 75 tiny reference fits; threads contend
+  last_fc, first_fc, labels, folds, results = signal_run
+  features = baselines.baseline_features(last_fc, first_fc)
+  with threadpool_limits(limits=1, user_api="blas"):  # 100 tiny reference fits; threads contend
     for name in baselines.BASELINES:
       for (train, val, test), fold in zip(folds, results[name]["folds"], strict=True):
         assert fold["test_subjects"] == test.tolist()
@@ -133,11 +196,30 @@ def test_unsorted_test_indices_keep_their_order():
   last_fc, labels = cohort(60, signal=True)
   train, val, test = make_folds(labels, 3, seed=0)[0]
   shuffled = np.random.default_rng(0).permutation(test)
-  [fold] = baselines.run_baselines(last_fc, labels, [(train, val, shuffled)])["logreg_fc"]["folds"]
-  [in_order] = baselines.run_baselines(last_fc, labels, [(train, val, test)])["logreg_fc"]["folds"]
+  [fold] = baselines.run_baselines(last_fc, labels, [(train, val, shuffled)],
+                                   first_fc=last_fc)["logreg_fc"]["folds"]
+  [in_order] = baselines.run_baselines(last_fc, labels, [(train, val, test)],
+                                       first_fc=last_fc)["logreg_fc"]["folds"]
   assert fold["test_subjects"] == shuffled.tolist()
   by_subject = dict(zip(in_order["test_subjects"], in_order["test_p1"], strict=True))
   np.testing.assert_allclose(fold["test_p1"], [by_subject[s] for s in shuffled.tolist()])
+
+
+def test_each_fold_uses_its_own_matrices():
+  """`fold_fc` (preprocessing fitted inside each fold) replaces both scans for that fold only:
+  each fold's results are those of a run on that fold's matrices alone."""
+  last_fc, first_fc, labels = change_cohort(60, seed=1)
+  folds = make_folds(labels, 2, seed=0)
+  other_last, other_first, _ = change_cohort(60, seed=2)
+  results = baselines.run_baselines(last_fc, labels, folds, first_fc=first_fc,
+                                    fold_fc=[(last_fc, first_fc), (other_last, other_first)])
+  alone = [baselines.run_baselines(last, labels, [split], first_fc=first)
+           for (last, first), split in zip([(last_fc, first_fc), (other_last, other_first)],
+                                           folds, strict=True)]
+  for name in baselines.BASELINES:
+    for fold, [expected] in zip(results[name]["folds"], [a[name]["folds"] for a in alone],
+                                strict=True):
+      assert fold["test_p1"] == expected["test_p1"] and fold["C"] == expected["C"], name
 
 
 class _PlantedScores:
@@ -163,13 +245,14 @@ def test_c_is_chosen_on_validation_never_on_test(monkeypatch):
   real_fit_grid = baselines._fit_grid
 
   def fit_grid(x, y, cs):
-    if x.shape[1] != N * (N - 1) // 2:  # only logreg_fc carries the subject index
+    if x.shape[1] != N * (N - 1) // 2:  # logreg_fc only (logreg_change is wider): real fits
       return real_fit_grid(x, y, cs)
     fitted_on.append(np.rint(x[:, 0]).astype(int) - 1)
     return [(_PlantedScores(planted.get(c, np.zeros(60))), True) for c in cs]
 
   monkeypatch.setattr(baselines, "_fit_grid", fit_grid)
-  [fold] = baselines.run_baselines(last_fc, labels, [(train, val, test)])["logreg_fc"]["folds"]
+  [fold] = baselines.run_baselines(last_fc, labels, [(train, val, test)],
+                                   first_fc=last_fc)["logreg_fc"]["folds"]
   np.testing.assert_array_equal(fitted_on[0], train)
   assert (fold["C"], fold["val_auc"], fold["test_auc"]) == (0.01, 1.0, 0.0)
   assert fold["val_auc_by_C"] == {"0.001": 0.5, "0.01": 1.0, "0.1": 0.5, "1": 0.0, "10": 0.5,
@@ -177,15 +260,17 @@ def test_c_is_chosen_on_validation_never_on_test(monkeypatch):
 
   # Every C equally good on validation: the smallest (strongest regularisation) wins.
   planted = {c: good_on_val for c in baselines.C_GRID}
-  [fold] = baselines.run_baselines(last_fc, labels, [(train, val, test)])["logreg_fc"]["folds"]
+  [fold] = baselines.run_baselines(last_fc, labels, [(train, val, test)],
+                                   first_fc=last_fc)["logreg_fc"]["folds"]
   assert fold["C"] == min(baselines.C_GRID)
 
 
 def test_validation_with_one_class_falls_back_to_the_default_c(signal_run):
-  last_fc, labels, folds, _ = signal_run
+  last_fc, first_fc, labels, folds, _ = signal_run
   train, val, test = folds[0]
   stable_val = val[labels[val] == 0]
-  results = baselines.run_baselines(last_fc, labels, [(train, stable_val, test)])
+  results = baselines.run_baselines(last_fc, labels, [(train, stable_val, test)],
+                                    first_fc=first_fc)
   for name in baselines.BASELINES:
     [fold] = results[name]["folds"]
     assert fold["C"] == baselines.DEFAULT_C == 1.0
@@ -198,10 +283,10 @@ def test_validation_with_one_class_falls_back_to_the_default_c(signal_run):
 
 
 def test_a_one_class_training_split_is_undefined_and_the_other_folds_still_run(signal_run):
-  last_fc, labels, folds, _ = signal_run
+  last_fc, first_fc, labels, folds, _ = signal_run
   train, val, test = folds[0]
   broken = [(train[labels[train] == 0], val, test)] + folds[1:]
-  results = baselines.run_baselines(last_fc, labels, broken)
+  results = baselines.run_baselines(last_fc, labels, broken, first_fc=first_fc)
   for name in baselines.BASELINES:
     first, *rest = results[name]["folds"]
     assert first["undefined"] == "training split has one class (label 0)"
@@ -215,7 +300,7 @@ def test_constant_features_are_undefined():
   _, labels = cohort(40, signal=False)
   same = np.broadcast_to(cohort(1, signal=False)[0], (40, N, N))
   folds = make_folds(labels, 2, seed=0)
-  results = baselines.run_baselines(same, labels, folds)
+  results = baselines.run_baselines(same, labels, folds, first_fc=same)
   for name in baselines.BASELINES:
     for fold in results[name]["folds"]:
       assert fold["undefined"] == "features are constant over the training subjects"
@@ -224,8 +309,9 @@ def test_constant_features_are_undefined():
 
   # The same edges everywhere with different values: only the edge and degree baselines lose.
   values = same * np.random.default_rng(0).uniform(1.0, 1.2, (40, 1, 1))
-  results = baselines.run_baselines(values, labels, folds)
-  assert all(f["undefined"] is None for f in results["logreg_fc"]["folds"])
+  results = baselines.run_baselines(values, labels, folds, first_fc=values)
+  for name in ("logreg_fc", "logreg_change"):  # the change is constant (0), the values are not
+    assert all(f["undefined"] is None for f in results[name]["folds"])
   for name in ("logreg_edges", "logreg_degree"):
     assert all(f["undefined"] is not None for f in results[name]["folds"])
 
@@ -234,15 +320,28 @@ def test_caller_errors_raise():
   last_fc, labels = cohort(20, signal=False)
   folds = make_folds(labels, 2, seed=0)
   with pytest.raises(ValueError, match="labels must be"):
-    baselines.run_baselines(last_fc, labels[:-1], folds)
+    baselines.run_baselines(last_fc, labels[:-1], folds, first_fc=last_fc)
   with pytest.raises(ValueError, match="0/1"):
-    baselines.run_baselines(last_fc, labels * 2, folds)
+    baselines.run_baselines(last_fc, labels * 2, folds, first_fc=last_fc)
   bad = last_fc.copy()
   bad[0, 0, 1] = np.nan
   with pytest.raises(ValueError, match="non-finite"):
-    baselines.run_baselines(bad, labels, folds)
+    baselines.run_baselines(bad, labels, folds, first_fc=last_fc)
+  with pytest.raises(ValueError, match="non-finite"):
+    baselines.run_baselines(last_fc, labels, folds, first_fc=bad)
+  with pytest.raises(ValueError, match="non-finite"):
+    baselines.run_baselines(last_fc, labels, folds, first_fc=last_fc,
+                            fold_fc=[(last_fc, last_fc), (last_fc, bad)])
+  with pytest.raises(ValueError, match="first_fc must have"):
+    baselines.run_baselines(last_fc, labels, folds, first_fc=last_fc[1:])
+  with pytest.raises(ValueError, match="fold_fc has 1 entries for 2 folds"):
+    baselines.run_baselines(last_fc, labels, folds, first_fc=last_fc,
+                            fold_fc=[(last_fc, last_fc)])
+  with pytest.raises(ValueError, match="every fold's FC matrices"):
+    baselines.run_baselines(last_fc, labels, folds, first_fc=last_fc,
+                            fold_fc=[(last_fc, last_fc), (last_fc[1:], last_fc[1:])])
   with pytest.raises(ValueError, match="c_grid"):
-    baselines.run_baselines(last_fc, labels, folds, c_grid=())
+    baselines.run_baselines(last_fc, labels, folds, first_fc=last_fc, c_grid=())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,12 +349,12 @@ def test_caller_errors_raise():
 
 
 def test_summary_is_numpy_over_the_defined_folds(signal_run):
-  last_fc, labels, folds, _ = signal_run
+  last_fc, first_fc, labels, folds, _ = signal_run
   train, val, test = folds[1]
   folds = [(folds[0][0][labels[folds[0][0]] == 1], *folds[0][1:]),  # undefined
            (train, val, test[labels[test] == 0]),  # test AUC undefined, accuracy defined
            *folds[2:]]
-  results = baselines.run_baselines(last_fc, labels, folds)
+  results = baselines.run_baselines(last_fc, labels, folds, first_fc=first_fc)
   json.dumps(results)  # the run's results.json takes it as it is
   for name in baselines.BASELINES:
     fold_results = results[name]["folds"]
@@ -276,8 +375,9 @@ def test_validation_threshold_maximises_validation_balanced_accuracy():
   labels[:12] = 1  # a weak, partly visible signal: some converters get a raised block
   last_fc[:8, 0, 3] = last_fc[:8, 3, 0] = 0.9
   folds = make_folds(labels, 3, seed=1)
-  results = baselines.run_baselines(last_fc, labels, folds, decision_threshold="val")
-  features = baselines.baseline_features(last_fc)
+  results = baselines.run_baselines(last_fc, labels, folds, first_fc=last_fc,
+                                    decision_threshold="val")
+  features = baselines.baseline_features(last_fc, last_fc)
   for (train, val, test), fold in zip(folds, results["logreg_fc"]["folds"], strict=True):
     model = reference_fit(features["logreg_fc"][train], labels[train], fold["C"])
     val_p1 = model.predict_proba(features["logreg_fc"][val])[:, 1]
@@ -289,4 +389,4 @@ def test_validation_threshold_maximises_validation_balanced_accuracy():
     assert fold["balanced_acc"] == pytest.approx(
         skm.balanced_accuracy_score(labels[test], predictions))
   with pytest.raises(ValueError, match="decision_threshold"):
-    baselines.run_baselines(last_fc, labels, folds, decision_threshold="median")
+    baselines.run_baselines(last_fc, labels, folds, first_fc=last_fc, decision_threshold="median")

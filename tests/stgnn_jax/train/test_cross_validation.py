@@ -40,7 +40,8 @@ def test_run_cross_validation_writes_every_output_and_reads_finished_folds_back(
   with open(tmp_path / "metrics.csv") as f:
     rows = list(csv.DictReader(f))
   assert len(rows) == sum(fold["epochs_run"] for fold in output["folds"])
-  assert set(output["baselines"]) == {"logreg_fc", "logreg_edges", "logreg_degree"}
+  assert set(output["baselines"]) == {"logreg_fc", "logreg_edges", "logreg_degree",
+                                      "logreg_change"}
   tested = sorted(s for fold in output["folds"] for s in fold["test_subjects"])
   assert tested == list(range(40))  # every subject is tested exactly once
   assert all(0 < fold["focal_alpha"] < 1 for fold in output["folds"])
