@@ -24,7 +24,8 @@ SMALL_RUN = ["--synthetic_subjects", "40", "--synthetic_regions", "20", "--gnn_h
              "--lstm_hidden_dim", "8", "--n_epochs", "3", "--num_folds", "2", "--batch_size", "8",
              "--graph_multiple", "48", "--eval_batch_size", "8", "--no_progress"]
 SUMMARY = ("test_acc", "balanced_acc", "minority_f1", "test_auc", "train_acc",
-           "balanced_train_acc", "ece", "brier", "confidence_mean", "overconfident")
+           "balanced_train_acc", "ece", "brier", "confidence_mean", "overconfident",
+           "ece_calibrated", "brier_calibrated")
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +72,11 @@ def test_outputs_of_a_run(reference_run):
   for fold in results["folds"]:
     assert 0.5 <= fold["confidence_min"] <= fold["confidence_mean"] <= fold["confidence_max"] <= 1
     assert 0 <= fold["ece"] <= 1 and 0 <= fold["brier"] <= 1 and fold["class_weights"] is None
+    # The temperature fitted on the validation subjects (--calibrate temperature, the default).
+    assert fold["temperature"] > 0 and 0 <= fold["ece_calibrated"] <= 1
   # The classical baselines ran on exactly the STGNN's test folds.
-  assert set(results["baselines"]) == {"logreg_fc", "logreg_edges", "logreg_degree"}
+  assert set(results["baselines"]) == {"logreg_fc", "logreg_edges", "logreg_degree",
+                                       "logreg_change"}
   for baseline in results["baselines"].values():
     assert [f["test_subjects"] for f in baseline["folds"]] == [
         f["test_subjects"] for f in results["folds"]]
@@ -124,7 +128,7 @@ def test_multi_device_run_matches_single_device(reference_run, tmp_path, compile
   for a, b in zip(one["folds"], four["folds"], strict=True):
     assert a["best_epoch"] == b["best_epoch"]
     for key in SUMMARY:
-      if a[key] is not None:
+      if a.get(key) is not None:
         assert b[key] == pytest.approx(a[key], abs=1e-4), key
     np.testing.assert_allclose(a["test_p1"], b["test_p1"], atol=1e-4)
 

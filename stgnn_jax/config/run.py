@@ -23,6 +23,8 @@ from stgnn_jax.config.parsing import parse_columns
 from stgnn_jax.errors import ConfigError
 
 DECISION_THRESHOLDS = ("val", "argmax")
+# Post-hoc calibration of each fold's probabilities on its validation subjects (`eval.calibration`).
+CALIBRATIONS = ("temperature", "none")
 SELECTION_RULES = ("auc", "auc_loss")
 TIME_NORMALIZATIONS = ("log", "minmax", "buckets", "raw")
 INPUT_KINDS = ("fc", "timeseries")
@@ -147,6 +149,11 @@ class RunConfig(Settings):
       "val", "val: the threshold on p(converter) that maximises validation balanced accuracy, "
       "chosen with the best epoch and applied to the test fold; argmax: the reference",
       group="training", choices=DECISION_THRESHOLDS, reference="argmax")
+  calibrate: str = setting(
+      "temperature", "temperature: one temperature per fold, fitted on its validation "
+      "subjects' log-odds at the selected epoch, rescales the reported and predicted "
+      "probabilities (ranking and decisions unchanged); none: the model's own (the reference)",
+      group="training", choices=CALIBRATIONS, reference="none")
   selection: str = setting(
       "auc_loss", "best epoch: highest validation AUC, ties by lower validation loss (auc_loss) "
       "or the first (auc, the reference)", group="training", choices=SELECTION_RULES,
@@ -225,6 +232,8 @@ class RunConfig(Settings):
         ("eval_batch_size", self.eval_batch_size >= 1, "must be >= 1"),
         ("decision_threshold", self.decision_threshold in DECISION_THRESHOLDS,
          f"must be one of {', '.join(DECISION_THRESHOLDS)}"),
+        ("calibrate", self.calibrate in CALIBRATIONS,
+         f"must be one of {', '.join(CALIBRATIONS)}"),
         ("selection", self.selection in SELECTION_RULES,
          f"must be one of {', '.join(SELECTION_RULES)}"),
         ("early_stop_patience", self.early_stop_patience >= 0, "must be >= 0 (0: off)"),

@@ -11,7 +11,8 @@ from sklearn import metrics as skm
 
 # The per-fold metrics a run's summary reports (mean, std and count over its folds).
 FOLD_SUMMARY_METRICS = ("test_acc", "balanced_acc", "minority_f1", "test_auc", "train_acc",
-                        "balanced_train_acc", "ece", "brier", "confidence_mean", "overconfident")
+                        "balanced_train_acc", "ece", "brier", "confidence_mean", "overconfident",
+                        "ece_calibrated", "brier_calibrated")
 
 
 def softmax_p1(logits: np.ndarray) -> np.ndarray:

@@ -171,10 +171,13 @@ def format_summary(summary: dict[str, dict[str, Any]],
   """The STGNN's mean ± std over folds, with the classical baselines' in columns beside it."""
   columns = {"STGNN": summary}
   columns.update({name: b["summary"] for name, b in (baselines or {}).items()})
-  lines = ["cross-validation summary (mean ± std over folds; baselines: logistic regression on "
-           "the last scan):" if baselines else "cross-validation summary (mean ± std over folds):",
+  lines = ["cross-validation summary (mean ± std over folds; baselines: logistic regressions on "
+           "the last scan, logreg_change also on its change since the first):" if baselines
+           else "cross-validation summary (mean ± std over folds):",
            " " * 22 + "".join(f"{name:>17}" for name in columns)]
   for key in summary:
+    if summary[key]["n"] == 0 and not any(key in c for c in list(columns.values())[1:]):
+      continue  # e.g. the calibrated scores of a run without --calibrate
     cells = []
     for column in columns.values():
       value = column.get(key)

@@ -227,8 +227,10 @@ that no member kept has none)."""
                                                   self.state.params))
     test = engine.predict(fold, best, fold.test_idx)
     train = engine.predict(fold, best, fold.train_idx)
+    val = (engine.predict(fold, best, fold.val_idx)[0]
+           if fold.run.calibrate == "temperature" else None)
     return [tested_result(self.folds[m], self.progress[m], (test[0][m], test[1][m]),
-                          (train[0][m], train[1][m]))
+                          (train[0][m], train[1][m]), None if val is None else val[m])
             for m in range(self.real)]
 
 

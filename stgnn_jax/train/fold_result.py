@@ -28,7 +28,10 @@ class FoldResult:
 
   The test metrics are those of the selected epoch at `decision_threshold` (None: argmax);
   `argmax` holds the reference's argmax metrics of the same model. `test_p1` is each test
-  subject's (`test_subjects`, cohort indices) converter probability. `per_conversion_type` and
+  subject's (`test_subjects`, cohort indices) converter probability, the model's own; with
+  `temperature` (`--calibrate temperature`, fitted on the validation subjects) the calibrated
+  ones are sigmoid(logit(p) / temperature), and `ece_calibrated` / `brier_calibrated` are
+  theirs beside `ece` / `brier`. `per_conversion_type` and
   `per_horizon` are present when the cohort has the groups.
   """
 
@@ -64,6 +67,9 @@ class FoldResult:
   overconfident: int | None = _when_tested()
   brier: float | None = _when_tested()
   ece: float | None = _when_tested()
+  temperature: float | None = _when_tested()
+  ece_calibrated: float | None = _when_tested()
+  brier_calibrated: float | None = _when_tested()
   per_conversion_type: dict[str, Any] | None = _when_tested()
   per_horizon: dict[str, Any] | None = _when_tested()
   history: list[dict[str, Any]] = dataclasses.field(

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
+from stgnn_jax.eval import calibration as calibration_lib
 from stgnn_jax.eval import metrics as metrics_lib
 from stgnn_jax.input_pipeline import (
     FoldSplit,
@@ -298,9 +299,11 @@ def record_epoch(progress: FoldProgress, fold: int, epoch: int, run: RunConfig,
 
 
 def tested_result(fold: Fold, progress: FoldProgress, test: tuple[np.ndarray, np.ndarray],
-                  train: tuple[np.ndarray, np.ndarray]) -> FoldResult:
+                  train: tuple[np.ndarray, np.ndarray],
+                  val_logits: np.ndarray | None = None) -> FoldResult:
   """The fold's result from the selected model's (logits, losses) of its test and training
-  subjects (`predict_split`)."""
+  subjects (`predict_split`); with its validation logits, the temperature fitted on them
+  (`eval.calibration`) and the test fold's calibrated ECE and Brier score."""
   threshold = progress.best_threshold if progress.best_epoch >= 0 else None
   try:
     tested = split_metrics(*test, fold.subjects, fold.test_idx, threshold=threshold, reports=True)
@@ -312,6 +315,14 @@ def tested_result(fold: Fold, progress: FoldProgress, test: tuple[np.ndarray, np
   # The reference's argmax predictions of the same model, beside those at the chosen threshold.
   argmax = metrics_lib.classification_metrics(tested["labels"], tested["logits"], report=False)
   test_p1 = metrics_lib.softmax_p1(tested["logits"]).tolist()
+  calibrated: dict[str, Any] = {}
+  if val_logits is not None:
+    temperature = calibration_lib.fit_temperature(fold.subjects.labels[fold.val_idx], val_logits)
+    if temperature is not None:
+      scores = metrics_lib.calibration(
+          tested["labels"], calibration_lib.calibrated_p1(tested["logits"], temperature))
+      calibrated = {"temperature": temperature, "ece_calibrated": scores["ece"],
+                    "brier_calibrated": scores["brier"]}
   return FoldResult(
       test_acc=tested["accuracy"],
       balanced_acc=tested["balanced_accuracy"],
@@ -332,6 +343,7 @@ def tested_result(fold: Fold, progress: FoldProgress, test: tuple[np.ndarray, np
       classification_report=tested["classification_report"],
       test_p1=test_p1,
       **metrics_lib.calibration(tested["labels"], test_p1),
+      **calibrated,
       per_conversion_type=tested.get("per_conversion_type"),
       per_horizon=tested.get("per_horizon"),
       **_fold_facts(fold, progress))
