@@ -31,7 +31,8 @@ class VisitRecord:
     order: `Visit_Order`; a subject's rows are sorted by it (ties keep table order).
     months: `Months_From_Baseline`.
     months_to_next: `Months_To_Next_Original`, NaN when blank.
-    label: `Label_CS_Num`, 0 stable or 1 converter.
+    label: `Label_CS_Num`, 0 stable or 1 converter (`UNLABELLED` in a table read for
+      prediction, where the label may be blank).
     repetition_time: the optional `RepetitionTime` (seconds) of the visit's scan, NaN when
       absent (time-series input: the band-pass and the TR of each scan).
     site: the optional `Site` of the visit's scan ("" when the table has none).
@@ -45,6 +46,10 @@ class VisitRecord:
   repetition_time: float = math.nan
   site: str = ""
   covariates: tuple[str, ...] = ()
+
+
+# The label of a subject read for prediction whose visit table gives none (`predict.py`).
+UNLABELLED = -1
 
 
 def _readonly(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -111,7 +116,7 @@ class Subject:
     if self.months.shape != self.adjacency.shape[:1] or not len(self.months):
       raise ValueError(f"subject {self.subject_id}: {len(self.months)} months for "
                        f"{self.adjacency.shape[0]} visits")
-    if self.label not in (0, 1):
+    if self.label not in (0, 1, UNLABELLED):
       raise ValueError(f"subject {self.subject_id}: label must be 0 or 1, got {self.label}")
     if self.fc.shape != self.adjacency.shape or not np.array_equal(self.fc != 0, self.adjacency):
       raise ValueError(f"subject {self.subject_id}: fc values must be nonzero exactly on the "
@@ -239,8 +244,11 @@ class Cohort:
 
   def summary(self) -> str:
     """One line, e.g. "300 subjects (92 converters), 976 scans used, 0 skipped (...), N = 100"."""
-    n_conv = int(self.labels().sum())
-    text = (f"{len(self.subjects)} subjects ({n_conv} converters), {self.n_scans_used} scans used, "
+    labels = self.labels()
+    known = f"{int((labels == 1).sum())} converters"
+    if (labels == UNLABELLED).any():
+      known += f", {int((labels == UNLABELLED).sum())} unlabelled"
+    text = (f"{len(self.subjects)} subjects ({known}), {self.n_scans_used} scans used, "
             f"{self.n_scans_skipped} skipped ({self.n_subjects_skipped} subjects without usable "
             f"label/visit rows)")
     if self.n_scans_unused:

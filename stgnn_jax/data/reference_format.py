@@ -42,7 +42,7 @@ from stgnn_jax.data.cache import (
     user_cache_dir,
     write_cache,
 )
-from stgnn_jax.data.cohort import Cohort, CohortError, CohortWarning, VisitRecord
+from stgnn_jax.data.cohort import UNLABELLED, Cohort, CohortError, CohortWarning, VisitRecord
 from stgnn_jax.data.connectivity import TimeSeriesSettings
 from stgnn_jax.data.preprocessing import threshold_fc
 from stgnn_jax.data.scan_folder import (
@@ -135,7 +135,7 @@ def _subject_key(text: str, *, path: Path, line: int) -> str:
 
 
 def read_visit_table(path: Path | str, covariate_columns: Sequence[str] = (), *,
-                     require_site: bool = False
+                     require_site: bool = False, require_labels: bool = True
                      ) -> tuple[dict[str, list[VisitRecord]], list[str]]:
   """Reads TADPOLE_TEMPORAL.csv.
 
@@ -145,6 +145,8 @@ def read_visit_table(path: Path | str, covariate_columns: Sequence[str] = (), *,
       never blank.
     require_site: the `Site` column is required and never blank (site harmonisation); without
       it a `Site` column is read when present.
+    require_labels: False for subjects to predict: the `Label_CS_Num` column may be absent and
+      its values blank (`cohort.UNLABELLED`).
 
   Returns:
     (subject id without underscores -> its rows sorted by Visit_Order, warning messages).
@@ -155,12 +157,15 @@ def read_visit_table(path: Path | str, covariate_columns: Sequence[str] = (), *,
   """
   path = Path(path)
   visits: dict[str, list[VisitRecord]] = {}
-  required = (*TEMPORAL_COLUMNS, *(("Site",) if require_site else ()), *covariate_columns)
+  required = (*(c for c in TEMPORAL_COLUMNS if require_labels or c != "Label_CS_Num"),
+              *(("Site",) if require_site else ()), *covariate_columns)
   for line, row in _read_table(path, required):
     subject = _subject_key(row["Subject"], path=path, line=line)
-    label = _parse_float(row["Label_CS_Num"], path=path, line=line, column="Label_CS_Num",
-                         allow_blank=False)
-    if label not in (0.0, 1.0):
+    label = _parse_float(row.get("Label_CS_Num", ""), path=path, line=line,
+                         column="Label_CS_Num", allow_blank=not require_labels)
+    if math.isnan(label) and not require_labels:
+      label = UNLABELLED
+    elif label not in (0.0, 1.0):
       raise CohortError(f"{path}, line {line}: Label_CS_Num must be 0 or 1, got "
                         f"{row['Label_CS_Num']!r}")
     order = _parse_float(row["Visit_Order"], path=path, line=line, column="Visit_Order",
@@ -298,10 +303,12 @@ def _timeseries_kind(connectivity: TimeSeriesSettings, threshold: float, root: P
 
 
 def _load_uncached(root: Path, files: Sequence[FileStats], kind: ScanKind, *, threshold: float,
-                   build_kwargs: dict, harmonize: HarmonizeColumns) -> Cohort:
+                   build_kwargs: dict, harmonize: HarmonizeColumns,
+                   require_labels: bool) -> Cohort:
   messages: list[str] = []
   visits, table_messages = read_visit_table(root / TEMPORAL_CSV, harmonize.covariates,
-                                            require_site=harmonize.site)
+                                            require_site=harmonize.site,
+                                            require_labels=require_labels)
   for message in table_messages:
     messages.append(message)
     warnings.warn(message, CohortWarning, stacklevel=3)
@@ -344,6 +351,7 @@ def load_cohort(
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
     require_both_classes: bool = True,
+    require_labels: bool = True,
 ) -> Cohort:
   """Loads a cohort stored in the reference's on-disk format (see the module docstring), with
   FC matrices or ROI time series as its scans (`timeseries` module).
@@ -382,6 +390,8 @@ def load_cohort(
     cache_dir: where to cache; None for the default above.
     use_cache: False to neither read nor write the cache.
     require_both_classes: raise if all subjects share one label.
+    require_labels: False to read subjects for prediction: labels may be absent or blank
+      (`cohort.UNLABELLED`), and one class is no error.
 
   Returns:
     The `Cohort`, subjects sorted by id.
@@ -408,11 +418,12 @@ def load_cohort(
           else _timeseries_kind(timeseries, float(threshold), root, harmonize.site))
   build_kwargs = dict(max_visits=int(max_visits), exclude_target_visit=bool(exclude_target_visit),
                       single_visit_horizon=float(single_visit_horizon),
-                      require_both_classes=bool(require_both_classes))
+                      require_both_classes=bool(require_both_classes) and require_labels)
   files = file_stats(root / kind.directory)
   if not use_cache:
     return _load_uncached(root, files, kind, threshold=float(threshold),
-                          build_kwargs=build_kwargs, harmonize=harmonize)
+                          build_kwargs=build_kwargs, harmonize=harmonize,
+                          require_labels=require_labels)
 
   tables = [(p.name, s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino)
             for p in (temporal, root / SIMPLIFIED_CSV) if p.is_file() for s in [p.stat()]]
@@ -422,7 +433,7 @@ def load_cohort(
              if timeseries.cleaning.confounds and (root / CONFOUNDS_DIR).is_dir() else []])
   key_source = json.dumps([CACHE_FORMAT_VERSION, str(root.resolve()), kind_name, files, tables,
                            source, float(threshold), build_kwargs,
-                           dataclasses.asdict(harmonize)], sort_keys=True)
+                           dataclasses.asdict(harmonize), require_labels], sort_keys=True)
   name = f"cohort-{hashlib.sha256(key_source.encode()).hexdigest()[:32]}.npz"
   directories = ([Path(cache_dir)] if cache_dir is not None
                  else [root / CACHE_DIR_NAME, user_cache_dir()])
@@ -433,6 +444,7 @@ def load_cohort(
         warnings.warn(message, CohortWarning, stacklevel=2)
       return cohort
   cohort = _load_uncached(root, files, kind, threshold=float(threshold),
-                          build_kwargs=build_kwargs, harmonize=harmonize)
+                          build_kwargs=build_kwargs, harmonize=harmonize,
+                          require_labels=require_labels)
   write_cache(cohort, directories, name)
   return cohort
