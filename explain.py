@@ -234,12 +234,12 @@ def explain(args: argparse.Namespace) -> int:
 
   if args.steps < 1:
     raise InputError(f"--steps {args.steps}: give at least 1 integration point")
+  run = load_run(args.run_dir)
   out_dir = Path(args.out_dir or os.path.join(
       args.run_dir, f"explain_{Path(args.data_root).resolve().name}"))
   if (out_dir / "importance_regions.csv").exists() and not args.overwrite:
     raise InputError(f"--out_dir {out_dir}: holds an earlier explain.py's files; pass "
                      "--overwrite to replace them, or another --out_dir.")
-  run = load_run(args.run_dir)
   if not run.model_config.explicit_node_features:
     raise InputError(f"{args.run_dir}: the model's node features are "
                      f"{run.model_config.node_features!r} (no connection values to attribute); "

@@ -123,14 +123,14 @@ def main(argv: list[str] | None = None) -> int:
 def predict(args: argparse.Namespace) -> int:
   from stgnn_jax.trained_run import load_run
 
+  run = load_run(args.run_dir)
   out = Path(args.out or os.path.join(
       args.run_dir, f"predictions_{Path(args.data_root).resolve().name}.csv"))
   if out.exists() and not args.overwrite:
     raise InputError(f"--out {out}: the file exists; pass --overwrite to replace it, or "
                      "another --out.")
-  if out.parent and not out.parent.is_dir():
+  if not out.parent.is_dir():
     raise InputError(f"--out {out}: folder {out.parent} does not exist.")
-  run = load_run(args.run_dir)
   cohort = run.read_cohort(args.data_root, input=args.input)
   logger.info("%s", cohort.summary())
   predictions = run.predict_cohort(cohort)

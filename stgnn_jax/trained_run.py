@@ -135,9 +135,10 @@ def load_run(directory: str | os.PathLike) -> TrainedRun:
   missing = [k for k in range(run.num_folds)
              if not (root / f"fold_{k}" / CHECKPOINT_FILE).is_file()]
   if not (root / RESULTS_FILE).is_file() or missing:
-    named = ", ".join(map(str, missing)) or "none"
-    raise InputError(f"{root}: the run has not finished (no {RESULTS_FILE}; folds without "
-                     f"{CHECKPOINT_FILE}: {named}); finish it with train.py --resume {root}")
+    lacking = ([f"folds without {CHECKPOINT_FILE}: {', '.join(map(str, missing))}"] if missing
+               else []) + ([] if (root / RESULTS_FILE).is_file() else [f"no {RESULTS_FILE}"])
+    raise InputError(f"{root}: the run has not finished ({'; '.join(lacking)}); finish it with "
+                     f"train.py --resume {root}")
   results = _read_json(root / RESULTS_FILE, "results file")
   subject_ids = results.get("subject_ids")
   folds: list[FoldModel] = []

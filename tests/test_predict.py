@@ -137,7 +137,8 @@ def test_bad_input_is_one_line(finished_run, tmp_path):
   for args, message in (
       ([str(tmp_path), "--data_root", str(root / "new")], "not a run folder (no config.json)"),
       ([str(unfinished), "--data_root", str(root / "new")],
-       "the run has not finished (no results.json; folds without best.msgpack: 1)"),
+       "the run has not finished (folds without best.msgpack: 1); finish it with train.py "
+       "--resume"),
       ([str(root / "run"), "--data_root", str(tmp_path / "wide")],
        "its scans have 24 regions but the run"),
       ([str(root / "run"), "--data_root", str(tmp_path / "orphan")],
@@ -159,3 +160,41 @@ def test_library_twin_predicts_from_arrays(finished_run):
   np.testing.assert_allclose(from_arrays.logits, from_files.logits, atol=1e-5)
   assert json.loads((root / "run" / "config.json").read_text())["run"]["calibrate"] == (
       "temperature")
+
+
+def test_explain_finds_the_planted_regions(finished_run):
+  """explain.py on the run's cohort: the synthetic cohort's conversion module (its planted
+  regions) are the top-ranked regions; files, agreement and completeness are reported."""
+  root = finished_run
+  angles = np.linspace(0, 2 * np.pi, 20, endpoint=False)
+  coords = root / "coords.csv"
+  coords.write_text("region,x,y,z\n" + "".join(
+      f"r{i},{60 * np.cos(a):.1f},{70 * np.sin(a):.1f},{10 * (i % 3)}\n"
+      for i, a in enumerate(angles)))
+  done = subprocess.run([sys.executable, str(ROOT / "explain.py"), str(root / "run"),
+                         "--data_root", str(root / "data"), "--steps", "64", "--out_dir",
+                         str(root / "explain"), "--atlas_coords", str(coords)], cwd=ROOT,
+                        capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr
+  rows = read_csv(root / "explain" / "importance_regions.csv")
+  assert len(rows) == 20 and sorted(int(r["rank"]) for r in rows) == list(range(1, 21))
+  planted = set(synthetic.make_synthetic_cohort(num_subjects=45, num_regions=20,
+                                                seed=3).module.tolist())
+  top = {int(r["region"]) for r in rows if int(r["rank"]) <= len(planted)}
+  assert len(top & planted) >= 0.8 * len(planted), (sorted(top), sorted(planted))
+  for r in rows:
+    scores = [float(r[f"score_fold{k}"]) for k in range(3)]
+    assert float(r["mean"]) == pytest.approx(np.mean(scores), rel=1e-4)
+    assert float(r["logreg_fc_mass"]) >= 0
+  edges = np.load(root / "explain" / "importance_edges.npy")
+  assert edges.shape == (3, 20, 20) and np.allclose(edges, edges.transpose(0, 2, 1))
+  summary = json.loads((root / "explain" / "importance.json").read_text())
+  assert max(summary["completeness_gap_max"]) < 0.05
+  assert -1 <= summary["fold_rank_agreement"]["spearman_min"] <= 1
+  assert (root / "explain" / "importance.png").stat().st_size > 0
+  assert (root / "explain" / "glass_brain.png").stat().st_size > 0
+  again = subprocess.run([sys.executable, str(ROOT / "explain.py"), str(root / "run"),
+                          "--data_root", str(root / "data"), "--out_dir",
+                          str(root / "explain")], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+  assert again.returncode == 2 and "pass --overwrite" in again.stderr

@@ -259,6 +259,14 @@ def test_train_py_runs_on_time_series_with_steps_fitted_in_each_fold(tmp_path, c
     fit = FittedSteps.load(out / f"fold_{k}" / FIT_FILE)
     assert fit.whitening is not None and fit.combat is not None
     assert fit.combat.covariates[0].name == "Age" and fit.combat.sites == ("A", "B")
+  # A later prediction replays each fold's stored fit: the run's own test probabilities.
+  from stgnn_jax.trained_run import load_run
+
+  trained = load_run(out)
+  predictions = trained.predict_cohort(trained.read_cohort(tmp_path / "data"))
+  for fold in results["folds"]:
+    z = predictions.logits[fold["fold"], fold["test_subjects"]]
+    np.testing.assert_allclose(1 / (1 + np.exp(z[:, 0] - z[:, 1])), fold["test_p1"], atol=1e-5)
 
   lonely = dict(columns, Site=columns["Site"][:-1] + ["C"])
   write_cohort(tmp_path / "lonely", scans, labels, columns=lonely)
