@@ -1,10 +1,12 @@
-"""Black-box prediction from raw FC matrices, with the reference's preprocessing."""
+"""Black-box prediction from raw FC matrices, with the reference's preprocessing (`predict`), or
+with everything a finished train.py run fitted (`load_run`)."""
 
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
@@ -13,6 +15,9 @@ from stgnn_jax.config import ModelConfig
 from stgnn_jax.data.preprocessing import connection_features, threshold_fc
 from stgnn_jax.input_pipeline import SubjectBatch, pack_subjects
 from stgnn_jax.nn.model import STGNN
+
+if TYPE_CHECKING:
+  from stgnn_jax.trained_run import TrainedRun
 
 
 @functools.partial(jax.jit, static_argnames=("config", "deterministic"))
@@ -83,3 +88,16 @@ def predict(params: Mapping[str, Any], config: ModelConfig,
               if config.explicit_node_features else None)
   batch = pack_subjects([v != 0 for v in values], time=time_gaps, features=features)
   return np.asarray(apply_model(params, config, batch))
+
+
+def load_run(directory: str | os.PathLike) -> TrainedRun:
+  """A finished `train.py` run (its `--out_dir`) as a predictor: every fold's selected model
+  with its preprocessing fit, decision threshold and temperature (`stgnn_jax.trained_run`).
+
+  `load_run(d).predict(subjects)` predicts from per-subject lists of FC matrices, like
+  `predict` with the run's own architecture; `read_cohort` and `predict_cohort` from a data
+  folder in any input format the run reads (what `predict.py` does).
+  """
+  from stgnn_jax.trained_run import load_run as load
+
+  return load(directory)

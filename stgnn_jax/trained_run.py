@@ -155,9 +155,9 @@ def load_run(directory: str | os.PathLike) -> TrainedRun:
         temperature=entry.get("temperature"), fitted=fitted, test_subjects=test_ids,
         test_p1=np.asarray(entry.get("test_p1") or [], np.float64)))
   assert model_config is not None  # a finished run has folds
-  lacking = [f.index for f in folds if f.fitted is None]
-  if lacking and results.get("preprocessing", {}).get("fitted_in_each_fold"):
-    raise InputError(f"{root}: folds {lacking} lack their {FIT_FILE} (the preprocessing fitted "
+  unfitted = [f.index for f in folds if f.fitted is None]
+  if unfitted and results.get("preprocessing", {}).get("fitted_in_each_fold"):
+    raise InputError(f"{root}: folds {unfitted} lack their {FIT_FILE} (the preprocessing fitted "
                      "on their training subjects); the run folder is incomplete.")
   return TrainedRun(directory=str(root), model_config=model_config, run=run,
                     folds=tuple(folds),
