@@ -91,16 +91,14 @@ def fold_importance(fold, run, cohort, steps: int) -> tuple[np.ndarray, np.ndarr
   absolute values) and its largest relative completeness gap."""
   from stgnn_jax.eval import attribution
   from stgnn_jax.input_pipeline import Subjects
+  from stgnn_jax.trained_run import eval_batches
 
   config, settings = run.model_config, run.run
   subjects = Subjects(cohort if fold.fitted is None else fold.fitted.apply(cohort), settings,
                       config)
   indices = np.arange(len(cohort.subjects))
   regions, connections, gap = [], [], 0.0
-  size = settings.eval_batch_size
-  for start, batch in zip(range(0, len(indices), size),
-                          subjects.batches(indices, size, settings), strict=True):
-    count = min(size, len(indices) - start)
+  for batch, count in eval_batches(subjects, indices, settings):
     ig, delta = attribution.integrated_gradients(fold.params, config, batch, steps=steps,
                                                  chunk=min(steps, 16))
     per_subject = attribution.subject_attributions(ig, batch)[:count]

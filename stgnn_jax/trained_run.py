@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -223,9 +223,13 @@ class TrainedRun:
                        "does not keep; predictions need a run with another normalisation.")
     indices = np.arange(len(cohort.subjects))
     logits = []
+    unfitted = None  # the subjects' arrays of every fold without a fit: built once
     for fold in self.folds:
-      fold_cohort = cohort if fold.fitted is None else fold.fitted.apply(cohort)
-      subjects = Subjects(fold_cohort, run, config)
+      if fold.fitted is not None:
+        subjects = Subjects(fold.fitted.apply(cohort), run, config)
+      else:
+        unfitted = unfitted or Subjects(cohort, run, config)
+        subjects = unfitted
       logits.append(_predict(fold.params, config, subjects, indices, run))
     return self._predictions(cohort, np.stack(logits))
 
@@ -290,14 +294,20 @@ class TrainedRun:
     return self.predict_cohort(cohort)
 
 
+def eval_batches(subjects: Any, indices: np.ndarray, run: RunConfig) -> Iterator[tuple[Any, int]]:
+  """`(batch, real subjects in it)` over `indices` in the run's evaluation batches (the last one
+  padded)."""
+  size = run.eval_batch_size
+  for start, batch in zip(range(0, len(indices), size), subjects.batches(indices, size, run),
+                          strict=True):
+    yield batch, min(size, len(indices) - start)
+
+
 def _predict(params: Any, config: ModelConfig, subjects: Any, indices: np.ndarray,
              run: RunConfig) -> np.ndarray:
   """Eval-mode logits `[subjects, 2]` of `indices`, in the run's evaluation batches."""
   from stgnn_jax.inference import apply_model
 
-  out = []
-  for start, batch in zip(range(0, len(indices), run.eval_batch_size),
-                          subjects.batches(indices, run.eval_batch_size, run), strict=True):
-    count = min(run.eval_batch_size, len(indices) - start)
-    out.append(np.asarray(apply_model(params, config, batch))[:count])
+  out = [np.asarray(apply_model(params, config, batch))[:count]
+         for batch, count in eval_batches(subjects, indices, run)]
   return np.concatenate(out).astype(np.float64)
