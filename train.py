@@ -19,9 +19,13 @@ import warnings
 from stgnn_jax.command import run_command
 from stgnn_jax.config import CONFIGS, ModelConfig, OptimConfig, RunConfig, flag_fields
 from stgnn_jax.config.cli import add_config_flags, configs_from_args, parse_flags
-from stgnn_jax.errors import InputError, RunStateError
+from stgnn_jax.errors import InputError, InterruptedRun, RunStateError
 
 logger = logging.getLogger("stgnn_jax")
+
+# The run folder's record of where train.py also copies the checkpoints (--save_path), read
+# back by --resume; not a setting of the run (config.json), as it changes no result.
+OUTPUTS_FILE = "outputs.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,10 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
       help="write the synthetic cohort in the reference's on-disk format and exit")
   out = parser.add_argument_group("output")
   out.add_argument("--out_dir", default=None, help="default: ./runs/<timestamp>")
-  out.add_argument("--save_path", default="./model/",
-                   help="where each fold's best checkpoint is also saved (best_model_fold{k})")
+  out.add_argument("--save_path", default=None,
+                   help="a folder where each fold's checkpoint is also copied (best_model_fold{k}"
+                   ".msgpack; the reference: ./model/); default: only in the run folder, "
+                   "fold_k/best.msgpack")
   out.add_argument("--resume", metavar="DIR", default=None,
-                   help="continue the run in DIR with its saved settings")
+                   help="continue the run in DIR with its saved settings (and its --save_path)")
   out.add_argument("--overwrite", action="store_true",
                    help="replace the files of an earlier cohort (--write_synthetic) or of an "
                    "earlier run's checkpoints in --save_path")
@@ -79,15 +85,55 @@ def check_writable_folder(path: str, flag: str) -> None:
     raise InputError(f"{flag} {path}: {existing} is not a writable folder; pass another {flag}.")
 
 
-def check_outputs(out_dir: str, save_path: str, overwrite: bool) -> None:
+def check_outputs(out_dir: str, save_path: str | None, overwrite: bool) -> None:
   """Every output location, checked before any work (nothing is created here)."""
   check_writable_folder(out_dir, "--out_dir")
+  if save_path is None:
+    return
   check_writable_folder(save_path, "--save_path")
   earlier = sorted(glob.glob(os.path.join(glob.escape(save_path), "best_model_fold*.msgpack")))
   if earlier and not overwrite:
     raise InputError(
         f"--save_path {save_path} already holds {os.path.basename(earlier[0])} (an earlier "
         "run's checkpoints); pass another --save_path, or --overwrite to replace them.")
+
+
+def check_new_run_dir(out_dir: str) -> None:
+  """A fresh run never continues or mixes with the run already in `out_dir`: that is
+  `--resume`'s job, which reads the run's own settings."""
+  from stgnn_jax.train.cross_validation import has_progress
+
+  finished = os.path.isfile(os.path.join(out_dir, "results.json"))
+  if not (finished or has_progress(out_dir)):
+    return  # nothing trained there yet (a set-up that failed): the folder is reused
+  folds = len(glob.glob(os.path.join(glob.escape(out_dir), "fold_*", "result.json")))
+  state = ("a finished run" if finished
+           else f"a run ({folds} fold(s) finished)")
+  raise InputError(f"--out_dir {out_dir} already holds {state}; continue it with "
+                   f"`python train.py --resume {out_dir}`, or pass a new --out_dir.")
+
+
+def new_out_dir() -> str:
+  """runs/<timestamp>, with a suffix when a run of the same second has it already."""
+  stamp = os.path.join("runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+  out_dir, n = stamp, 1
+  while os.path.exists(out_dir):
+    out_dir, n = f"{stamp}-{n}", n + 1
+  return out_dir
+
+
+def saved_save_path(run_dir: str) -> str | None:
+  """The --save_path the run in `run_dir` was started with (None: none, or an older run)."""
+  path = os.path.join(run_dir, OUTPUTS_FILE)
+  if not os.path.isfile(path):
+    return None
+  from stgnn_jax import atomic
+
+  try:
+    return atomic.read_json(path)["save_path"]
+  except (ValueError, KeyError, TypeError) as error:
+    raise RunStateError(f"{path}: not a readable record of the run's outputs ({error}); "
+                        "delete it and pass --save_path again.") from None
 
 
 def warn_about_ignored_flags(parser: argparse.ArgumentParser, args: argparse.Namespace,
@@ -139,10 +185,13 @@ def train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
   if args.resume:
     model, optim, run = configs_from_run_dir(args.resume)
     out_dir = args.resume
+    save_path = args.save_path or saved_save_path(out_dir)
+    if os.path.isfile(os.path.join(out_dir, "results.json")):
+      logger.info("%s is a finished run: its folds are read back and reported again", out_dir)
   else:
     model, optim, run = configs_from_args(args)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out_dir = args.out_dir or os.path.join("runs", stamp)
+    out_dir = args.out_dir or new_out_dir()
+    save_path = args.save_path
   warn_about_ignored_flags(parser, args, model, run)
 
   if args.write_synthetic:
@@ -154,9 +203,11 @@ def train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                               overwrite=args.overwrite)
     logger.info("wrote the synthetic cohort to %s", args.write_synthetic)
     return 0
-  check_outputs(out_dir, args.save_path, args.overwrite)
+  if not args.resume:
+    check_new_run_dir(out_dir)
+  check_outputs(out_dir, save_path, args.overwrite and not args.resume)
 
-  reference_encoder = os.path.join(args.save_path, "pretrained_gnn_encoder.pth")
+  reference_encoder = os.path.join(save_path or "./model/", "pretrained_gnn_encoder.pth")
   if not run.pretrained and os.path.exists(reference_encoder):
     warnings.warn(f"{reference_encoder} exists but is not loaded (the reference loads it "
                   "silently); pass --pretrained to start from it.", stacklevel=2)
@@ -170,15 +221,25 @@ def train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     jax.config.update("jax_compilation_cache_dir", os.path.expanduser(args.compile_cache))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
+  from stgnn_jax import atomic
   from stgnn_jax.train.checkpoints import copy_checkpoint
   from stgnn_jax.train.cross_validation import run_cross_validation
 
   logger.info("writing to %s", out_dir)
-  results = run_cross_validation(model, optim, run, out_dir, progress_bar=not args.no_progress)
-  for fold in results["folds"]:
-    best = os.path.join(out_dir, f"fold_{fold['fold']}", "best.msgpack")
-    if os.path.exists(best):
-      copy_checkpoint(best, os.path.join(args.save_path, f"best_model_fold{fold['fold']}.msgpack"))
+  try:
+    results = run_cross_validation(model, optim, run, out_dir, progress_bar=not args.no_progress,
+                                   on_run_dir=lambda: atomic.write_json(
+                                       os.path.join(out_dir, OUTPUTS_FILE),
+                                       {"save_path": save_path}))
+  except KeyboardInterrupt:
+    raise InterruptedRun(
+        f"interrupted: {out_dir} keeps every finished fold and the last saved epoch; continue "
+        f"with `python train.py --resume {out_dir}`") from None
+  if save_path is not None:
+    for fold in results["folds"]:
+      best = os.path.join(out_dir, f"fold_{fold['fold']}", "best.msgpack")
+      if os.path.exists(best):
+        copy_checkpoint(best, os.path.join(save_path, f"best_model_fold{fold['fold']}.msgpack"))
   return 0
 
 

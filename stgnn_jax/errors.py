@@ -25,3 +25,8 @@ class CheckpointMismatchError(InputError):
 
 class RunStateError(InputError):
   """A run folder whose saved state cannot be resumed (names the file and the problem)."""
+
+
+class InterruptedRun(Exception):
+  """A run stopped by the user (Ctrl-C); the message says what was kept and how to continue.
+  Not an input error: the command exits with 130, the shell's status for an interrupt."""

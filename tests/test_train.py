@@ -275,3 +275,67 @@ def test_a_pretrained_encoder_that_does_not_fit_is_refused_before_the_run_folder
                        str(path), "--out_dir", str(out), "--save_path", str(tmp_path / "save"))
   assert "the pretrained encoder does not fit this model" in result.stderr
   assert not out.exists()
+
+
+def test_the_main_command_runs_twice_in_the_same_folder(tmp_path, compile_cache):
+  # Without --out_dir and --save_path, as the README shows it: each run gets its own folder and
+  # keeps its checkpoints there (nothing is copied into ./model/ unless --save_path asks).
+  for _ in range(2):
+    result = subprocess.run(train_command(*SMALL_RUN, "--n_epochs", "1", "--compile_cache",
+                                          compile_cache), cwd=tmp_path, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+  runs = sorted((tmp_path / "runs").iterdir())
+  assert len(runs) == 2 and all((run / "results.json").is_file() for run in runs)
+  assert all((run / "fold_1" / "best.msgpack").is_file() for run in runs)
+  assert not (tmp_path / "model").exists()
+
+
+def test_a_fresh_run_refuses_a_folder_that_holds_a_run(reference_run, tmp_path):
+  out, _ = reference_run
+  result = train_fails(*SMALL_RUN, "--out_dir", str(out))
+  assert (f"--out_dir {out} already holds a finished run; continue it with `python train.py "
+          f"--resume {out}`") in result.stderr
+  unfinished = tmp_path / "unfinished"
+  shutil.copytree(out, unfinished)
+  (unfinished / "results.json").unlink()
+  (unfinished / "fold_1" / "result.json").unlink()
+  result = train_fails(*SMALL_RUN, "--out_dir", str(unfinished), "--lr", "0.01")
+  assert "already holds a run (1 fold(s) finished)" in result.stderr
+
+
+def test_resume_copies_into_the_save_path_the_run_started_with(reference_run, tmp_path,
+                                                               compile_cache):
+  out, save = reference_run
+  copy, work = tmp_path / "copy", tmp_path / "cwd"
+  shutil.copytree(out, copy)
+  work.mkdir()
+  assert json.loads((copy / "outputs.json").read_text()) == {"save_path": str(save)}
+  (copy / "outputs.json").write_text(json.dumps({"save_path": str(tmp_path / "kept")}))
+  (copy / "results.json").unlink()
+  (copy / "fold_1" / "result.json").unlink()  # fold 1 is trained again from its progress
+  result = subprocess.run(train_command("--resume", str(copy), "--no_progress", "--compile_cache",
+                                        compile_cache), cwd=work, capture_output=True, text=True,
+                          timeout=600)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+  assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == [
+      "best_model_fold0.msgpack", "best_model_fold1.msgpack"]
+  assert not (work / "model").exists()
+
+
+def test_ctrl_c_is_one_line_that_says_how_to_resume(tmp_path, compile_cache):
+  out = tmp_path / "out"
+  proc = subprocess.Popen(train_command(*SMALL_RUN, "--n_epochs", "50", "--out_dir", str(out),
+                                        "--compile_cache", compile_cache),
+                          cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 300
+  while not (out / "metrics.csv").exists() and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  assert proc.poll() is None, "the run ended before it could be interrupted: " + proc.stderr.read()
+  proc.send_signal(signal.SIGINT)
+  stderr = proc.communicate(timeout=120)[1]
+  assert proc.returncode == 130, stderr
+  assert "Traceback" not in stderr and stderr.strip().splitlines() == [
+      f"train.py: interrupted: {out} keeps every finished fold and the last saved epoch; "
+      f"continue with `python train.py --resume {out}`"], stderr
+  assert (out / "fold_0" / "progress.msgpack").is_file()

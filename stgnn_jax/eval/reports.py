@@ -167,8 +167,10 @@ def _csv(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
 
 
 def format_summary(summary: dict[str, dict[str, Any]],
-                   baselines: dict[str, dict[str, Any]] | None = None) -> str:
-  """The STGNN's mean ± std over folds, with the classical baselines' in columns beside it."""
+                   baselines: dict[str, dict[str, Any]] | None = None, *,
+                   last_epoch_folds: Sequence[int] = ()) -> str:
+  """The STGNN's mean ± std over folds, with the classical baselines' in columns beside it, and
+  a note naming the folds whose model is their last epoch's (none could be selected)."""
   columns = {"STGNN": summary}
   columns.update({name: b["summary"] for name, b in (baselines or {}).items()})
   lines = ["cross-validation summary (mean ± std over folds; baselines: logistic regressions on "
@@ -188,6 +190,10 @@ def format_summary(summary: dict[str, dict[str, Any]],
       else:
         cells.append(f"{value['mean']:.4f} ± {value['std']:.4f}")
     lines.append(f"  {key:>20}" + "".join(f"{cell:>17}" for cell in cells))
+  if last_epoch_folds:
+    lines.append(f"  note: fold(s) {', '.join(map(str, last_epoch_folds))}: no epoch predicted "
+                 "both validation classes, so none was selected; the STGNN column counts their "
+                 "last epoch's model (tested and checkpointed like the others) in every mean.")
   return "\n".join(lines)
 
 

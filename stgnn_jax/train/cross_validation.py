@@ -14,6 +14,7 @@ import glob
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from stgnn_jax.eval.reports import format_summary, format_value, write_metrics_c
 from stgnn_jax.input_pipeline import FoldSplit, SubjectBatch, Subjects, make_folds
 from stgnn_jax.train import sweep
 from stgnn_jax.train.driver import train_fold
-from stgnn_jax.train.fold_result import FoldResult
+from stgnn_jax.train.fold_result import LAST_EPOCH, FoldResult
 from stgnn_jax.train.pretrain import check_pretrained_encoder
 from stgnn_jax.train.sharding import Placement
 from stgnn_jax.train.state import init_params
@@ -151,14 +152,16 @@ def preprocessing_record(run: RunConfig, steps: FoldSteps | None) -> dict[str, A
 
 
 def run_cross_validation(model_config: ModelConfig, optim_config: OptimConfig, run: RunConfig,
-                         out_dir: str, *, progress_bar: bool = True) -> dict[str, Any]:
+                         out_dir: str, *, progress_bar: bool = True,
+                         on_run_dir: Callable[[], None] = lambda: None) -> dict[str, Any]:
   """Runs (or resumes) the cross-validation in `out_dir`; returns the results dict.
 
   The protocol: set the run up (`prepare_run`: the cohort, the folds, every check); only then
   write the run folder (`prepare_run_dir`: the configuration and the cohort's fingerprint, or a
   check against the run being resumed); train and test each fold (a finished fold is read
   back), fit the baselines on the same folds, write results.json, metrics.csv and the plots.
-  Messages go to the `stgnn_jax` loggers.
+  Messages go to the `stgnn_jax` loggers; `on_run_dir` is called once the run folder is
+  recorded, before any training (train.py records its own outputs there).
   """
   setup = prepare_run(model_config, optim_config, run)
   cohort, model_config, run = setup.cohort, setup.model_config, setup.run
@@ -166,6 +169,7 @@ def run_cross_validation(model_config: ModelConfig, optim_config: OptimConfig, r
                                          setup.placement)
   first = setup.first_batch
   prepare_run_dir(out_dir, model_config, optim_config, run, cohort)
+  on_run_dir()
   output: dict[str, Any] = {}
   if members:
     chunk_size = run.sweep_chunk or sweep.auto_chunk_size(
@@ -183,7 +187,9 @@ def run_cross_validation(model_config: ModelConfig, optim_config: OptimConfig, r
     results, histories = [r.to_json() for r in trained], [r.history for r in trained]
 
   summary = metrics_lib.summarize(results, metrics_lib.FOLD_SUMMARY_METRICS)
-  output = {"folds": results, "summary": summary, "cohort": cohort.summary(),
+  last_epoch_folds = [r["fold"] for r in results if r.get("tested") == LAST_EPOCH]
+  output = {"folds": results, "summary": summary,
+            "folds_tested_at_last_epoch": last_epoch_folds, "cohort": cohort.summary(),
             # The folds' test_subjects index these (predict.py: who was in the run).
             "subject_ids": [s.subject_id for s in cohort.subjects],
             "preprocessing": preprocessing_record(run, subjects.steps), **output}
@@ -216,7 +222,8 @@ def run_cross_validation(model_config: ModelConfig, optim_config: OptimConfig, r
   reports.plot_training_curves(out_dir, histories)
   reports.plot_roc_curves(out_dir, results, subjects.labels, output.get("baselines"))
   reports.plot_reliability(out_dir, results, subjects.labels)
-  logger.info(format_summary(summary, output.get("baselines")))
+  logger.info(format_summary(summary, output.get("baselines"),
+                             last_epoch_folds=last_epoch_folds))
   return output
 
 
@@ -315,7 +322,8 @@ def train_folds(folds: list[FoldSplit], subjects: Subjects, model_config: ModelC
       atomic.write_json(done_path, result.to_record())
       results.append(result)
       write_metrics_csv(out_dir, [r.history for r in results])
-      logger.info("fold %d: test acc %s, balanced acc %s, AUC %s (best epoch %d)", k,
+      logger.info("fold %d: test acc %s, balanced acc %s, AUC %s (%s)", k,
                   *map(format_value, (result.test_acc, result.balanced_acc, result.test_auc)),
-                  result.best_epoch)
+                  "no epoch selected: the last epoch's model" if result.tested == LAST_EPOCH
+                  else f"best epoch {result.best_epoch}")
   return results

@@ -31,7 +31,7 @@ from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
 from stgnn_jax.input_pipeline import FoldSplit, Subjects
 from stgnn_jax.train.checkpoints import restore_state, save_checkpoint, save_state
 from stgnn_jax.train.engines import OneMember
-from stgnn_jax.train.fold_result import FoldResult
+from stgnn_jax.train.fold_result import LAST_EPOCH, FoldResult
 from stgnn_jax.train.loop import (
     Fold,
     FoldProgress,
@@ -221,10 +221,16 @@ that no member kept has none)."""
     has_best = np.array([p.best_epoch >= 0 for p in self.progress])
     for m in np.flatnonzero(~has_best[:self.real]):
       logger.info("fold %d%s: no epoch predicted both validation classes with a defined AUC; "
-                  "testing the last state instead", fold.index,
+                  "testing the last state instead (the fold's checkpoint holds it)", fold.index,
                   f", {self.names[m]}" if self.names else "")
-    best = self.state.replace(params=engine.where(has_best, self.best_params,
-                                                  self.state.params))
+    # What is tested is what a fold's checkpoint holds: without a selected epoch, the last state.
+    self.best_params = engine.where(has_best, self.best_params, self.state.params)
+    best = self.state.replace(params=self.best_params)
+    if self.checkpoint_best and not has_best[0]:
+      save_checkpoint(os.path.join(fold.directory, "best.msgpack"),
+                      jax.device_get(self.state.params), fold.model_config, fold=fold.index,
+                      epoch=self.progress[0].next_epoch - 1, val_auc=None,
+                      decision_threshold=None, focal_alpha=fold.focal_alpha, tested=LAST_EPOCH)
     test = engine.predict(fold, best, fold.test_idx)
     train = engine.predict(fold, best, fold.train_idx)
     val = (engine.predict(fold, best, fold.val_idx)[0]

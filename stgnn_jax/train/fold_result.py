@@ -15,6 +15,11 @@ from typing import Any
 
 from stgnn_jax.errors import RunStateError
 
+# Which model a tested fold's metrics (and its best.msgpack) are of: the selected epoch's, or,
+# when no epoch predicted both validation classes (nothing could be selected), the last epoch's.
+BEST_EPOCH = "best_epoch"
+LAST_EPOCH = "last_epoch"
+
 
 def _when_tested() -> Any:
   """A field left out of the JSON entry when None: what only a tested result (or only a cohort
@@ -32,7 +37,9 @@ class FoldResult:
   `temperature` (`--calibrate temperature`, fitted on the validation subjects) the calibrated
   ones are sigmoid(logit(p) / temperature), and `ece_calibrated` / `brier_calibrated` are
   theirs beside `ece` / `brier`. `per_conversion_type` and
-  `per_horizon` are present when the cohort has the groups.
+  `per_horizon` are present when the cohort has the groups. `tested` is `BEST_EPOCH`, or
+  `LAST_EPOCH` when no epoch could be selected; such a fold counts in the means like the others
+  (its model was tested like theirs), and the summary names it.
   """
 
   fold: int
@@ -51,6 +58,7 @@ class FoldResult:
   class_weights: Sequence[float] | None = None
   linear_path: dict[str, Any] | None = None
   best_epoch: int = -1
+  tested: str | None = _when_tested()
   best_val_auc: float | None = None
   epochs_run: int = 0
   stopped: str | None = None

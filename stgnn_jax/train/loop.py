@@ -32,7 +32,7 @@ from stgnn_jax.input_pipeline import (
     iterate_embedded_batches,
     pack_scans,
 )
-from stgnn_jax.train.fold_result import FoldResult
+from stgnn_jax.train.fold_result import BEST_EPOCH, LAST_EPOCH, FoldResult
 from stgnn_jax.train.linear_path import (
     fit_linear_path,
     last_visit_inputs,
@@ -337,6 +337,7 @@ def tested_result(fold: Fold, progress: FoldProgress, test: tuple[np.ndarray, np
       argmax={"test_acc": argmax["accuracy"], "balanced_acc": argmax["balanced_accuracy"],
               "minority_f1": argmax["minority_f1"],
               "prediction_counts": argmax["prediction_counts"]},
+      tested=BEST_EPOCH if progress.best_epoch >= 0 else LAST_EPOCH,
       best_val_auc=progress.best_val_auc if progress.best_epoch >= 0 else None,
       stopped=progress.stopped or None,
       prediction_counts=tested["prediction_counts"],

@@ -39,7 +39,7 @@ from stgnn_jax.input_pipeline import FoldSplit, Subjects
 from stgnn_jax.train.checkpoints import load_checkpoint, save_checkpoint
 from stgnn_jax.train.driver import FoldTrainer
 from stgnn_jax.train.engines import Members, stack
-from stgnn_jax.train.fold_result import FoldResult
+from stgnn_jax.train.fold_result import LAST_EPOCH, FoldResult
 from stgnn_jax.train.loop import Fold, FoldProgress, setup_fold
 from stgnn_jax.train.optimizer import plateau_scheduler
 from stgnn_jax.train.sharding import Placement, to_host
@@ -273,13 +273,16 @@ def write_selected_checkpoints(out_dir: str, folds: list[FoldSplit], chunks: lis
   c = next(i for i, chunk in enumerate(chunks) if any(m.index == index for m in chunk))
   position = [m.index for m in chunks[c]].index(index)
   for k in range(len(folds)):
-    if selected["folds"][k]["best_epoch"] < 0:
-      continue  # no epoch was selected: as in a single run, the fold has no best checkpoint
+    # The chunk's checkpoint holds what each member was tested with (FoldTrainer.test): its
+    # selected epoch's parameters, or its last epoch's when none could be selected.
     stacked, _, _ = load_checkpoint(os.path.join(out_dir, f"fold_{k}", "sweep", f"chunk_{c}",
                                                  "best.msgpack"))
     result = selected["folds"][k]
     save_checkpoint(os.path.join(out_dir, f"fold_{k}", "best.msgpack"),
                     jax.tree.map(lambda x: np.asarray(x)[position], stacked), model_config,
-                    fold=k, epoch=result["best_epoch"], val_auc=result["best_val_auc"],
+                    fold=k, val_auc=result["best_val_auc"],
+                    epoch=(result["epochs_run"] - 1 if result.get("tested") == LAST_EPOCH
+                           else result["best_epoch"]),
                     decision_threshold=result["decision_threshold"],
-                    focal_alpha=result["focal_alpha"], sweep_member=selected["name"])
+                    focal_alpha=result["focal_alpha"], sweep_member=selected["name"],
+                    **({"tested": LAST_EPOCH} if result.get("tested") == LAST_EPOCH else {}))

@@ -115,3 +115,25 @@ def test_slots_are_sized_by_the_data_not_by_a_flag_far_beyond_it():
   assert (sized.max_visits, sized.batch_size, sized.eval_batch_size) == (longest, 32, 32)
   fits = dataclasses.replace(RUN, max_visits=longest)
   assert cross_validation.size_by_data(fits, cohort, num_devices=1) == fits
+
+
+def test_a_fold_without_a_selectable_epoch_is_marked_checkpointed_and_counted(
+    tmp_path, caplog, monkeypatch):
+  from stgnn_jax.train import loop
+  from stgnn_jax.train.checkpoints import load_checkpoint
+
+  # No epoch predicts both validation classes: nothing can be selected in either fold.
+  monkeypatch.setattr(loop, "predicts_both_classes", lambda result: False)
+  with caplog.at_level(logging.INFO, logger="stgnn_jax"):
+    output = cross_validation.run_cross_validation(MODEL, OPTIM, RUN, str(tmp_path),
+                                                   progress_bar=False)
+  assert output["folds_tested_at_last_epoch"] == [0, 1]
+  for fold in output["folds"]:
+    assert fold["tested"] == "last_epoch" and fold["best_epoch"] == -1
+    _, _, metadata = load_checkpoint(tmp_path / f"fold_{fold['fold']}" / "best.msgpack")
+    assert metadata["tested"] == "last_epoch" and metadata["epoch"] == RUN.n_epochs - 1
+  # The folds count in the means, and the printed summary says so.
+  aucs = [fold["test_auc"] for fold in output["folds"]]
+  assert output["summary"]["test_auc"]["mean"] == pytest.approx(sum(aucs) / 2)
+  assert "note: fold(s) 0, 1: no epoch predicted both validation classes" in caplog.text
+  assert "no epoch selected: the last epoch's model" in caplog.text
