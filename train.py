@@ -8,6 +8,7 @@ are the recipe of the README, `--preset reference` is the reference's); the prot
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import glob
 import json
@@ -19,6 +20,7 @@ import warnings
 from stgnn_jax.command import run_command
 from stgnn_jax.config import CONFIGS, ModelConfig, OptimConfig, RunConfig, flag_fields
 from stgnn_jax.config.cli import add_config_flags, configs_from_args, parse_flags
+from stgnn_jax.config.differences import RESULT_NEUTRAL
 from stgnn_jax.errors import InputError, RunStateError
 
 logger = logging.getLogger("stgnn_jax")
@@ -90,11 +92,27 @@ def check_outputs(out_dir: str, save_path: str, overwrite: bool) -> None:
         "run's checkpoints); pass another --save_path, or --overwrite to replace them.")
 
 
+def given_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+  """The settings whose flags were given a value other than their default."""
+  return [f.name for cls in CONFIGS for f in flag_fields(cls)
+          if getattr(args, f.name) != parser.get_default(f.name)]
+
+
+def with_resume_flags(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                      run: RunConfig) -> RunConfig:
+  """A resumed run's settings (`run`, from its config.json) with the flags given now that do
+  not change its results (`RESULT_NEUTRAL`, e.g. --sweep_chunk): they take effect."""
+  return dataclasses.replace(run, **{name: getattr(args, name)
+                                     for name in given_settings(parser, args)
+                                     if name in RESULT_NEUTRAL})
+
+
 def warn_about_ignored_flags(parser: argparse.ArgumentParser, args: argparse.Namespace,
                              model: ModelConfig, run: RunConfig) -> None:
-  """Flags that change nothing as given deserve a warning: a run is read from its folder."""
-  given = [f.name for cls in CONFIGS for f in flag_fields(cls)
-           if getattr(args, f.name) != parser.get_default(f.name)]
+  """Flags that change nothing as given deserve a warning: a resumed run reads the settings
+  that change its results from its folder."""
+  given = [name for name in given_settings(parser, args)
+           if not (args.resume and name in RESULT_NEUTRAL)]
   if args.preset:
     given.insert(0, "preset")
   if args.resume and given:
@@ -138,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
 def train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
   if args.resume:
     model, optim, run = configs_from_run_dir(args.resume)
+    run = with_resume_flags(parser, args, run)
     out_dir = args.resume
   else:
     model, optim, run = configs_from_args(args)
