@@ -34,6 +34,7 @@ from stgnn_jax.train import sweep
 from stgnn_jax.train.driver import train_fold
 from stgnn_jax.train.fold_result import FoldResult
 from stgnn_jax.train.pretrain import check_pretrained_encoder
+from stgnn_jax.train.processes import check_processes_agree
 from stgnn_jax.train.sharding import Placement
 from stgnn_jax.train.state import init_params
 
@@ -155,13 +156,17 @@ def run_cross_validation(model_config: ModelConfig, optim_config: OptimConfig, r
                          out_dir: str, *, progress_bar: bool = True) -> dict[str, Any]:
   """Runs (or resumes) the cross-validation in `out_dir`; returns the results dict.
 
-  The protocol: set the run up (`prepare_run`: the cohort, the folds, every check); only then
-  write the run folder (`prepare_run_dir`: the configuration and the cohort's fingerprint, or a
-  check against the run being resumed); train and test each fold (a finished fold is read
-  back), fit the baselines on the same folds, write results.json, metrics.csv and the plots.
+  The protocol: set the run up (`prepare_run`: the cohort, the folds, every check), and, over
+  several processes, check that they all run the same (`processes.check_processes_agree`);
+  only then write the run folder (`prepare_run_dir`: the configuration and the cohort's
+  fingerprint, or a check against the run being resumed); train and test each fold (a finished
+  fold is read back), fit the baselines on the same folds, write results.json, metrics.csv and
+  the plots.
   Messages go to the `stgnn_jax` loggers.
   """
   setup = prepare_run(model_config, optim_config, run)
+  check_processes_agree(config_record(setup.model_config, optim_config, setup.run),
+                        setup.cohort.fingerprint())
   cohort, model_config, run = setup.cohort, setup.model_config, setup.run
   subjects, folds, members, placement = (setup.subjects, setup.folds, setup.members,
                                          setup.placement)

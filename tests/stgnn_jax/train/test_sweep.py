@@ -7,7 +7,6 @@ import csv
 import dataclasses
 import json
 import signal
-import socket
 import subprocess
 import time
 import warnings
@@ -22,7 +21,7 @@ from stgnn_jax.errors import ConfigError, RunStateError
 from stgnn_jax.train import cross_validation, sweep
 from stgnn_jax.train.driver import single_trainer
 from stgnn_jax.train.sharding import Placement
-from tests.helpers import ROOT, results_of, run_train, train_command
+from tests.helpers import ROOT, free_port, results_of, run_train, train_command
 
 # The default recipe, smaller, without the linear path, at the reference's learning rate.
 MODEL = ModelConfig(gnn_hidden_dim=16, output_dim=16, lstm_hidden_dim=8, linear_path=False)
@@ -281,12 +280,6 @@ SWEEP_RUN = ["--synthetic_subjects", "40", "--synthetic_regions", "20", "--gnn_h
              "--lstm_hidden_dim", "8", "--n_epochs", "2", "--num_folds", "2", "--batch_size",
              "8", "--graph_multiple", "8", "--eval_batch_size", "8", "--no-baselines",
              "--no_progress", "--sweep", "focal_gamma=1,2", "--sweep", "lr=0.001,0.003"]
-
-
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 def sweep_rows(out: Path) -> list[dict]:
