@@ -125,14 +125,17 @@ def warn_about_ignored_flags(parser: argparse.ArgumentParser, args: argparse.Nam
 
 def start_processes(args: argparse.Namespace) -> None:
   """Joins a run over several processes (`jax.distributed.initialize`) when the flags or JAX's
-  environment ask for one; only process 0 writes files and prints the run's messages."""
+  environment ask for one; only process 0 writes files and prints the run's messages. The
+  address is checked first, without connecting."""
   if not (args.coordinator_address or args.num_processes or args.process_id is not None
           or os.environ.get("JAX_COORDINATOR_ADDRESS")):
     return
   import jax
 
   from stgnn_jax import atomic
+  from stgnn_jax.train import processes
 
+  processes.check_processes_flags(args.coordinator_address)
   try:
     jax.distributed.initialize(coordinator_address=args.coordinator_address,
                                num_processes=args.num_processes, process_id=args.process_id)

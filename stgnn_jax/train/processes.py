@@ -1,15 +1,17 @@
-"""A run over several processes or hosts (`jax.distributed`): checking that its processes run
-the same thing.
+"""A run over several processes or hosts (`jax.distributed`): checking its flags before
+connecting, and that its processes run the same thing.
 
 Every process of a sweep computes the same values on the same data and process 0 writes them
 (`atomic.set_writer`), so the processes must be started alike: `check_processes_agree` compares
 their configurations and data fingerprints before any work and stops every process with one
-line naming what differs.
+line naming what differs. `check_processes_flags` checks the flags before connecting.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 from typing import Any
 
 import jax
@@ -17,7 +19,28 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from stgnn_jax.config.differences import config_differences
-from stgnn_jax.errors import ConfigError
+from stgnn_jax.errors import ConfigError, InputError
+
+# HOST:PORT, the host a name, an IPv4 address or an IPv6 address in brackets.
+_ADDRESS = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\[\]\s]+):(?P<port>[0-9]+)")
+
+
+def check_address(address: str, source: str) -> None:
+  """Raises InputError unless `address` is HOST:PORT with a port in 1-65535; `source` names
+  where it came from (the flag or JAX's variable)."""
+  match = _ADDRESS.fullmatch(address)
+  if not match or not 1 <= int(match["port"]) <= 65535:
+    raise InputError(f"{source} {address}: not an address; expected HOST:PORT with a port in "
+                     "1-65535 (an IPv6 host in brackets, [::1]:1234), e.g. 10.0.0.1:1234.")
+
+
+def check_processes_flags(address: str | None) -> None:
+  """The processes flags as given, checked before connecting: the address's form (the flag's,
+  or else JAX's variable's). Raises InputError naming where the address came from."""
+  if address is not None:
+    check_address(address, "--coordinator_address")
+  elif os.environ.get("JAX_COORDINATOR_ADDRESS"):
+    check_address(os.environ["JAX_COORDINATOR_ADDRESS"], "JAX_COORDINATOR_ADDRESS")
 
 
 def check_processes_agree(config: dict[str, Any], fingerprint: dict[str, str]) -> None:
