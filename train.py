@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="address of process 0's coordinator")
   hosts.add_argument("--num_processes", type=int, default=None, help="processes in the run")
   hosts.add_argument("--process_id", type=int, default=None, help="this process's index")
+  hosts.add_argument("--process_timeout", type=float, default=300, metavar="SECONDS",
+                     help="how long a process waits for the others to connect before it stops")
   return parser
 
 
@@ -123,10 +125,11 @@ def warn_about_ignored_flags(parser: argparse.ArgumentParser, args: argparse.Nam
                   stacklevel=2)
 
 
-def start_processes(args: argparse.Namespace) -> None:
-  """Joins a run over several processes (`jax.distributed.initialize`) when the flags or JAX's
-  environment ask for one; only process 0 writes files and prints the run's messages. The
-  address is checked first, without connecting."""
+def start_processes(args: argparse.Namespace, run: RunConfig, prog: str) -> None:
+  """Joins a run over several processes (`processes.join`) when the flags or JAX's environment
+  ask for one; only process 0 writes files and prints the run's messages. The flags are
+  checked first, without connecting: the address's form, and a single run (`run` without a
+  sweep) over several processes is refused."""
   if not (args.coordinator_address or args.num_processes or args.process_id is not None
           or os.environ.get("JAX_COORDINATOR_ADDRESS")):
     return
@@ -135,15 +138,11 @@ def start_processes(args: argparse.Namespace) -> None:
   from stgnn_jax import atomic
   from stgnn_jax.train import processes
 
-  processes.check_processes_flags(args.coordinator_address)
-  try:
-    jax.distributed.initialize(coordinator_address=args.coordinator_address,
-                               num_processes=args.num_processes, process_id=args.process_id)
-  except (RuntimeError, ValueError) as error:
-    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    raise InputError(f"--coordinator_address/--num_processes/--process_id: the processes "
-                     f"could not connect ({first}); check the address and that every process "
-                     "was started with the same flags.") from None
+  processes.check_processes_flags(args.coordinator_address, args.num_processes,
+                                  args.process_id, args.process_timeout,
+                                  swept=bool(run.sweep_axes()))
+  processes.join(args.coordinator_address, args.num_processes, args.process_id,
+                 args.process_timeout, prog)
   atomic.set_writer(jax.process_index() == 0)
   if jax.process_index():
     logger.setLevel(logging.WARNING)
@@ -183,7 +182,7 @@ def train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     warnings.warn(f"{reference_encoder} exists but is not loaded (the reference loads it "
                   "silently); pass --pretrained to start from it.", stacklevel=2)
 
-  start_processes(args)
+  start_processes(args, run, parser.prog)
   if args.compile_cache.lower() != "none":
     import jax
 

@@ -1,10 +1,11 @@
 """A run over several processes (`stgnn_jax.train.processes`, train.py's processes flags): the
-processes must agree on the run before any work, and bad flags are one line before any
-connection."""
+processes must agree on the run before any work, a process that waits for the others says so
+and gives up after `--process_timeout`, and bad flags are one line before any connection."""
 
 from __future__ import annotations
 
 import subprocess
+import time
 
 import jax
 import pytest
@@ -48,12 +49,45 @@ def test_processes_with_different_settings_stop_before_any_work(tmp_path):
   assert not (out / "results.json").exists() and not (out / "config.json").exists()
 
 
+def test_a_process_alone_stops_after_the_timeout_with_one_line(tmp_path):
+  port = free_port()
+  start = time.monotonic()
+  result = subprocess.run(
+      train_command(*TINY, "--sweep", "focal_gamma=1,2", "--out_dir", str(tmp_path / "out"),
+                    "--save_path", str(tmp_path / "m"), "--coordinator_address",
+                    f"127.0.0.1:{port}", "--num_processes", "2", "--process_id", "0",
+                    "--process_timeout", "3"),
+      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  elapsed = time.monotonic() - start
+  assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+  assert f"process 0 of 2: waiting for the others at 127.0.0.1:{port} (up to 3 s" in \
+      result.stdout
+  [line] = error_lines(result.stderr)
+  assert f"127.0.0.1:{port}" in line and "2 processes" in line and "--process_timeout" in line
+  assert "Traceback" not in result.stderr and "Check failure" not in result.stderr
+  assert elapsed >= 3
+  assert not (tmp_path / "out").exists()
+
+
 @pytest.fixture
 def no_connection(monkeypatch):
   """jax.distributed.initialize, replaced: a test that reaches it fails."""
   def initialize(*args, **kwargs):
     raise AssertionError("jax.distributed.initialize was called")
   monkeypatch.setattr(jax.distributed, "initialize", initialize)
+
+
+def test_a_single_run_over_processes_is_refused_before_connecting(tmp_path, no_connection,
+                                                                    capsys):
+  start = time.perf_counter()
+  status = train.main([*TINY, "--out_dir", str(tmp_path / "out"), "--save_path",
+                       str(tmp_path / "m"), "--coordinator_address", "127.0.0.1:1234",
+                       "--num_processes", "2", "--process_id", "0"])
+  elapsed = time.perf_counter() - start
+  assert status == 2 and elapsed < 0.5
+  [line] = error_lines(capsys.readouterr().err)
+  assert "--num_processes 2" in line and "only a sweep" in line
+  assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1", "127.0.0.1:port", "127.0.0.1:0",
