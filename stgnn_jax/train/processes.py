@@ -122,16 +122,14 @@ def check_processes_agree(config: dict[str, Any], fingerprint: dict[str, str]) -
   """
   if jax.process_count() == 1:
     return
-  # --data_root may be another path on another host: the fingerprint compares what it holds.
-  mine = {"config": {**config, "run": {k: v for k, v in config["run"].items()
-                                        if k != "data_root"}},
-          "fingerprint": fingerprint}
+  mine = {"config": config, "fingerprint": fingerprint}
   everyone = [json.loads(text) for text in gather_text(json.dumps(mine, sort_keys=True))]
   first = everyone[0]
   problems = []
   for index, other in enumerate(everyone[1:], start=1):
+    # --data_root may be another path on another host: the fingerprint compares what it holds.
     problems += config_differences(first["config"], other["config"],
-                                   ("process 0", f"process {index}"))
+                                   ("process 0", f"process {index}"), ignore=("data_root",))
     changed = [part for part in dict.fromkeys([*first["fingerprint"], *other["fingerprint"]])
                if first["fingerprint"].get(part) != other["fingerprint"].get(part)]
     if changed:

@@ -4,6 +4,7 @@ and gives up after `--process_timeout`, and bad flags are one line before any co
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 
@@ -11,6 +12,7 @@ import jax
 import pytest
 
 import train
+from stgnn_jax.errors import ConfigError
 from tests.helpers import ROOT, free_port, train_command
 
 # A sweep small enough that two processes start it in seconds (they stop before training).
@@ -67,6 +69,27 @@ def test_a_process_alone_stops_after_the_timeout_with_one_line(tmp_path):
   assert "Traceback" not in result.stderr and "Check failure" not in result.stderr
   assert elapsed >= 3
   assert not (tmp_path / "out").exists()
+
+
+def test_processes_with_other_data_name_the_parts_but_not_the_data_root(monkeypatch):
+  """Another host's copy of the data may lie elsewhere (--data_root); what it holds may not
+  differ."""
+  from stgnn_jax.train import processes
+
+  config = {"model": {}, "optim": {"lr": 0.001}, "run": {"data_root": "/a", "seed": 1}}
+  fingerprint = {"subjects": "1", "labels": "2", "scans": "3"}
+  other = {"config": {**config, "run": {"data_root": "/b", "seed": 1}},
+           "fingerprint": {**fingerprint, "labels": "x", "scans": "y"}}
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  monkeypatch.setattr(processes, "gather_text",
+                      lambda text: [text, json.dumps(other, sort_keys=True)])
+  with pytest.raises(ConfigError) as refused:
+    processes.check_processes_agree(config, fingerprint)
+  assert "process 1's data differ from process 0's (its labels, scans differ)" in \
+      str(refused.value)
+  assert "data_root" not in str(refused.value)
+  other["fingerprint"] = fingerprint
+  processes.check_processes_agree(config, fingerprint)  # the same data at another path
 
 
 @pytest.fixture
