@@ -8,6 +8,7 @@ are the recipe of the README, `--preset reference` is the reference's); the prot
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import glob
 import json
@@ -19,6 +20,7 @@ import warnings
 from stgnn_jax.command import run_command
 from stgnn_jax.config import CONFIGS, ModelConfig, OptimConfig, RunConfig, flag_fields
 from stgnn_jax.config.cli import add_config_flags, configs_from_args, parse_flags
+from stgnn_jax.config.differences import RESULT_NEUTRAL
 from stgnn_jax.errors import InputError, InterruptedRun, RunStateError
 
 logger = logging.getLogger("stgnn_jax")
@@ -57,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="address of process 0's coordinator")
   hosts.add_argument("--num_processes", type=int, default=None, help="processes in the run")
   hosts.add_argument("--process_id", type=int, default=None, help="this process's index")
+  hosts.add_argument("--process_timeout", type=float, default=300, metavar="SECONDS",
+                     help="how long a process waits for the others to connect before it stops")
   return parser
 
 
@@ -136,11 +140,27 @@ def saved_save_path(run_dir: str) -> str | None:
                         "delete it and pass --save_path again.") from None
 
 
+def given_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+  """The settings whose flags were given a value other than their default."""
+  return [f.name for cls in CONFIGS for f in flag_fields(cls)
+          if getattr(args, f.name) != parser.get_default(f.name)]
+
+
+def with_resume_flags(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                      run: RunConfig) -> RunConfig:
+  """A resumed run's settings (`run`, from its config.json) with the flags given now that do
+  not change its results (`RESULT_NEUTRAL`, e.g. --sweep_chunk): they take effect."""
+  return dataclasses.replace(run, **{name: getattr(args, name)
+                                     for name in given_settings(parser, args)
+                                     if name in RESULT_NEUTRAL})
+
+
 def warn_about_ignored_flags(parser: argparse.ArgumentParser, args: argparse.Namespace,
                              model: ModelConfig, run: RunConfig) -> None:
-  """Flags that change nothing as given deserve a warning: a run is read from its folder."""
-  given = [f.name for cls in CONFIGS for f in flag_fields(cls)
-           if getattr(args, f.name) != parser.get_default(f.name)]
+  """Flags that change nothing as given deserve a warning: a resumed run reads the settings
+  that change its results from its folder."""
+  given = [name for name in given_settings(parser, args)
+           if not (args.resume and name in RESULT_NEUTRAL)]
   if args.preset:
     given.insert(0, "preset")
   if args.resume and given:
@@ -151,24 +171,24 @@ def warn_about_ignored_flags(parser: argparse.ArgumentParser, args: argparse.Nam
                   stacklevel=2)
 
 
-def start_processes(args: argparse.Namespace) -> None:
-  """Joins a run over several processes (`jax.distributed.initialize`) when the flags or JAX's
-  environment ask for one; only process 0 writes files and prints the run's messages."""
+def start_processes(args: argparse.Namespace, run: RunConfig, prog: str) -> None:
+  """Joins a run over several processes (`processes.join`) when the flags or JAX's environment
+  ask for one; only process 0 writes files and prints the run's messages. The flags are
+  checked first, without connecting: the address's form, and a single run (`run` without a
+  sweep) over several processes is refused."""
   if not (args.coordinator_address or args.num_processes or args.process_id is not None
           or os.environ.get("JAX_COORDINATOR_ADDRESS")):
     return
   import jax
 
   from stgnn_jax import atomic
+  from stgnn_jax.train import processes
 
-  try:
-    jax.distributed.initialize(coordinator_address=args.coordinator_address,
-                               num_processes=args.num_processes, process_id=args.process_id)
-  except (RuntimeError, ValueError) as error:
-    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    raise InputError(f"--coordinator_address/--num_processes/--process_id: the processes "
-                     f"could not connect ({first}); check the address and that every process "
-                     "was started with the same flags.") from None
+  processes.check_processes_flags(args.coordinator_address, args.num_processes,
+                                  args.process_id, args.process_timeout,
+                                  swept=bool(run.sweep_axes()))
+  processes.join(args.coordinator_address, args.num_processes, args.process_id,
+                 args.process_timeout, prog)
   atomic.set_writer(jax.process_index() == 0)
   if jax.process_index():
     logger.setLevel(logging.WARNING)
@@ -184,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
 def train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
   if args.resume:
     model, optim, run = configs_from_run_dir(args.resume)
+    run = with_resume_flags(parser, args, run)
     out_dir = args.resume
     save_path = args.save_path or saved_save_path(out_dir)
     if os.path.isfile(os.path.join(out_dir, "results.json")):
@@ -212,7 +233,7 @@ def train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     warnings.warn(f"{reference_encoder} exists but is not loaded (the reference loads it "
                   "silently); pass --pretrained to start from it.", stacklevel=2)
 
-  start_processes(args)
+  start_processes(args, run, parser.prog)
   if args.compile_cache.lower() != "none":
     import jax
 

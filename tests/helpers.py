@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,13 @@ def reference_optim(**changes: Any) -> OptimConfig:
 def train_command(*args: str) -> list[str]:
   """The command line that runs the repository's train.py with `args`."""
   return [sys.executable, str(ROOT / "train.py"), *args]
+
+
+def free_port() -> int:
+  """A TCP port of 127.0.0.1 that is free now (for a coordinator of train.py's processes)."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
 
 
 def run_train(args, cache, env=None, timeout=600) -> subprocess.CompletedProcess:

@@ -22,6 +22,7 @@ import jax
 
 from stgnn_jax import atomic
 from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
+from stgnn_jax.config.differences import RESULT_NEUTRAL, config_differences
 from stgnn_jax.data.cohort import Cohort
 from stgnn_jax.data.connectivity import Cleaning, TimeSeriesSettings
 from stgnn_jax.data.fold_steps import FIT_FILE, FoldSteps
@@ -34,6 +35,7 @@ from stgnn_jax.train import sweep
 from stgnn_jax.train.driver import train_fold
 from stgnn_jax.train.fold_result import LAST_EPOCH, FoldResult
 from stgnn_jax.train.pretrain import check_pretrained_encoder
+from stgnn_jax.train.processes import check_processes_agree
 from stgnn_jax.train.sharding import Placement
 from stgnn_jax.train.state import init_params
 
@@ -156,14 +158,18 @@ def run_cross_validation(model_config: ModelConfig, optim_config: OptimConfig, r
                          on_run_dir: Callable[[], None] = lambda: None) -> dict[str, Any]:
   """Runs (or resumes) the cross-validation in `out_dir`; returns the results dict.
 
-  The protocol: set the run up (`prepare_run`: the cohort, the folds, every check); only then
-  write the run folder (`prepare_run_dir`: the configuration and the cohort's fingerprint, or a
-  check against the run being resumed); train and test each fold (a finished fold is read
-  back), fit the baselines on the same folds, write results.json, metrics.csv and the plots.
+  The protocol: set the run up (`prepare_run`: the cohort, the folds, every check), and, over
+  several processes, check that they all run the same (`processes.check_processes_agree`);
+  only then write the run folder (`prepare_run_dir`: the configuration and the cohort's
+  fingerprint, or a check against the run being resumed); train and test each fold (a finished
+  fold is read back), fit the baselines on the same folds, write results.json, metrics.csv and
+  the plots.
   Messages go to the `stgnn_jax` loggers; `on_run_dir` is called once the run folder is
   recorded, before any training (train.py records its own outputs there).
   """
   setup = prepare_run(model_config, optim_config, run)
+  check_processes_agree(config_record(setup.model_config, optim_config, setup.run),
+                        setup.cohort.fingerprint())
   cohort, model_config, run = setup.cohort, setup.model_config, setup.run
   subjects, folds, members, placement = (setup.subjects, setup.folds, setup.members,
                                          setup.placement)
@@ -251,24 +257,38 @@ def has_progress(out_dir: str) -> bool:
              for name in ("progress.msgpack", "result.json"))
 
 
+def config_record(model_config: ModelConfig, optim_config: OptimConfig,
+                  run: RunConfig) -> dict[str, Any]:
+  """A run's configuration as config.json holds it: {"model", "optim", "run"}, JSON values."""
+  return json.loads(json.dumps(
+      {"model": model_config.to_dict(), "optim": dataclasses.asdict(optim_config),
+       "run": dataclasses.asdict(run)}))
+
+
 def prepare_run_dir(out_dir: str, model_config: ModelConfig, optim_config: OptimConfig,
                     run: RunConfig, cohort: Cohort) -> None:
-  """Writes `config.json` and `data.json` (the cohort's fingerprint), or, in a folder that
-  already holds a trained epoch, checks that both match the run being resumed; removes the
-  temporary files a killed run left behind."""
+  """Writes `config.json` (this run's settings, also when it resumes) and `data.json` (the
+  cohort's fingerprint), or, in a folder that already holds a trained epoch, checks that both
+  match the run being resumed: every setting but those that do not change the results
+  (`RESULT_NEUTRAL`); removes the temporary files a killed run left behind."""
   os.makedirs(out_dir, exist_ok=True)
   config_path = os.path.join(out_dir, "config.json")
   data_path = os.path.join(out_dir, "data.json")
-  config = json.loads(json.dumps(
-      {"model": model_config.to_dict(), "optim": dataclasses.asdict(optim_config),
-       "run": dataclasses.asdict(run)}))
+  config = config_record(model_config, optim_config, run)
   data: dict[str, Any] = {"fingerprint": cohort.fingerprint(), "cohort": cohort.summary()}
   trained = has_progress(out_dir)
   if trained:
-    if atomic.read_json(config_path) != config:
+    saved = atomic.read_json(config_path)
+    # A sweep of an earlier version finds its started chunks' members only with the chunk size
+    # they were planned with.
+    neutral = () if sweep.has_unrecorded_chunks(out_dir) else RESULT_NEUTRAL
+    differences = (config_differences(saved, config, ("saved", "now"), ignore=neutral)
+                   if isinstance(saved, dict) else ["not a configuration"])
+    if differences:
       raise RunStateError(
-          f"{config_path} holds a different configuration; resume with the same settings "
-          "(train.py --resume DIR reads them from there) or use a new --out_dir.")
+          f"{config_path} holds a different configuration: {', '.join(differences)}; resume "
+          "with the same settings (train.py --resume DIR reads them from there) or use a new "
+          "--out_dir.")
     if os.path.exists(data_path):
       saved = atomic.read_json(data_path).get("fingerprint", {})
       changed = [part for part, digest in data["fingerprint"].items()

@@ -20,6 +20,7 @@ the run's results and its best checkpoints the folds' `best.msgpack`.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import itertools
 import logging
 import math
@@ -54,6 +55,10 @@ SELECTED_BY = ("mean validation AUC over folds (an undefined fold counts as 0.5)
 SAVE_SECONDS = 60.0
 # Memory a chunk of members may take on the host or device, when --sweep_chunk is not given.
 CHUNK_MEMORY_BUDGET = 2 * 2**30
+# A fold's chunks, `fold_k/sweep/chunks.json`: {"chunks": [[member names of chunk_0], ...]},
+# written before the fold's first chunk trains, so that a resume finds a started chunk's members
+# whatever its --sweep_chunk.
+CHUNKS_FILE = "chunks.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +113,47 @@ def plan_chunks(members: Sequence[Member], chunk_size: int) -> list[list[Member]
     size = math.ceil(len(group) / count)  # balanced chunks: 48 in 20s gives 16, 16, 16
     chunks += [group[i:i + size] for i in range(0, len(group), size)]
   return chunks
+
+
+def chunk_started(directory: str) -> bool:
+  """Whether a chunk's folder holds a trained epoch (its progress) or its result."""
+  return any(os.path.exists(os.path.join(directory, name))
+             for name in ("progress.msgpack", "result.json"))
+
+
+def fold_chunks(sweep_dir: str, members: Sequence[Member], chunk_size: int
+                ) -> list[list[Member]]:
+  """A fold's chunks (`sweep_dir` is its `fold_k/sweep`): those its `CHUNKS_FILE` records as
+  started keep their members, whatever `chunk_size` is now; the other members follow in chunks
+  of `chunk_size` (`plan_chunks`). Chunks train in order, so the started ones come first.
+
+  Raises RunStateError when a recorded chunk holds a member this sweep does not have.
+  """
+  path = os.path.join(sweep_dir, CHUNKS_FILE)
+  by_name = {m.name: m for m in members}
+  started: list[list[Member]] = []
+  recorded = atomic.read_json(path).get("chunks", []) if os.path.exists(path) else []
+  for c, names in enumerate(recorded):
+    if not chunk_started(os.path.join(sweep_dir, f"chunk_{c}")):
+      break
+    if not set(names) <= set(by_name):
+      raise RunStateError(f"{path}: chunk {c} holds members this sweep does not have "
+                          f"({', '.join(sorted(set(names) - set(by_name)))}); resume with the "
+                          "run's --sweep, or use a new --out_dir.")
+    started.append([by_name[name] for name in names])
+  done = {m.name for chunk in started for m in chunk}
+  return started + plan_chunks([m for m in members if m.name not in done], chunk_size)
+
+
+def has_unrecorded_chunks(out_dir: str) -> bool:
+  """Whether a run folder holds a started chunk in a fold that does not record its chunks'
+  members (`CHUNKS_FILE`: a sweep of an earlier version), whose members are then found again
+  only with the chunk size they were planned with."""
+  for sweep_dir in glob.glob(os.path.join(glob.escape(out_dir), "fold_*", "sweep")):
+    if not os.path.exists(os.path.join(sweep_dir, CHUNKS_FILE)) and any(
+        chunk_started(d) for d in glob.glob(os.path.join(glob.escape(sweep_dir), "chunk_*"))):
+      return True
+  return False
 
 
 def auto_chunk_size(params: Any, model_config: ModelConfig, run: RunConfig, num_members: int,
@@ -205,16 +251,20 @@ def train_sweep(folds: list[FoldSplit], subjects: Subjects, model_config: ModelC
   from tqdm.auto import tqdm
   from tqdm.contrib.logging import logging_redirect_tqdm
 
-  chunks = plan_chunks(members, chunk_size)
+  # Every fold's chunks, planned before any of this run's writes (a process that plans after
+  # another wrote a fold's CHUNKS_FILE finds the same plan there).
+  plans = [fold_chunks(os.path.join(out_dir, f"fold_{k}", "sweep"), members, chunk_size)
+           for k in range(len(folds))]
   logger.info("sweep: %d members in %d chunk(s) of up to %d per fold, members over %d "
-              "device(s)", len(members), len(chunks), max(map(len, chunks)),
-              placement.member_devices)
+              "device(s)", len(members), max(map(len, plans)),
+              max(len(chunk) for chunks in plans for chunk in chunks), placement.member_devices)
   per_member: dict[str, list[FoldResult]] = {m.name: [] for m in members}
   bar = tqdm(total=run.num_folds * len(members) * run.n_epochs, disable=not progress_bar,
              unit="member-epoch", dynamic_ncols=True)
   with bar, logging_redirect_tqdm():
     for k, split in enumerate(folds):
       fold_subjects = None  # fitted when a chunk of the fold trains
+      chunks = plans[k]
       for c, chunk_members in enumerate(chunks):
         directory = os.path.join(out_dir, f"fold_{k}", "sweep", f"chunk_{c}")
         done_path = os.path.join(directory, "result.json")
@@ -227,6 +277,8 @@ def train_sweep(folds: list[FoldSplit], subjects: Subjects, model_config: ModelC
           bar.set_description(f"fold {k + 1}/{run.num_folds} chunk {c + 1}/{len(chunks)}")
           os.makedirs(directory, exist_ok=True)
           if fold_subjects is None:
+            atomic.write_json(os.path.join(out_dir, f"fold_{k}", "sweep", CHUNKS_FILE),
+                              {"chunks": [[m.name for m in chunk] for chunk in chunks]})
             fold_subjects = subjects.fit_fold(split.train, os.path.join(out_dir, f"fold_{k}"))
           done = train_chunk(k, split, fold_subjects, model_config, optim_config, run, placement,
                              chunk_members, directory,
@@ -250,7 +302,7 @@ def train_sweep(folds: list[FoldSplit], subjects: Subjects, model_config: ModelC
                     "folds": entries_json, "histories": [f.history for f in got]})
   selected = max(entries, key=lambda e: (e["mean_val_auc"], e["mean_val_balanced_acc"]))
   if atomic.writes():  # it reads the chunks' files, which only the writing process has for sure
-    write_selected_checkpoints(out_dir, folds, chunks, members.index(
+    write_selected_checkpoints(out_dir, folds, plans, members.index(
         next(m for m in members if m.name == selected["name"])), selected, model_config)
   logger.info("sweep: selected %s (mean validation AUC %.4f; test AUC %s)", selected["name"],
               selected["mean_val_auc"], _mean(selected["summary"]["test_auc"]))
@@ -266,20 +318,22 @@ def _mean(entry: dict[str, Any]) -> str:
   return "undefined" if entry["mean"] is None else f"{entry['mean']:.4f}"
 
 
-def write_selected_checkpoints(out_dir: str, folds: list[FoldSplit], chunks: list[list[Member]],
-                               index: int, selected: dict[str, Any], model_config: ModelConfig
-                               ) -> None:
-  """Each fold's `best.msgpack`: the selected member's best parameters of that fold."""
-  c = next(i for i, chunk in enumerate(chunks) if any(m.index == index for m in chunk))
-  position = [m.index for m in chunks[c]].index(index)
+def write_selected_checkpoints(out_dir: str, folds: list[FoldSplit],
+                               plans: list[list[list[Member]]], index: int,
+                               selected: dict[str, Any], model_config: ModelConfig) -> None:
+  """Each fold's `best.msgpack`: the selected member's best parameters of that fold (`plans`:
+  each fold's chunks, `fold_chunks`)."""
   for k in range(len(folds)):
     # The chunk's checkpoint holds what each member was tested with (FoldTrainer.test): its
     # selected epoch's parameters, or its last epoch's when none could be selected.
+    chunks = plans[k]
+    c = next(i for i, chunk in enumerate(chunks) if any(m.index == index for m in chunk))
+    position = [m.index for m in chunks[c]].index(index)
     stacked, _, _ = load_checkpoint(os.path.join(out_dir, f"fold_{k}", "sweep", f"chunk_{c}",
                                                  "best.msgpack"))
     result = selected["folds"][k]
     save_checkpoint(os.path.join(out_dir, f"fold_{k}", "best.msgpack"),
-                    jax.tree.map(lambda x: np.asarray(x)[position], stacked), model_config,
+                    jax.tree.map(lambda x, m=position: np.asarray(x)[m], stacked), model_config,
                     fold=k, val_auc=result["best_val_auc"],
                     epoch=(result["epochs_run"] - 1 if result.get("tested") == LAST_EPOCH
                            else result["best_epoch"]),

@@ -54,7 +54,7 @@ FLAGS_BEFORE = {
     "--loss": "focal", "--class_weights": None, "--gamma_schedule": None,
     "--smoothing_schedule": None, "--sweep": None, "--sweep_grid": None, "--sweep_chunk": None,
     "--coordinator_address": None, "--num_processes": None, "--process_id": None,
-    "--preset": None,
+    "--process_timeout": 300, "--preset": None,
     "--input": None, "--connectivity": "correlation", "--fisher_z": False, "--t_r": None,
     "--high_pass": None, "--low_pass": None, "--detrend": True, "--standardize": "zscore_sample",
     "--confounds": (),
@@ -93,7 +93,8 @@ def test_every_flag_is_a_config_field_with_help():
   fields = {f.name: f for cls in train.CONFIGS for f in flag_fields(cls)}
   entry_point_only = {"--write_synthetic", "--out_dir", "--save_path", "--resume",
                       "--no_progress", "--compile_cache", "--overwrite",
-                      "--coordinator_address", "--num_processes", "--process_id", "--preset"}
+                      "--coordinator_address", "--num_processes", "--process_id",
+                      "--process_timeout", "--preset"}
   assert {"--" + name for name in fields} == set(FLAGS_BEFORE) - entry_point_only
   for f in fields.values():
     assert f.metadata["help"] and f.metadata["group"] in ("data", "model", "training", "sweep")

@@ -14,6 +14,7 @@ import pytest
 
 from stgnn_jax import atomic
 from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
+from stgnn_jax.config.differences import config_differences
 from stgnn_jax.errors import RunStateError
 from stgnn_jax.train import cross_validation
 
@@ -90,6 +91,50 @@ def test_resume_refuses_a_changed_cohort_and_names_damaged_files(tmp_path):
   with pytest.raises(RunStateError, match="the cohort differs from the one this run was trained "
                      r"on \(its labels changed"):
     cross_validation.run_cross_validation(MODEL, OPTIM, run, str(out), progress_bar=False)
+
+
+def test_the_difference_of_two_configurations_names_each_flag_with_both_values():
+  saved = {"model": {"gnn_hidden_dim": 16, "input_dim": 20},
+           "optim": {"lr": 0.001, "focal_alpha": "auto"},
+           "run": {"sweep": [], "sweep_chunk": 2, "data_root": None}}
+  now = {"model": {"gnn_hidden_dim": 16, "input_dim": 30},
+         "optim": {"lr": 0.01, "focal_alpha": "auto"},
+         "run": {"sweep": ["lr=1,2"], "sweep_chunk": 4, "data_root": "/data"}}
+  assert config_differences(saved, now, ("saved", "now"), ignore=("sweep_chunk",)) == [
+      "ModelConfig.input_dim: 20 (saved) vs 30 (now)",
+      "--lr: 0.001 (saved) vs 0.01 (now)",
+      '--sweep: [] (saved) vs ["lr=1,2"] (now)',
+      "--data_root: unset (saved) vs /data (now)"]
+  # A field one side lacks (a configuration of another version) is named too.
+  assert config_differences({"run": {"seed": 1}}, {"run": {}}, ("a", "b")) == [
+      "--seed: 1 (a) vs absent (b)"]
+  assert config_differences(now, now, ("a", "b")) == []
+
+
+def test_a_folder_in_progress_refuses_other_settings_naming_each_with_both_values(tmp_path):
+  cohort = cross_validation.load_data(RUN)
+  cross_validation.prepare_run_dir(str(tmp_path), MODEL, OPTIM, RUN, cohort)
+  (tmp_path / "fold_0").mkdir()
+  (tmp_path / "fold_0" / "progress.msgpack").write_bytes(b"")  # a trained epoch
+  with pytest.raises(RunStateError) as refused:
+    cross_validation.prepare_run_dir(str(tmp_path), MODEL, dataclasses.replace(OPTIM, lr=0.01),
+                                     dataclasses.replace(RUN, n_epochs=5), cohort)
+  message = str(refused.value)
+  assert "holds a different configuration: --lr: 0.001 (saved) vs 0.01 (now), --n_epochs: 3 " \
+      "(saved) vs 5 (now);" in message
+  assert "\n" not in message  # train.py prints it as one line
+  assert json.loads((tmp_path / "config.json").read_text())["optim"]["lr"] == 0.001
+  # A setting that does not change the results is taken, and config.json records it...
+  cross_validation.prepare_run_dir(str(tmp_path), MODEL, OPTIM,
+                                   dataclasses.replace(RUN, sweep_chunk=4), cohort)
+  assert json.loads((tmp_path / "config.json").read_text())["run"]["sweep_chunk"] == 4
+  # ...unless a sweep of an earlier version (no chunks.json) would not find its chunks again.
+  chunk = tmp_path / "fold_0" / "sweep" / "chunk_0"
+  chunk.mkdir(parents=True)
+  (chunk / "progress.msgpack").write_bytes(b"")
+  with pytest.raises(RunStateError, match=r"--sweep_chunk: 4 \(saved\) vs 2 \(now\);"):
+    cross_validation.prepare_run_dir(str(tmp_path), MODEL, OPTIM,
+                                     dataclasses.replace(RUN, sweep_chunk=2), cohort)
 
 
 def test_a_diverging_fold_stops_cleanly_and_the_run_still_reports(tmp_path):

@@ -7,9 +7,9 @@ import csv
 import dataclasses
 import json
 import signal
-import socket
 import subprocess
 import time
+import warnings
 from pathlib import Path
 
 import jax
@@ -21,7 +21,7 @@ from stgnn_jax.errors import ConfigError, RunStateError
 from stgnn_jax.train import cross_validation, sweep
 from stgnn_jax.train.driver import single_trainer
 from stgnn_jax.train.sharding import Placement
-from tests.helpers import ROOT, results_of, run_train, train_command
+from tests.helpers import ROOT, free_port, results_of, run_train, train_command
 
 # The default recipe, smaller, without the linear path, at the reference's learning rate.
 MODEL = ModelConfig(gnn_hidden_dim=16, output_dim=16, lstm_hidden_dim=8, linear_path=False)
@@ -150,6 +150,58 @@ def test_sweep_outputs_selection_and_resume(tmp_path, monkeypatch):
         progress_bar=False)
 
 
+class Killed(Exception):
+  """Stands for a kill of the process in the middle of an epoch."""
+
+
+def test_a_resume_takes_another_chunk_size_and_gives_the_same_results(tmp_path, monkeypatch,
+                                                                      capsys):
+  import train
+
+  run = dataclasses.replace(RUN, n_epochs=2, sweep=("focal_gamma=1,2", "lr=0.001,0.003"),
+                            sweep_chunk=2)
+  whole = cross_validation.run_cross_validation(MODEL, OPTIM, run, str(tmp_path / "whole"),
+                                                progress_bar=False)
+  # Killed in fold 1's first chunk, in its second epoch, with its first epoch saved.
+  out = tmp_path / "killed"
+  monkeypatch.setattr(sweep, "SAVE_SECONDS", 0.0)
+  real_epoch = sweep.FoldTrainer.epoch
+
+  def epoch(chunk):
+    if chunk.folds[0].index == 1 and min(p.next_epoch for p in chunk.progress) == 1:
+      raise Killed
+    return real_epoch(chunk)
+
+  monkeypatch.setattr(sweep.FoldTrainer, "epoch", epoch)
+  with pytest.raises(Killed):
+    cross_validation.run_cross_validation(MODEL, OPTIM, run, str(out), progress_bar=False)
+  monkeypatch.setattr(sweep.FoldTrainer, "epoch", real_epoch)
+  progress = out / "fold_1" / "sweep" / "chunk_0" / "progress.msgpack"
+  assert progress.exists() and not (out / "fold_1" / "sweep" / "chunk_1").exists()
+
+  # train.py --resume with a chunk of one member: it takes effect (no "ignoring" warning).
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    status = train.main(["--resume", str(out), "--sweep_chunk", "1", "--no_progress",
+                         "--save_path", str(tmp_path / "m"), "--compile_cache", "none"])
+  assert status == 0, capsys.readouterr().err
+  assert not [w for w in caught if "ignoring" in str(w.message)]
+  assert json.loads((out / "config.json").read_text())["run"]["sweep_chunk"] == 1
+  # The chunk in progress kept its two members; the fold's other members trained one by one.
+  names = [m["name"] for m in whole["sweep"]["members"]]
+  assert json.loads((out / "fold_1" / "sweep" / "chunks.json").read_text())["chunks"] == [
+      names[:2], names[2:3], names[3:]]
+  assert json.loads((out / "fold_0" / "sweep" / "chunks.json").read_text())["chunks"] == [
+      names[:2], names[2:]]
+  # Fold 0 was read back and fold 1's first chunk resumed with its members: bit for bit.
+  got, want = results_of(out)["sweep"], json.loads(json.dumps(whole["sweep"]))
+  assert [m["folds"][0] for m in got["members"]] == [m["folds"][0] for m in want["members"]]
+  assert got["members"][:2] == want["members"][:2]
+  # The members that trained one per chunk sum in another order (a program of another width):
+  # the same selection and best epochs, numbers equal to float32 rounding.
+  assert_same_sweep(tmp_path / "whole", out)
+
+
 def test_a_killed_chunk_resumes_at_its_next_epoch(tmp_path):
   run = dataclasses.replace(RUN, n_epochs=3, sweep=("focal_gamma=1,2",))
   model, run, subjects, folds = fold_inputs(run)
@@ -228,12 +280,6 @@ SWEEP_RUN = ["--synthetic_subjects", "40", "--synthetic_regions", "20", "--gnn_h
              "--lstm_hidden_dim", "8", "--n_epochs", "2", "--num_folds", "2", "--batch_size",
              "8", "--graph_multiple", "8", "--eval_batch_size", "8", "--no-baselines",
              "--no_progress", "--sweep", "focal_gamma=1,2", "--sweep", "lr=0.001,0.003"]
-
-
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 def sweep_rows(out: Path) -> list[dict]:
