@@ -290,6 +290,16 @@ def test_predict_rejects_bad_input():
     predict(params, config, [np.eye(24), np.eye(24)])  # a flat list of matrices
   with pytest.raises(ValueError, match="visit 0 of subject 0 holds complex128 values"):
     predict(params, config, [[np.eye(24) * (1 + 1j)]])
+  with_nan = np.eye(24)
+  with_nan[3, 5] = np.nan
+  with pytest.raises(ValueError, match=r"visit 1 of subject 2 has 1 entry that is NaN or "
+                     "infinite"):
+    predict(params, config, [[np.eye(24)], [np.eye(24)], [np.eye(24), with_nan]])
+  beyond_float32 = np.eye(24)
+  beyond_float32[0, 1] = 1e39  # finite in float64, infinite once rounded to the model's float32
+  with pytest.raises(ValueError, match=r"visit 0 of subject 0 has 1 entry that is NaN or "
+                     r"infinite \(or beyond float32's range\)"):
+    predict(params, config, [[beyond_float32]])
 
 
 def test_jit_compiles_once_per_batch_shape_and_dropout_uses_rng():
