@@ -111,7 +111,8 @@ class OptimConfig(Settings):
       bad = [value for _, value in stages if not low <= value <= high]
       if bad:
         raise ConfigError(f"OptimConfig.{name}={text!r}: value {bad[0]:g} outside "
-                          f"[{low}, {high}]; expected {SCHEDULE_FORM}")
+                          f"[{low}, {high}{')' if high == math.inf else ']'}; expected "
+                          f"{SCHEDULE_FORM}")
     if self.class_weights is not None and self.loss != "weighted_ce":
       warn_once(f"class_weights={self.class_weights} are used only by loss='weighted_ce' "
                  f"(this run's loss: {self.loss!r}).")
