@@ -222,6 +222,9 @@ def test_output_locations_are_checked_before_any_work(tmp_path):
     (["--gamma_schedule", "-1@0"], "value -1 outside [0, inf)"),
     (["--smoothing_schedule", "0@0,1.5@10"], "value 1.5 outside [0, 1]"),
     (["--gamma_schedule", "one@0"], "is not a schedule; expected VALUE@EPOCH"),
+    (["--n_epochs", "50", "--gamma_schedule", "1@0,2@20,3@60"], "its stage at epoch 60 starts "
+     "after the last epoch (n_epochs=50 trains epochs 0-49)"),
+    (["--sweep_chunk", "4"], "RunConfig.sweep_chunk=4 applies to a sweep"),
     (["--loss", "weighted_ce", "--class_weights", "1,2,3"], "needs one finite weight >= 0 per "
      "class (2: stable, converter)"),
     (["--loss", "weighted_ce", "--class_weights=-1,2"], "needs one finite weight >= 0"),

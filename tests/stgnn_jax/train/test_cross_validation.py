@@ -14,7 +14,7 @@ import pytest
 
 from stgnn_jax import atomic
 from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
-from stgnn_jax.errors import RunStateError
+from stgnn_jax.errors import ConfigError, RunStateError
 from stgnn_jax.train import cross_validation
 
 # The default recipe, smaller, without the linear path, at the reference's learning rate.
@@ -103,6 +103,18 @@ def test_a_diverging_fold_stops_cleanly_and_the_run_still_reports(tmp_path):
     assert "non-finite" in fold["stopped"] and fold["epochs_run"] == 0
   assert (out / "results.json").exists() and (out / "roc.png").exists()
   assert json.loads((out / "config.json").read_text())["optim"]["lr"] == 1e30
+
+
+@pytest.mark.parametrize("schedule", ["gamma_schedule", "smoothing_schedule"])
+def test_a_schedule_stage_after_the_last_epoch_is_refused_before_any_file(tmp_path, schedule):
+  optim = dataclasses.replace(OPTIM, **{schedule: "0@0,0.1@2,0.2@3"})  # RUN: epochs 0, 1, 2
+  with pytest.raises(ConfigError, match=re.escape(
+      f"OptimConfig.{schedule}='0@0,0.1@2,0.2@3': its stage at epoch 3 starts after the last "
+      "epoch (n_epochs=3 trains epochs 0-2)")):
+    cross_validation.run_cross_validation(MODEL, optim, RUN, str(tmp_path / "out"))
+  assert not (tmp_path / "out").exists()
+  # A stage at the last epoch runs.
+  cross_validation.prepare_run(MODEL, dataclasses.replace(OPTIM, **{schedule: "0@0,0.1@2"}), RUN)
 
 
 def test_slots_are_sized_by_the_data_not_by_a_flag_far_beyond_it():
