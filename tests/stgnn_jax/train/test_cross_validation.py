@@ -78,15 +78,18 @@ def test_resume_refuses_a_changed_cohort_and_names_damaged_files(tmp_path):
   assert not stale.exists()
   result.write_bytes(intact)
 
-  # Labels flipped on disk after the folds were trained: refused, saying what changed.
+  # A stable subject relabelled a converter on disk after the folds were trained: refused,
+  # saying what changed.
   table = root / "TADPOLE_TEMPORAL.csv"
   lines = table.read_text().splitlines()
   header = lines[0].split(",")
-  label = header.index("Label_CS_Num")
-  flipped = [lines[0]] + [",".join(f if i != label else str(1 - int(f))
-                                   for i, f in enumerate(line.split(",")))
-                          for line in lines[1:]]
-  table.write_text("\n".join(flipped) + "\n")
+  label, subject = header.index("Label_CS_Num"), header.index("Subject")
+  rows = [line.split(",") for line in lines[1:]]
+  stable = next(row[subject] for row in rows
+                if all(other[label] == "0" for other in rows if other[subject] == row[subject]))
+  relabelled = [lines[0]] + [",".join("1" if i == label and row[subject] == stable else f
+                                      for i, f in enumerate(row)) for row in rows]
+  table.write_text("\n".join(relabelled) + "\n")
   with pytest.raises(RunStateError, match="the cohort differs from the one this run was trained "
                      r"on \(its labels changed"):
     cross_validation.run_cross_validation(MODEL, OPTIM, run, str(out), progress_bar=False)
