@@ -78,7 +78,15 @@ def predict(params: Mapping[str, Any], config: ModelConfig,
         raise ValueError(
             f"predict: visit {v} of subject {s} is a {matrix.shape[0]}x{matrix.shape[1]} matrix "
             f"but the model expects {n}x{n} (ModelConfig.input_dim).")
-    stack = np.stack(matrices).astype(np.float32)
+    with np.errstate(over="ignore"):  # a value beyond float32's range is refused just below
+      stack = np.stack(matrices).astype(np.float32)
+    for v, matrix in enumerate(stack):
+      n_bad = int(matrix.size - np.count_nonzero(np.isfinite(matrix)))
+      if n_bad:  # checked after the cast: a float64 value beyond float32's range becomes inf
+        raise ValueError(
+            f"predict: visit {v} of subject {s} has {n_bad} "
+            f"{'entry that is' if n_bad == 1 else 'entries that are'} NaN or infinite (or beyond "
+            "float32's range); FC matrices are finite: fix or leave out that scan.")
     if stack.shape[1:] != (config.input_dim, config.input_dim):
       raise ValueError(
           f"predict: subject {s} has {stack.shape[1]}x{stack.shape[2]} matrices but the model "

@@ -218,12 +218,17 @@ def test_output_locations_are_checked_before_any_work(tmp_path):
     (["--gamma_schedule", "2@5,3@10"], "the stages must start at epoch 0 and their epochs "
      "increase; expected VALUE@EPOCH pairs"),
     (["--gamma_schedule", "1@0,3@20,2@10"], "expected VALUE@EPOCH pairs from epoch 0 on"),
-    (["--gamma_schedule=-1@0"], "value -1 outside [0, inf]"),
+    (["--gamma_schedule=-1@0"], "value -1 outside [0, inf)"),
+    (["--gamma_schedule", "-1@0"], "value -1 outside [0, inf)"),
     (["--smoothing_schedule", "0@0,1.5@10"], "value 1.5 outside [0, 1]"),
     (["--gamma_schedule", "one@0"], "is not a schedule; expected VALUE@EPOCH"),
+    (["--n_epochs", "50", "--gamma_schedule", "1@0,2@20,3@60"], "its stage at epoch 60 starts "
+     "after the last epoch (n_epochs=50 trains epochs 0-49)"),
+    (["--sweep_chunk", "4"], "RunConfig.sweep_chunk=4 applies to a sweep"),
     (["--loss", "weighted_ce", "--class_weights", "1,2,3"], "needs one finite weight >= 0 per "
      "class (2: stable, converter)"),
     (["--loss", "weighted_ce", "--class_weights=-1,2"], "needs one finite weight >= 0"),
+    (["--loss", "weighted_ce", "--class_weights", "-1,2"], "needs one finite weight >= 0"),
     (["--class_weights", "1,x"], "expected one weight per class, e.g. 1,3"),
 ])
 def test_bad_settings_stop_with_one_line_before_the_run_folder_is_written(args, message,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -67,9 +68,33 @@ def add_config_flags(parser: argparse.ArgumentParser) -> dict[str, argparse._Arg
   return groups
 
 
+def _attach_dash_values(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
+  """`argv` with `--flag VALUE` written `--flag=VALUE` where the flag takes one value and VALUE
+  starts with a single "-" without being an option.
+
+  argparse takes "-1,2", "-1@0" or "-1e-3" (not its negative-number pattern) for an option and
+  stops with "expected one argument"; attached, the value reaches the setting's own check, which
+  names what is wrong with it.
+  """
+  options = parser._option_string_actions
+  out: list[str] = []
+  for i, token in enumerate(argv):
+    if token == "--":
+      return out + list(argv[i:])
+    action = options.get(out[-1]) if out else None
+    if (action is not None and action.nargs is None and token.startswith("-")
+        and not token.startswith("--") and token[:2] not in options):
+      out[-1] = f"{out[-1]}={token}"
+      continue
+    out.append(token)
+  return out
+
+
 def parse_flags(parser: argparse.ArgumentParser,
                 argv: Sequence[str] | None = None) -> argparse.Namespace:
-  """`parser.parse_args(argv)` with `--preset`'s values as the defaults."""
+  """`parser.parse_args(argv)` with `--preset`'s values as the defaults, and a value that starts
+  with "-" (`--class_weights -1,2`) taken as the flag's value (`_attach_dash_values`)."""
+  argv = _attach_dash_values(parser, sys.argv[1:] if argv is None else argv)
   presets = argparse.ArgumentParser(add_help=False)
   presets.add_argument("--preset", choices=tuple(PRESETS), default=None)
   known, _ = presets.parse_known_args(argv)

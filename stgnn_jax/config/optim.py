@@ -111,10 +111,23 @@ class OptimConfig(Settings):
       bad = [value for _, value in stages if not low <= value <= high]
       if bad:
         raise ConfigError(f"OptimConfig.{name}={text!r}: value {bad[0]:g} outside "
-                          f"[{low}, {high}]; expected {SCHEDULE_FORM}")
+                          f"[{low}, {high}{')' if high == math.inf else ']'}; expected "
+                          f"{SCHEDULE_FORM}")
     if self.class_weights is not None and self.loss != "weighted_ce":
       warn_once(f"class_weights={self.class_weights} are used only by loss='weighted_ce' "
                  f"(this run's loss: {self.loss!r}).")
+
+  def check_schedules(self, n_epochs: int) -> None:
+    """Raises ConfigError for a schedule stage that starts after the last of `n_epochs` epochs
+    (it would never run); checked with the run's `RunConfig.n_epochs` (`prepare_run`)."""
+    for name in ("gamma_schedule", "smoothing_schedule"):
+      text = getattr(self, name)
+      late = [start for start, _ in parse_schedule(text) if start >= n_epochs] if text else []
+      if late:
+        epochs = f"epochs 0-{n_epochs - 1}" if n_epochs > 1 else "epoch 0"
+        raise ConfigError(
+            f"OptimConfig.{name}={text!r}: its stage at epoch {late[0]} starts after the last "
+            f"epoch (n_epochs={n_epochs} trains {epochs}); drop the stage or raise --n_epochs.")
 
   def gamma_at(self, epoch: int) -> float:
     """γ of `epoch` (0-based): the schedule's, or `focal_gamma`."""

@@ -241,6 +241,8 @@ class RunConfig(Settings):
          f"must be one of {', '.join(SWEEP_GRIDS)}"),
         ("sweep_chunk", self.sweep_chunk is None or positive_int(self.sweep_chunk),
          "must be >= 1"),
+        ("sweep_chunk", self.sweep_chunk is None or bool(self.sweep or self.sweep_grid),
+         "applies to a sweep: add --sweep or --sweep_grid, or leave --sweep_chunk out"),
     ])
     try:
       self.sweep_axes()

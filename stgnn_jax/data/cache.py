@@ -19,7 +19,9 @@ import numpy as np
 from stgnn_jax import atomic
 from stgnn_jax.data.cohort import Cohort, CohortWarning, Subject
 
-CACHE_FORMAT_VERSION = 4
+# Raised also when the loader refuses more (5: FC values beyond ±100, contradictory labels), so
+# that a cohort cached before is read, and checked, again.
+CACHE_FORMAT_VERSION = 5
 CACHE_DIR_NAME = ".stgnn_cache"
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -395,8 +396,11 @@ def build_cohort(
     subjects.append(subject)
 
   if not subjects or num_nodes is None:
-    raise CohortError("no subject has a usable scan: " + (
-        "; ".join(warning_messages[:3]) if warning_messages else "no scans"))
+    # The first reason only, shortened: the warnings name every skipped scan already.
+    reason = textwrap.shorten(warning_messages[0], 200, placeholder=" ...") if (
+        warning_messages) else "no scans"
+    raise CohortError(f"no subject has a usable scan ({len(warning_messages)} warning(s); the "
+                      f"first: {reason})")
   cohort = Cohort(
       subjects=tuple(subjects), num_nodes=int(num_nodes),
       n_scans_used=sum(s.num_visits for s in subjects), n_scans_unused=n_unused,

@@ -9,7 +9,10 @@ Differences from the reference, all deliberate (it silently mislabels or mis-rea
   - A scan whose subject has no row in TADPOLE_TEMPORAL.csv is skipped with a warning and counted
     (the reference labels it 0).
   - Non-finite matrix entries raise `CohortError` naming the file (the reference's threshold keeps
-    NaN and inf as edges).
+    NaN and inf as edges); so do entries beyond `FC_VALUE_BOUND` in magnitude (a scan in other
+    units, or damaged).
+  - A subject labelled 1 (converter) at a visit and 0 at a later one, or with two labels at one
+    Visit_Order, raises `CohortError` naming the rows (the reference takes the last row's label).
   - Every malformed input (missing file or column, bad value, missing npz key, wrong matrix shape)
     raises `CohortError` naming the file and the problem; skips are `CohortWarning`s and counted.
 
@@ -94,6 +97,13 @@ TEMPORAL_COLUMNS = ("Subject", "Label_CS_Num", "Visit_Order", "Months_From_Basel
                     "Months_To_Next_Original")
 
 
+# The largest |value| an FC scan may hold: a correlation lies in [-1, 1], its Fisher z (arctanh)
+# below about 19 for any float64 correlation short of 1. Larger values are another unit (e.g. a
+# covariance, or a scan multiplied by mistake) that would change every graph; time series, in
+# arbitrary units, and the measures the tool computes itself are not bounded.
+FC_VALUE_BOUND = 100.0
+
+
 # The simplified table's Label_CS_Num is not read: labels come from TADPOLE_TEMPORAL.csv only.
 SIMPLIFIED_COLUMNS = ("Subject", "Visit_idx", "Group")
 
@@ -152,14 +162,19 @@ def read_visit_table(path: Path | str, covariate_columns: Sequence[str] = (), *,
     (subject id without underscores -> its rows sorted by Visit_Order, warning messages).
 
   Raises:
-    CohortError: unreadable file, missing column, or a bad value (blank or non-numeric
-      Visit_Order / Months_From_Baseline, Label_CS_Num not 0 or 1); the message names the line.
+    CohortError: unreadable file, missing column, no row, or a bad value (blank or non-numeric
+      Visit_Order / Months_From_Baseline, Label_CS_Num not 0 or 1, a subject's label that goes
+      back from 1 to 0 or differs within one Visit_Order); the message names the line(s).
   """
   path = Path(path)
   visits: dict[str, list[VisitRecord]] = {}
+  labels: dict[str, list[tuple[float, int, int, str]]] = {}  # (order, line, label, Subject)
   required = (*(c for c in TEMPORAL_COLUMNS if require_labels or c != "Label_CS_Num"),
               *(("Site",) if require_site else ()), *covariate_columns)
-  for line, row in _read_table(path, required):
+  table = _read_table(path, required)
+  if not table:
+    raise CohortError(f"{path}: no visit rows under the header; add a row per scan")
+  for line, row in table:
     subject = _subject_key(row["Subject"], path=path, line=line)
     label = _parse_float(row.get("Label_CS_Num", ""), path=path, line=line,
                          column="Label_CS_Num", allow_blank=not require_labels)
@@ -192,6 +207,10 @@ def read_visit_table(path: Path | str, covariate_columns: Sequence[str] = (), *,
     visits.setdefault(subject, []).append(VisitRecord(
         order, months, to_next, int(label), t_r, site,
         tuple(row[c] for c in covariate_columns)))
+    if label != UNLABELLED:
+      labels.setdefault(subject, []).append((order, line, int(label), row["Subject"]))
+  for labelled in labels.values():
+    _check_labels(path, sorted(labelled, key=lambda r: r[0]))
   messages = []
   backwards, negative = [], []
   for subject, rows in visits.items():
@@ -213,6 +232,24 @@ def read_visit_table(path: Path | str, covariate_columns: Sequence[str] = (), *,
       messages.append(f"{path}: {len(subjects)} subject(s) with {problem}, e.g. "
                       + ", ".join(sorted(subjects)[:3]))
   return visits, messages
+
+
+def _check_labels(path: Path, rows: list[tuple[float, int, int, str]]) -> None:
+  """Raises CohortError unless a subject's labelled rows (order, line, label, Subject), sorted by
+  Visit_Order, are 0 until a conversion and 1 from it on: a converter's row followed by a stable
+  one, or two labels at one Visit_Order, leave its label (the last row's) in doubt."""
+  for (order, line, label, subject), (next_order, next_line, next_label, _) in (
+      itertools.pairwise(rows)):
+    if next_order == order and next_label != label:
+      first, second = sorted([(line, label), (next_line, next_label)])
+      raise CohortError(
+          f"{path}, lines {first[0]} and {second[0]}: subject {subject} has two rows at "
+          f"Visit_Order {order:g} labelled {first[1]} and {second[1]}; keep one label per visit")
+    if label == 1 and next_label == 0:
+      raise CohortError(
+          f"{path}, lines {line} and {next_line}: subject {subject} is labelled 1 (converter) at "
+          f"Visit_Order {order:g} but 0 at the later Visit_Order {next_order:g}; a subject's "
+          "Label_CS_Num is 0 until its conversion and 1 from it on")
 
 
 def read_baseline_groups(path: Path | str) -> dict[str, str | None]:
@@ -258,6 +295,11 @@ def _read_scan(path: Path, var_name: str) -> np.ndarray:
   if n_bad:
     raise CohortError(f"{path}: {var_name!r} has {n_bad} non-finite (NaN or inf) entries; fix or "
                       "remove the scan")
+  largest = float(np.max(np.abs(fc.astype(np.float64))))
+  if largest > FC_VALUE_BOUND:
+    raise CohortError(f"{path}: {var_name!r} has values up to {largest:.3g} in magnitude, beyond "
+                      f"{FC_VALUE_BOUND:g}; values of a correlation (±1) or its Fisher z (about "
+                      "±20) are expected: the scan is in other units or damaged")
   return fc
 
 
@@ -398,10 +440,11 @@ def load_cohort(
 
   Raises:
     CohortError: a missing folder or CSV, both scan folders without `input`, a missing column, a
-      bad CSV value, an unreadable or malformed scan (a non-square, mismatched or non-finite
-      matrix; a series with NaN, a constant region, too few time points, a non-numeric cell,
-      other region names), two files for one run, no usable scan, or a single class. The
-      message names the file (and line or column) and the problem.
+      bad CSV value or a subject's contradictory labels, an unreadable or malformed scan (a
+      non-square, mismatched or non-finite matrix, FC values beyond `FC_VALUE_BOUND`; a series
+      with NaN, a constant region, too few time points, a non-numeric cell, other region
+      names), two files for one run, no usable scan, or a single class. The message names the
+      file (and line or column) and the problem.
   """
   root = Path(data_root)
   if not root.is_dir():

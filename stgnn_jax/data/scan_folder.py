@@ -130,7 +130,9 @@ def read_scan_folder(root: Path, files: Sequence[FileStats], kind: ScanKind,
       # The reference labels these 0; a label we do not have must not be invented.
       n_skipped += len(paths)
       n_subjects_skipped += 1
-      names = ", ".join(p.name for _, p in sorted(paths.items()))
+      skipped = [p.name for _, p in sorted(paths.items())]
+      names = ", ".join(skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3
+                                        else "")
       note(f"subject {subject} has no row in {table}; its {len(paths)} scan(s) skipped: {names}")
       continue
     for run in sorted(paths):

@@ -11,9 +11,11 @@ checked against the `ModelConfig`; a mismatch names the key, the expected and th
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Mapping
 from typing import Any
 
+import flax.serialization
 import numpy as np
 
 from stgnn_jax.config import ModelConfig
@@ -40,11 +42,40 @@ from stgnn_jax.torch_interop.temporal import (
 Params = dict[str, Any]
 
 
+def _not_a_torch_checkpoint(path: str) -> str | None:
+  """What the file at `path` is when it cannot be a `torch.save` file (which is a zip archive,
+  or a pickle in the legacy format), with what to call instead; None when it may be one."""
+  with open(path, "rb") as f:
+    head = f.read()
+  if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+    return None
+  if not head:
+    return "is empty, not a PyTorch checkpoint"
+  try:
+    stored = flax.serialization.msgpack_restore(head)
+  except Exception:  # msgpack raises several kinds of error on other bytes
+    stored = None
+  if isinstance(stored, dict) and str(stored.get("format", "")).startswith("stgnn-jax/"):
+    return ("is a stgnn-jax checkpoint, not a PyTorch one; read it with "
+            "stgnn_jax.train.checkpoints.load_checkpoint (or pass a train.py run folder to "
+            "stgnn_jax.inference.load_run)")
+  if isinstance(stored, dict):
+    return "is a Flax msgpack file, not a PyTorch checkpoint; read it with flax.serialization"
+  try:
+    head[:4096].decode("utf-8")
+  except UnicodeDecodeError:
+    return ("is not a PyTorch checkpoint (neither the zip archive nor the pickle that torch.save "
+            "writes)")
+  return "is a text file, not a PyTorch checkpoint (a .pth file written by torch.save)"
+
+
 def load_torch_checkpoint(path: str | os.PathLike, *, trust_checkpoint: bool = False) -> Any:
   """Reads a `.pth` file with PyTorch (needed only here: `pip install torch`).
 
   Only tensors and plain containers are unpickled unless `trust_checkpoint=True`, which runs the
-  full pickle machinery (do that only for files you trust).
+  full pickle machinery (do that only for files you trust). A file PyTorch cannot read is named
+  for what it is (a folder, a text file, a stgnn-jax checkpoint), so that the message never
+  suggests `trust_checkpoint` for a file that no unpickling would read.
   """
   try:
     import torch
@@ -52,17 +83,27 @@ def load_torch_checkpoint(path: str | os.PathLike, *, trust_checkpoint: bool = F
     raise ImportError(
         f"reading the PyTorch checkpoint {os.fspath(path)!r} needs PyTorch; install it with "
         "`pip install torch` (the CPU build is enough).") from error
-  if not os.path.isfile(path):
-    raise InputError(f"checkpoint {os.fspath(path)!r} does not exist.")
+  name = os.fspath(path)
+  if os.path.isdir(name):
+    raise InputError(f"checkpoint {name!r} is a folder, not a checkpoint file; pass the .pth "
+                     "file itself.")
+  if not os.path.isfile(name):
+    raise InputError(f"checkpoint {name!r} does not exist.")
   try:
-    return torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
+    return torch.load(name, map_location="cpu", weights_only=not trust_checkpoint)
   except Exception as error:  # torch raises UnpicklingError or RuntimeError with its own text
-    if trust_checkpoint:
-      raise InputError(f"could not read {os.fspath(path)!r} with PyTorch "
-                       f"({type(error).__name__}: {error}).") from error
+    kind = _not_a_torch_checkpoint(name)
+    if kind is not None:
+      raise InputError(f"checkpoint {name!r} {kind}.") from None
     first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    # weights_only=True refuses an object it does not know with an UnpicklingError; anything
+    # else is a damaged file, which full unpickling would not read either.
+    if trust_checkpoint or not isinstance(error, pickle.UnpicklingError):
+      raise InputError(f"could not read {name!r} with PyTorch ({type(error).__name__}: "
+                       f"{first_line}); the file is damaged or was not written by torch.save."
+                       ) from error
     raise InputError(
-        f"could not read {os.fspath(path)!r} with weights_only=True ({first_line}); if you trust "
+        f"could not read {name!r} with weights_only=True ({first_line}); if you trust "
         "the file, let it be unpickled fully: --trust_checkpoint (trust_checkpoint=True in "
         "Python).") from error
 

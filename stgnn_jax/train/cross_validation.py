@@ -87,9 +87,11 @@ def prepare_run(model_config: ModelConfig, optim_config: OptimConfig, run: RunCo
   (`load_data(run)` unless given), the placement over the devices, the sizes, the subjects'
   arrays and the folds; checks the processes and a pretrained encoder against them.
 
-  Raises ConfigError (or the loaders' errors) for a run that cannot start.
+  Raises ConfigError (or the loaders' errors) for a run that cannot start, e.g. a schedule
+  stage after the last epoch.
   """
   members = sweep.sweep_members(optim_config, run)
+  optim_config.check_schedules(run.n_epochs)
   if not members and jax.process_count() > 1:
     raise ConfigError(f"this run spans {jax.process_count()} processes, but only a sweep "
                       "(--sweep, --sweep_grid) spreads over processes; run a single setting in "

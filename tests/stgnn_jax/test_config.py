@@ -200,6 +200,26 @@ def test_bad_flag_values_are_one_line_usage_errors(args, message, capsys):
   assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--loss", "weighted_ce", "--class_weights", "-1,2"],
+     "OptimConfig.class_weights=(-1.0, 2.0) needs one finite weight >= 0 per class"),
+    (["--gamma_schedule", "-1@0"], "OptimConfig.gamma_schedule='-1@0': value -1 outside [0, inf)"),
+    (["--lr", "-1e-3"], "OptimConfig.lr=-0.001 must be positive"),
+    (["--focal_gamma", "-inf"], "OptimConfig.focal_gamma=-inf must be finite and >= 0"),
+])
+def test_a_negative_value_reaches_the_settings_own_check(args, message):
+  # argparse takes "-1,2" or "-1e-3" (not its negative-number pattern) for an option.
+  with pytest.raises(ConfigError, match=re.escape(message)):
+    train.configs_from_args(parse_flags(train.build_parser(), args))
+
+
+def test_a_flag_followed_by_another_flag_still_lacks_its_value(capsys):
+  with pytest.raises(SystemExit) as stop:
+    parse_flags(train.build_parser(), ["--gamma_schedule", "--lr", "0.1"])
+  assert stop.value.code == 2
+  assert "argument --gamma_schedule: expected one argument" in capsys.readouterr().err
+
+
 def test_parsers():
   assert parse_bool(" True ") is True and parse_bool("0") is False
   assert parse_alpha("AUTO") == "auto" and parse_alpha("0.25") == 0.25

@@ -636,3 +636,70 @@ def test_a_scan_rewritten_with_the_same_size_and_mtime_is_read_again(tmp_path):
   np.testing.assert_array_equal(second.subjects[1].fc[0],
                                 data.threshold_fc(-random_fc(4), 0.2).astype(np.float32))
   assert second != first
+
+
+def test_a_header_only_visit_table_is_one_short_line_naming_the_file(tmp_path):
+  root, _ = two_subject_root(tmp_path)
+  (root / "TADPOLE_TEMPORAL.csv").write_text(",".join(TEMPORAL_HEADER) + "\n")
+  with pytest.raises(CohortError) as refused:
+    data.load_cohort(root, use_cache=False)
+  message = str(refused.value)
+  assert message.startswith(f"{root / 'TADPOLE_TEMPORAL.csv'}: no visit rows under the header")
+  assert len(message) < 300 and "\n" not in message
+
+
+def test_no_usable_scan_is_one_short_line_however_many_scans_were_skipped(tmp_path):
+  # Scans of 3 subjects with 12 runs each, and a visit table that names none of them: each
+  # skipped subject's warning names its scans, which the error line used to repeat.
+  scans = {(f"002S000{s}", run): random_fc(run) for s in range(3) for run in range(1, 13)}
+  root = write_root(tmp_path, scans, [["099_S_0001", "bl", 0, 1, 0.0, ""]])
+  with pytest.warns(CohortWarning) as record, pytest.raises(CohortError) as refused:
+    data.load_cohort(root, use_cache=False)
+  message = str(refused.value)
+  assert message.startswith("no subject has a usable scan") and "002S0000" in message
+  assert len(message) < 400 and "\n" not in message
+  assert "its 12 scan(s) skipped: sub-002S0000_run-01_fc_matrix.npz" in warning_texts(record)
+  assert all(len(str(w.message)) < 400 for w in record)
+
+
+@pytest.mark.parametrize("labels, orders, problem", [
+    ((1, 0), (1, 2), "lines 2 and 3: subject 002_S_0001 is labelled 1 (converter) at "
+     "Visit_Order 1 but 0 at the later Visit_Order 2"),
+    ((1, 1, 0), (3, 1, 2), "lines 3 and 4: subject 002_S_0001 is labelled 1 (converter) at "
+     "Visit_Order 1 but 0 at the later Visit_Order 2"),
+    ((0, 1), (1, 1), "lines 2 and 3: subject 002_S_0001 has two rows at Visit_Order 1 labelled "
+     "0 and 1"),
+])
+def test_a_subject_whose_label_goes_back_or_splits_a_visit_is_refused(tmp_path, labels, orders,
+                                                                     problem):
+  # Rows labelled 0 until a conversion and 1 from it on are the format (two_subject_root); a
+  # converter's row followed by a stable one contradicts it, and the last-row rule would then
+  # call the subject stable.
+  rows = [["002_S_0001", f"v{k}", y, k, 6.0 * k, ""] for y, k in zip(labels, orders, strict=True)]
+  rows.append(["003_S_0002", "bl", 0, 1, 0.0, ""])
+  scans = {("002S0001", run): random_fc(run) for run in range(1, len(rows))}
+  root = write_root(tmp_path, {**scans, ("003S0002", 1): random_fc(9)}, rows)
+  with pytest.raises(CohortError, match=r"TADPOLE_TEMPORAL\.csv, " + re.escape(problem)):
+    data.load_cohort(root, use_cache=False)
+
+
+def test_fc_values_far_outside_a_correlations_range_are_refused_naming_the_file(tmp_path):
+  root, _ = two_subject_root(tmp_path)
+  scan = root / "FC_Matrices" / "sub-003S0002_run-01_fc_matrix.npz"
+  np.savez(scan, fc_matrix=random_fc(4) * 1e30)
+  with pytest.raises(CohortError, match=re.escape(
+      f"{scan}: 'fc_matrix' has values up to 1e+30 in magnitude, beyond 100; values of a "
+      "correlation (±1) or its Fisher z (about ±20) are expected")):
+    data.load_cohort(root, use_cache=False)
+  # Fisher z values load.
+  fisher_z = np.arctanh(np.clip(random_fc(4), -0.999999999, 0.999999999))
+  np.savez(scan, fc_matrix=fisher_z * 19 / np.abs(fisher_z).max())
+  assert len(data.load_cohort(root, use_cache=False)) == 2
+
+
+def test_time_series_in_large_units_still_load(tmp_path):
+  from tests.helpers import cohort_data, write_cohort
+
+  scans, labels, _ = cohort_data(n=8)
+  write_cohort(tmp_path, [[1e6 * x for x in visits] for visits in scans], labels)
+  assert len(data.load_cohort(tmp_path, use_cache=False)) == 8

@@ -22,12 +22,14 @@ from bench.torch_reference import (
 )
 from stgnn_jax.config import ModelConfig
 from stgnn_jax.data.preprocessing import threshold_fc
+from stgnn_jax.errors import InputError
 from stgnn_jax.inference import apply_model, predict
 from stgnn_jax.input_pipeline import pack_subjects
 from stgnn_jax.nn.graphs import dense_graphs_from_jraph
 from stgnn_jax.nn.model import STGNN, GraphEncoder
 from stgnn_jax.torch_interop.convert import params_from_torch, params_to_torch
 from stgnn_jax.torch_interop.state_dict import CheckpointMismatchError
+from stgnn_jax.train.checkpoints import save_checkpoint
 from stgnn_jax.train.state import TrainState, input_statistics, with_input_statistics
 from stgnn_jax.train.step import train_step
 from tests.helpers import reference_model, reference_optim
@@ -112,6 +114,30 @@ def test_checkpoint_file_round_trip(tmp_path):
   assert set(encoder_only) == {"encoder"}
   jax.tree.map(np.testing.assert_array_equal, encoder_only["encoder"],
                params_from_torch(path, config)["encoder"])
+
+
+def test_a_file_that_is_not_a_pytorch_checkpoint_is_named_for_what_it_is(tmp_path):
+  config = reference_model(**SMALL)
+  folder = tmp_path / "fold1"
+  folder.mkdir()
+  with pytest.raises(InputError, match=r"'.*fold1' is a folder, not a checkpoint file"):
+    params_from_torch(folder, config)
+  text = tmp_path / "notes.pth"
+  text.write_text("subject,label\n1,0\n")
+  with pytest.raises(InputError, match=r"'.*notes.pth' is a text file, not a PyTorch checkpoint"
+                     ) as refused:
+    params_from_torch(text, config)
+  assert "trust_checkpoint" not in str(refused.value)
+  flax_checkpoint = tmp_path / "best.msgpack"
+  save_checkpoint(flax_checkpoint, params_for(config), config)
+  with pytest.raises(InputError, match=r"'.*best.msgpack' is a stgnn-jax checkpoint, not a "
+                     r"PyTorch one; read it with stgnn_jax.train.checkpoints.load_checkpoint"
+                     ) as refused:
+    params_from_torch(flax_checkpoint, config)
+  assert "weights_only" not in str(refused.value)
+  assert "trust_checkpoint" not in str(refused.value)
+  with pytest.raises(InputError, match=r"'.*absent.pth' does not exist"):
+    params_from_torch(tmp_path / "absent.pth", config)
 
 
 def test_params_to_torch_loads_strictly_and_gives_same_logits():
@@ -264,6 +290,16 @@ def test_predict_rejects_bad_input():
     predict(params, config, [np.eye(24), np.eye(24)])  # a flat list of matrices
   with pytest.raises(ValueError, match="visit 0 of subject 0 holds complex128 values"):
     predict(params, config, [[np.eye(24) * (1 + 1j)]])
+  with_nan = np.eye(24)
+  with_nan[3, 5] = np.nan
+  with pytest.raises(ValueError, match=r"visit 1 of subject 2 has 1 entry that is NaN or "
+                     "infinite"):
+    predict(params, config, [[np.eye(24)], [np.eye(24)], [np.eye(24), with_nan]])
+  beyond_float32 = np.eye(24)
+  beyond_float32[0, 1] = 1e39  # finite in float64, infinite once rounded to the model's float32
+  with pytest.raises(ValueError, match=r"visit 0 of subject 0 has 1 entry that is NaN or "
+                     r"infinite \(or beyond float32's range\)"):
+    predict(params, config, [[beyond_float32]])
 
 
 def test_jit_compiles_once_per_batch_shape_and_dropout_uses_rng():

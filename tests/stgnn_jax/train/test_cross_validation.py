@@ -15,7 +15,7 @@ import pytest
 from stgnn_jax import atomic
 from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
 from stgnn_jax.config.differences import config_differences
-from stgnn_jax.errors import RunStateError
+from stgnn_jax.errors import ConfigError, RunStateError
 from stgnn_jax.train import cross_validation
 
 # The default recipe, smaller, without the linear path, at the reference's learning rate.
@@ -79,15 +79,18 @@ def test_resume_refuses_a_changed_cohort_and_names_damaged_files(tmp_path):
   assert not stale.exists()
   result.write_bytes(intact)
 
-  # Labels flipped on disk after the folds were trained: refused, saying what changed.
+  # A stable subject relabelled a converter on disk after the folds were trained: refused,
+  # saying what changed.
   table = root / "TADPOLE_TEMPORAL.csv"
   lines = table.read_text().splitlines()
   header = lines[0].split(",")
-  label = header.index("Label_CS_Num")
-  flipped = [lines[0]] + [",".join(f if i != label else str(1 - int(f))
-                                   for i, f in enumerate(line.split(",")))
-                          for line in lines[1:]]
-  table.write_text("\n".join(flipped) + "\n")
+  label, subject = header.index("Label_CS_Num"), header.index("Subject")
+  rows = [line.split(",") for line in lines[1:]]
+  stable = next(row[subject] for row in rows
+                if all(other[label] == "0" for other in rows if other[subject] == row[subject]))
+  relabelled = [lines[0]] + [",".join("1" if i == label and row[subject] == stable else f
+                                      for i, f in enumerate(row)) for row in rows]
+  table.write_text("\n".join(relabelled) + "\n")
   with pytest.raises(RunStateError, match="the cohort differs from the one this run was trained "
                      r"on \(its labels changed"):
     cross_validation.run_cross_validation(MODEL, OPTIM, run, str(out), progress_bar=False)
@@ -113,12 +116,13 @@ def test_the_difference_of_two_configurations_names_each_flag_with_both_values()
 
 def test_a_folder_in_progress_refuses_other_settings_naming_each_with_both_values(tmp_path):
   cohort = cross_validation.load_data(RUN)
-  cross_validation.prepare_run_dir(str(tmp_path), MODEL, OPTIM, RUN, cohort)
+  swept = dataclasses.replace(RUN, sweep=("focal_gamma=1,2",))  # --sweep_chunk needs a sweep
+  cross_validation.prepare_run_dir(str(tmp_path), MODEL, OPTIM, swept, cohort)
   (tmp_path / "fold_0").mkdir()
   (tmp_path / "fold_0" / "progress.msgpack").write_bytes(b"")  # a trained epoch
   with pytest.raises(RunStateError) as refused:
     cross_validation.prepare_run_dir(str(tmp_path), MODEL, dataclasses.replace(OPTIM, lr=0.01),
-                                     dataclasses.replace(RUN, n_epochs=5), cohort)
+                                     dataclasses.replace(swept, n_epochs=5), cohort)
   message = str(refused.value)
   assert "holds a different configuration: --lr: 0.001 (saved) vs 0.01 (now), --n_epochs: 3 " \
       "(saved) vs 5 (now);" in message
@@ -126,7 +130,7 @@ def test_a_folder_in_progress_refuses_other_settings_naming_each_with_both_value
   assert json.loads((tmp_path / "config.json").read_text())["optim"]["lr"] == 0.001
   # A setting that does not change the results is taken, and config.json records it...
   cross_validation.prepare_run_dir(str(tmp_path), MODEL, OPTIM,
-                                   dataclasses.replace(RUN, sweep_chunk=4), cohort)
+                                   dataclasses.replace(swept, sweep_chunk=4), cohort)
   assert json.loads((tmp_path / "config.json").read_text())["run"]["sweep_chunk"] == 4
   # ...unless a sweep of an earlier version (no chunks.json) would not find its chunks again.
   chunk = tmp_path / "fold_0" / "sweep" / "chunk_0"
@@ -134,7 +138,7 @@ def test_a_folder_in_progress_refuses_other_settings_naming_each_with_both_value
   (chunk / "progress.msgpack").write_bytes(b"")
   with pytest.raises(RunStateError, match=r"--sweep_chunk: 4 \(saved\) vs 2 \(now\);"):
     cross_validation.prepare_run_dir(str(tmp_path), MODEL, OPTIM,
-                                     dataclasses.replace(RUN, sweep_chunk=2), cohort)
+                                     dataclasses.replace(swept, sweep_chunk=2), cohort)
 
 
 def test_a_diverging_fold_stops_cleanly_and_the_run_still_reports(tmp_path):
@@ -148,6 +152,18 @@ def test_a_diverging_fold_stops_cleanly_and_the_run_still_reports(tmp_path):
     assert "non-finite" in fold["stopped"] and fold["epochs_run"] == 0
   assert (out / "results.json").exists() and (out / "roc.png").exists()
   assert json.loads((out / "config.json").read_text())["optim"]["lr"] == 1e30
+
+
+@pytest.mark.parametrize("schedule", ["gamma_schedule", "smoothing_schedule"])
+def test_a_schedule_stage_after_the_last_epoch_is_refused_before_any_file(tmp_path, schedule):
+  optim = dataclasses.replace(OPTIM, **{schedule: "0@0,0.1@2,0.2@3"})  # RUN: epochs 0, 1, 2
+  with pytest.raises(ConfigError, match=re.escape(
+      f"OptimConfig.{schedule}='0@0,0.1@2,0.2@3': its stage at epoch 3 starts after the last "
+      "epoch (n_epochs=3 trains epochs 0-2)")):
+    cross_validation.run_cross_validation(MODEL, optim, RUN, str(tmp_path / "out"))
+  assert not (tmp_path / "out").exists()
+  # A stage at the last epoch runs.
+  cross_validation.prepare_run(MODEL, dataclasses.replace(OPTIM, **{schedule: "0@0,0.1@2"}), RUN)
 
 
 def test_slots_are_sized_by_the_data_not_by_a_flag_far_beyond_it():

@@ -237,6 +237,8 @@ def test_a_killed_chunk_resumes_at_its_next_epoch(tmp_path):
     ({"sweep": ("lr=0.1,0.1",)}, "lr=0.1,0.1: a value is repeated"),
     ({"sweep": ("focal_gamma=1,2",), "sweep_grid": "seeds"}, "focal_gamma is swept twice"),
     ({"sweep": ("loss=focal,hinge",)}, "'hinge' is not one of focal, ce, weighted_ce"),
+    ({"sweep_chunk": 2}, r"RunConfig.sweep_chunk=2 applies to a sweep: add --sweep or "
+     "--sweep_grid, or leave --sweep_chunk out"),
 ])
 def test_bad_sweeps_are_refused_by_the_config(change, message):
   with pytest.raises(ConfigError, match=message):
