@@ -48,7 +48,7 @@ FLAGS_BEFORE = {
     "--selection": "auc_loss", "--early_stop_patience": 30, "--baselines": True,
     "--num_folds": 5, "--seed": 42, "--pretrain_encoder": False, "--pretrain_epochs": 100,
     "--pretrained": None, "--num_devices": None, "--graph_multiple": 32,
-    "--eval_batch_size": 64, "--out_dir": None, "--save_path": "./model/", "--resume": None,
+    "--eval_batch_size": 64, "--out_dir": None, "--save_path": None, "--resume": None,
     "--no_progress": False, "--compile_cache": "~/.cache/stgnn-jax/xla",
     "--overwrite": False, "--trust_checkpoint": False,
     "--loss": "focal", "--class_weights": None, "--gamma_schedule": None,
@@ -62,7 +62,8 @@ FLAGS_BEFORE = {
 }
 
 # The reference's flags and defaults (../shared/reference/original-stgnn.md) and its fixed
-# settings that train.py exposes as flags.
+# settings that train.py exposes as flags. (Its copy of the checkpoints into ./model/ is an
+# output location, not a setting: `--save_path ./model/`, README's table of differences.)
 REFERENCE = {
     "layer_type": "GraphSAGE", "gnn_num_layers": 2, "gnn_hidden_dim": 256,
     "gnn_activation": "elu", "use_topk_pooling": True, "topk_ratio": 0.3, "graph_norm": True,
@@ -74,7 +75,7 @@ REFERENCE = {
     "focal_gamma": 3.0, "label_smoothing": 0.05, "minority_focus_epochs": 20, "lr": 1e-3,
     "weight_decay": 1e-4, "plateau_metric": "balanced_acc", "decision_threshold": "argmax",
     "calibrate": "none",
-    "selection": "auc", "early_stop_patience": 0, "save_path": "./model/",
+    "selection": "auc", "early_stop_patience": 0,
     "time_normalization": "log", "single_visit_horizon": 6.0, "exclude_target_visit": False,
     "threshold": 0.2, "max_visits": 10, "var_name": "fc_matrix",
 }
