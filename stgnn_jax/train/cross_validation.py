@@ -254,9 +254,9 @@ def size_by_data(run: RunConfig, cohort: Cohort, num_devices: int) -> RunConfig:
 def has_progress(out_dir: str) -> bool:
   """Whether a run folder holds a trained epoch (a fold's, or a sweep chunk's, progress or
   result)."""
-  return any(glob.glob(os.path.join(glob.escape(out_dir), "fold_*", *where, name))
+  return any(sweep.holds_progress(directory)
              for where in ((), ("sweep", "chunk_*"))
-             for name in ("progress.msgpack", "result.json"))
+             for directory in glob.glob(os.path.join(glob.escape(out_dir), "fold_*", *where)))
 
 
 def config_record(model_config: ModelConfig, optim_config: OptimConfig,

@@ -115,8 +115,8 @@ def plan_chunks(members: Sequence[Member], chunk_size: int) -> list[list[Member]
   return chunks
 
 
-def chunk_started(directory: str) -> bool:
-  """Whether a chunk's folder holds a trained epoch (its progress) or its result."""
+def holds_progress(directory: str) -> bool:
+  """Whether a fold's or a chunk's folder holds a trained epoch (its progress) or its result."""
   return any(os.path.exists(os.path.join(directory, name))
              for name in ("progress.msgpack", "result.json"))
 
@@ -134,7 +134,7 @@ def fold_chunks(sweep_dir: str, members: Sequence[Member], chunk_size: int
   started: list[list[Member]] = []
   recorded = atomic.read_json(path).get("chunks", []) if os.path.exists(path) else []
   for c, names in enumerate(recorded):
-    if not chunk_started(os.path.join(sweep_dir, f"chunk_{c}")):
+    if not holds_progress(os.path.join(sweep_dir, f"chunk_{c}")):
       break
     if not set(names) <= set(by_name):
       raise RunStateError(f"{path}: chunk {c} holds members this sweep does not have "
@@ -151,7 +151,7 @@ def has_unrecorded_chunks(out_dir: str) -> bool:
   only with the chunk size they were planned with."""
   for sweep_dir in glob.glob(os.path.join(glob.escape(out_dir), "fold_*", "sweep")):
     if not os.path.exists(os.path.join(sweep_dir, CHUNKS_FILE)) and any(
-        chunk_started(d) for d in glob.glob(os.path.join(glob.escape(sweep_dir), "chunk_*"))):
+        holds_progress(d) for d in glob.glob(os.path.join(glob.escape(sweep_dir), "chunk_*"))):
       return True
   return False
 
@@ -332,11 +332,11 @@ def write_selected_checkpoints(out_dir: str, folds: list[FoldSplit],
     stacked, _, _ = load_checkpoint(os.path.join(out_dir, f"fold_{k}", "sweep", f"chunk_{c}",
                                                  "best.msgpack"))
     result = selected["folds"][k]
+    last = result.get("tested") == LAST_EPOCH
     save_checkpoint(os.path.join(out_dir, f"fold_{k}", "best.msgpack"),
                     jax.tree.map(lambda x, m=position: np.asarray(x)[m], stacked), model_config,
                     fold=k, val_auc=result["best_val_auc"],
-                    epoch=(result["epochs_run"] - 1 if result.get("tested") == LAST_EPOCH
-                           else result["best_epoch"]),
+                    epoch=result["epochs_run"] - 1 if last else result["best_epoch"],
                     decision_threshold=result["decision_threshold"],
                     focal_alpha=result["focal_alpha"], sweep_member=selected["name"],
-                    **({"tested": LAST_EPOCH} if result.get("tested") == LAST_EPOCH else {}))
+                    **({"tested": LAST_EPOCH} if last else {}))
