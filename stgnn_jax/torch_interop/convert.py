@@ -46,13 +46,14 @@ def _not_a_torch_checkpoint(path: str) -> str | None:
   """What the file at `path` is when it cannot be a `torch.save` file (which is a zip archive,
   or a pickle in the legacy format), with what to call instead; None when it may be one."""
   with open(path, "rb") as f:
-    head = f.read()
-  if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
-    return None
-  if not head:
-    return "is empty, not a PyTorch checkpoint"
+    head = f.read(4096)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+      return None
+    if not head:
+      return "is empty, not a PyTorch checkpoint"
+    whole = head + f.read()  # a msgpack file is read whole; a torch.save file never is
   try:
-    stored = flax.serialization.msgpack_restore(head)
+    stored = flax.serialization.msgpack_restore(whole)
   except Exception:  # msgpack raises several kinds of error on other bytes
     stored = None
   if isinstance(stored, dict) and str(stored.get("format", "")).startswith("stgnn-jax/"):
@@ -62,7 +63,7 @@ def _not_a_torch_checkpoint(path: str) -> str | None:
   if isinstance(stored, dict):
     return "is a Flax msgpack file, not a PyTorch checkpoint; read it with flax.serialization"
   try:
-    head[:4096].decode("utf-8")
+    head.decode("utf-8")
   except UnicodeDecodeError:
     return ("is not a PyTorch checkpoint (neither the zip archive nor the pickle that torch.save "
             "writes)")
