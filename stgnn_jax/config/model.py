@@ -16,6 +16,8 @@ NODE_FEATURES = ("onehot", "connection_profile", "profile_change")
 # "meanmax": mean ‖ max over the kept nodes (the reference); "concat": every region's features in
 # atlas order (BrainGB's concatenation readout), so the embedding keeps where a change happened.
 READOUTS = ("meanmax", "concat")
+# How the linear path takes the change since the first visit (`train.linear_path`).
+LINEAR_PATH_CHANGE = ("evidence", "never", "always")
 # The reference clamps --topk_ratio into this range before building its TopK layers.
 TOPK_RATIO_RANGE = (0.3, 1.0)
 
@@ -62,6 +64,10 @@ class ModelConfig(Settings):
       input dropout) to the classifier's logits (`nn.model.LinearPath`): a logistic regression
       on the last scan, fitted per fold (`train.linear_path`), beside the graph path. Needs
       explicit node features and a trained encoder. False in the reference.
+    linear_path_change: how the path takes the change since the first visit, with
+      profile_change node features: "evidence" (the last scan's regression and the regression
+      on the last scan beside the change, mixed by the training subjects' cross-fitted DeLong
+      evidence that the second ranks better), "never" or "always".
     model_type: temporal classifier, "LSTM", "GRU" or "RNN" (tanh).
     lstm_hidden_dim: hidden size of the recurrent layers.
     lstm_num_layers: number of stacked recurrent layers.
@@ -114,6 +120,11 @@ class ModelConfig(Settings):
       True, "add a linear function of the last visit's standardised node features to the "
       "logits (a logistic regression on the last scan beside the graph path; the reference: "
       "false)", group="model", reference=False)
+  linear_path_change: str = setting(
+      "evidence", "how the linear path takes the change since the first visit (profile_change "
+      "node features): mixed with the last scan's regression by the training subjects' "
+      "cross-fitted evidence that it ranks better (DeLong's z, weight Phi(z/2)), never (the "
+      "last scan alone), or always", group="model", choices=LINEAR_PATH_CHANGE)
   model_type: str = setting("LSTM", "temporal classifier", group="model", choices=MODEL_TYPES)
   lstm_hidden_dim: int = setting(64, "hidden size of the recurrent layers", group="model")
   lstm_num_layers: int = setting(1, "stacked recurrent layers", group="model")
@@ -161,6 +172,10 @@ class ModelConfig(Settings):
             self.explicit_node_features and not self.freeze_encoder),
          "needs explicit node features (connection_profile or profile_change) and a trained "
          "encoder; pass linear_path=False (--no-linear_path) with onehot or freeze_encoder"),
+        ("linear_path_change", self.linear_path_change != "always"
+         or self.node_features == "profile_change",
+         "needs profile_change node features (the change since the first visit); pass "
+         "--node_features profile_change or --linear_path_change never"),
         ("input_dropout", self.input_dropout == 0 or self.explicit_node_features,
          "drops node-feature entries, but one-hot nodes have none; pass input_dropout=0 "
          "(--input_dropout 0) with node_features='onehot'"),

@@ -30,6 +30,27 @@ def auc_or_none(labels: np.ndarray, scores: np.ndarray) -> float | None:
   return float(skm.roc_auc_score(labels, scores))
 
 
+def paired_auc_z(labels: Sequence[int] | np.ndarray, first: np.ndarray, second: np.ndarray
+                 ) -> float:
+  """DeLong's paired statistic for AUC(second) - AUC(first), two scores of the same subjects:
+  the difference over its standard error, from each positive's and each negative's placement
+  among the other class (DeLong, DeLong & Clarke-Pearson 1988). Both classes must be present;
+  a zero variance (identical rankings) counts as 1e-12."""
+  labels = np.asarray(labels)
+  positive, negative = labels == 1, labels == 0
+  placements = []
+  for scores in (first, second):
+    scores = np.asarray(scores, np.float64)
+    p, n = scores[positive][:, None], scores[negative][None, :]
+    wins = (p > n) + 0.5 * (p == n)
+    placements.append((wins.mean(axis=1), wins.mean(axis=0), wins.mean()))
+  (v1, w1, a1), (v2, w2, a2) = placements
+  cov = (np.cov(np.stack([v1, v2])) / positive.sum()
+         + np.cov(np.stack([w1, w2])) / negative.sum())
+  variance = cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]
+  return float((a2 - a1) / math.sqrt(max(float(variance), 1e-12)))
+
+
 def balanced_threshold(labels: Sequence[int] | np.ndarray, scores: np.ndarray) -> float | None:
   """The decision threshold on p(converter) that maximises balanced accuracy on a split.
 

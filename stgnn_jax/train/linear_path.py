@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -42,11 +43,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stgnn_jax.config.model import LINEAR_PATH_CHANGE
 from stgnn_jax.eval.baselines import C_GRID, fit_logistic_grid
+from stgnn_jax.eval.metrics import paired_auc_z
 
 logger = logging.getLogger(__name__)
 
 INNER_FOLDS = 3
+# What a fold's result records of the fitted path (`fit_linear_path`'s keys).
+PATH_RECORD = ("C", "inner_auc", "change_weight", "change_z", "C_change", "inner_auc_change")
 # Fits keyed by a digest of their inputs: a sweep sets up every member of a fold with the same
 # training subjects, and each would otherwise refit the same regression.
 _FITTED: dict[str, dict[str, Any]] = {}
@@ -62,9 +67,9 @@ def last_visit_inputs(features: Sequence[np.ndarray], stats: Mapping[str, np.nda
 
 
 def path_columns(node_features: str, num_nodes: int) -> np.ndarray | None:
-  """The path's inputs among `last_visit_inputs`' columns: the last scan's connection values.
-  With profile_change node features the change columns are left to the network (a mask);
-  None: every column."""
+  """The last scan's connection values among `last_visit_inputs`' columns (a mask): with
+  profile_change node features, the other columns are the change since the first visit;
+  None: every column is the last scan's."""
   if node_features != "profile_change":
     return None
   profile = np.zeros((num_nodes, 2 * num_nodes), bool)
@@ -72,37 +77,16 @@ def path_columns(node_features: str, num_nodes: int) -> np.ndarray | None:
   return profile.ravel()
 
 
-def fit_linear_path(x: np.ndarray, labels: np.ndarray, seed: int,
-                    columns: np.ndarray | None = None) -> dict[str, Any]:
-  """The class-balanced L2 logistic regression of `labels` on `x[:, columns]`
-  (`last_visit_inputs`, `path_columns`), C chosen by inner cross-validated AUC on these
-  subjects (ties: the stronger penalty).
-
-  Returns {"w": [F] (0 outside `columns`), "b", "C", "inner_auc": {"C": AUC}, "offsets":
-  [subjects]}: "offsets" is, per subject, its cross-fitted logit (from the inner fold that held
-  it out, at the chosen C) minus the final regression's logit: the correction that makes the
-  linear path enter the training loss at an honest, held-out value (`SubjectBatch.offset`).
-
-  Raises ValueError when the subjects hold one class (no regression exists).
-  """
+def _cross_validated_fit(inputs: np.ndarray, labels: np.ndarray,
+                         splits: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
+  """One input set's regression: C by the inner folds' mean held-out AUC (ties: the stronger
+  penalty), the held-out logits at that C, and the refit on every subject."""
   from sklearn.metrics import roc_auc_score
-  from sklearn.model_selection import StratifiedKFold
 
-  labels = np.asarray(labels)
-  counts = np.bincount(labels, minlength=2)
-  if counts.min() == 0:
-    raise ValueError("the linear path needs both classes among the training subjects")
-  key = hashlib.sha256(x.tobytes() + labels.tobytes() + repr(
-      (x.shape, seed, None if columns is None else columns.tobytes())).encode()).hexdigest()
-  if key in _FITTED:
-    return _FITTED[key]
-  inputs = x if columns is None else x[:, columns]
   grid = sorted(C_GRID)
   held_out = np.zeros((len(grid), len(labels)))
   scores: list[list[float]] = [[] for _ in grid]
-  inner = StratifiedKFold(n_splits=min(INNER_FOLDS, int(counts.min())), shuffle=True,
-                          random_state=seed)
-  for train, held in inner.split(inputs, labels):
+  for train, held in splits:
     # The inputs are the model's own standardised features: no second standardisation.
     models = fit_logistic_grid(inputs[train], labels[train], grid, standardize=False)
     for i, model in enumerate(models):
@@ -111,13 +95,103 @@ def fit_linear_path(x: np.ndarray, labels: np.ndarray, seed: int,
   mean_auc = [float(np.mean(s)) for s in scores]
   best = max(range(len(grid)), key=lambda i: (mean_auc[i], -grid[i]))
   [model] = fit_logistic_grid(inputs, labels, [grid[best]], standardize=False)
-  w = np.zeros(x.shape[1], np.float32)
-  w[slice(None) if columns is None else columns] = model.w
-  result = {"w": w, "b": model.b, "C": grid[best],
-            "inner_auc": {f"{c:g}": a for c, a in zip(grid, mean_auc, strict=True)},
-            "offsets": (held_out[best] - model.decision_function(inputs)).astype(np.float32)}
+  spread = float(np.std(held_out[best]))
+  return {"C": grid[best], "inner_auc": {f"{c:g}": a for c, a in zip(grid, mean_auc,
+                                                                     strict=True)},
+          "held_out": held_out[best], "model": model, "spread": spread if spread > 0 else 1.0}
+
+
+def change_weight(z: float) -> float:
+  """The change's share of the path, Phi(z / 2) for DeLong's z of its gain in held-out AUC:
+  1/2 without evidence either way, 0.84 at z = 2, 0.98 at z = 4."""
+  return 0.5 * (1.0 + math.erf(z / (2.0 * math.sqrt(2.0))))
+
+
+def fit_linear_path(x: np.ndarray, labels: np.ndarray, seed: int,
+                    columns: np.ndarray | None = None, change: str = "evidence"
+                    ) -> dict[str, Any]:
+  """The linear path fitted on these subjects (`x` from `last_visit_inputs`, `columns` from
+  `path_columns`): class-balanced L2 logistic regressions, C by inner cross-validated AUC.
+
+  `change` (`ModelConfig.linear_path_change`) says how the change since the first visit (the
+  columns outside `columns`) enters: "never" (the last scan's regression alone), "always"
+  (the regression on every column, `logreg_change`'s inputs) or "evidence" (both, mixed by the
+  evidence for the change, the module docstring). Without change columns (`columns` None) the
+  path is the regression on every column whatever `change` says.
+
+  Returns {"w": [F], "b", "C", "inner_auc": {"C": AUC}, "offsets": [subjects]} and with both
+  regressions also "change_weight", "change_z", "C_change", "inner_auc_change". "offsets" is,
+  per subject, its cross-fitted path logit (from the inner fold that held it out, at the chosen
+  C) minus the final path's logit: the correction that makes the path enter the training loss
+  at an honest, held-out value (`SubjectBatch.offset`).
+
+  Raises ValueError when the subjects hold one class (no regression exists).
+  """
+  from sklearn.model_selection import StratifiedKFold
+
+  if change not in LINEAR_PATH_CHANGE:
+    raise ValueError(f"change={change!r}: pass one of {', '.join(LINEAR_PATH_CHANGE)}")
+  labels = np.asarray(labels)
+  counts = np.bincount(labels, minlength=2)
+  if counts.min() == 0:
+    raise ValueError("the linear path needs both classes among the training subjects")
+  key = hashlib.sha256(x.tobytes() + labels.tobytes() + repr(
+      (x.shape, seed, change, None if columns is None else columns.tobytes())).encode()
+  ).hexdigest()
+  if key in _FITTED:
+    return _FITTED[key]
+  splits = list(StratifiedKFold(n_splits=min(INNER_FOLDS, int(counts.min())), shuffle=True,
+                                random_state=seed).split(x, labels))
+  # Each input set: its regression and the mask of its columns (None: every column).
+  sets: dict[str, np.ndarray | None] = {}
+  if columns is None or change == "always":
+    sets["path"] = None
+  else:
+    sets["last"] = columns
+    if change == "evidence":
+      sets["last_change"] = None
+  fits = {name: _cross_validated_fit(x if cols is None else x[:, cols], labels, splits)
+          for name, cols in sets.items()}
+  # Each regression's weight in the path: with two, each logit divided by the spread of its
+  # held-out logits, mixed by the change's weight, and rescaled by the mixed spread.
+  if len(fits) == 1:
+    shares = {name: 1.0 for name in fits}
+    z = None
+  else:
+    first, second = fits["last"], fits["last_change"]
+    z = paired_auc_z(labels, first["held_out"], second["held_out"])
+    weight = change_weight(z)
+    scale = (1 - weight) * first["spread"] + weight * second["spread"]
+    shares = {"last": scale * (1 - weight) / first["spread"],
+              "last_change": scale * weight / second["spread"]}
+  w = np.zeros(x.shape[1], np.float64)
+  b = 0.0
+  held = np.zeros(len(labels))
+  final = np.zeros(len(labels))
+  for name, fit in fits.items():
+    cols = sets[name]
+    part = np.zeros(x.shape[1])
+    part[slice(None) if cols is None else cols] = fit["model"].w
+    w += shares[name] * part
+    b += shares[name] * float(fit["model"].b)
+    held += shares[name] * fit["held_out"]
+    final += shares[name] * fit["model"].decision_function(x if cols is None else x[:, cols])
+  main = fits.get("last", fits.get("path"))
+  assert main is not None
+  result: dict[str, Any] = {"w": w.astype(np.float32), "b": b, "C": main["C"],
+                            "inner_auc": main["inner_auc"],
+                            "offsets": (held - final).astype(np.float32)}
+  if z is not None:
+    result.update(change_weight=change_weight(z), change_z=z, C_change=fits["last_change"]["C"],
+                  inner_auc_change=fits["last_change"]["inner_auc"])
+    logger.info("linear path: C %g (inner AUC %.3f), with the change C %g (%.3f); DeLong z %.2f, "
+                "the change's weight %.2f", main["C"], main["inner_auc"][f"{main['C']:g}"],
+                result["C_change"], result["inner_auc_change"][f"{result['C_change']:g}"], z,
+                result["change_weight"])
+  else:
+    logger.info("linear path: C %g (inner AUC %.3f)", main["C"],
+                main["inner_auc"][f"{main['C']:g}"])
   _FITTED[key] = result
-  logger.info("linear path: C %g (inner AUC %.3f)", grid[best], mean_auc[best])
   return result
 
 

@@ -34,6 +34,7 @@ from stgnn_jax.input_pipeline import (
 )
 from stgnn_jax.train.fold_result import BEST_EPOCH, LAST_EPOCH, FoldResult
 from stgnn_jax.train.linear_path import (
+    PATH_RECORD,
     fit_linear_path,
     last_visit_inputs,
     path_columns,
@@ -243,14 +244,15 @@ def setup_fold(index: int, split: FoldSplit, subjects: Subjects, model_config: M
       fitted = fit_linear_path(
           last_visit_inputs([subjects.features[i] for i in train_idx], stats),
           subjects.labels[train_idx], seed=run.seed + index,
-          columns=path_columns(model_config.node_features, model_config.node_slots))
+          columns=path_columns(model_config.node_features, model_config.node_slots),
+          change=model_config.linear_path_change)
       params = with_linear_path(params, fitted)
       offsets = np.zeros(len(subjects.labels), np.float32)
       offsets[train_idx] = fitted["offsets"]
       subjects = subjects.with_offsets(offsets)
   params = load_encoder(params, model_config, run, subjects, train_idx, directory, base_key)
   path_fit = None if not model_config.linear_path else {
-      "C": fitted["C"], "inner_auc": fitted["inner_auc"]}
+      name: fitted[name] for name in PATH_RECORD if name in fitted}
   focal_alpha = (auto_focal_alpha(subjects.labels[train_idx])
                  if optim_config.focal_alpha == "auto" else optim_config.focal_alpha)
   assert not isinstance(focal_alpha, str)  # "auto" is the only string OptimConfig accepts

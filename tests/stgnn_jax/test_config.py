@@ -28,8 +28,8 @@ from tests.helpers import ROOT
 # train.py's flags and defaults before the configuration was declared once (written down from
 # the hand-written parser they replaced), plus those added since (--overwrite,
 # --trust_checkpoint; --loss, --class_weights, --gamma_schedule, --smoothing_schedule; the
-# sweep's and the processes' flags; --linear_path; time-series input's --input, --connectivity
-# and cleaning flags): the generated parser must offer exactly these.
+# sweep's and the processes' flags; --linear_path, --linear_path_change; time-series input's
+# --input, --connectivity and cleaning flags): the generated parser must offer exactly these.
 FLAGS_BEFORE = {
     "--data_root": None, "--var_name": "fc_matrix", "--threshold": 0.2, "--max_visits": 10,
     "--exclude_target_visit": False, "--time_normalization": "log",
@@ -38,7 +38,8 @@ FLAGS_BEFORE = {
     "--gnn_hidden_dim": 256, "--gnn_num_layers": 1, "--gnn_activation": "elu",
     "--input_dropout": 0.5, "--graph_norm": False, "--use_topk_pooling": False,
     "--topk_ratio": 0.3, "--readout": "concat", "--readout_node_dim": 8,
-    "--use_time_features": False, "--linear_path": True, "--model_type": "LSTM",
+    "--use_time_features": False, "--linear_path": True,
+    "--linear_path_change": "evidence", "--model_type": "LSTM",
     "--lstm_hidden_dim": 64,
     "--lstm_num_layers": 1, "--lstm_bidirectional": None, "--freeze_encoder": False,
     "--n_epochs": 100, "--batch_size": 16, "--lr": 0.0003, "--weight_decay": 0.01,
@@ -236,6 +237,8 @@ def test_parsers():
     (lambda: ModelConfig(lstm_dropout=1.0), "ModelConfig.lstm_dropout=1.0 is a dropout rate"),
     (lambda: ModelConfig(node_features="onehot", linear_path=False),
      "ModelConfig.input_dropout=0.5 drops node-feature"),
+    (lambda: ModelConfig(node_features="connection_profile", linear_path_change="always"),
+     "ModelConfig.linear_path_change='always' needs profile_change node features"),
     (lambda: OptimConfig(lr=0), "OptimConfig.lr=0 must be positive"),
     (lambda: OptimConfig(focal_alpha=1.5), "OptimConfig.focal_alpha=1.5 must lie in [0, 1]"),
     (lambda: RunConfig(num_folds=1), "RunConfig.num_folds=1 must be >= 2"),

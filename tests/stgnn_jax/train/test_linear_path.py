@@ -6,13 +6,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.stats
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from stgnn_jax import params_to_torch
 from stgnn_jax.config import ModelConfig
 from stgnn_jax.data.preprocessing import connection_features
 from stgnn_jax.errors import ConfigError
+from stgnn_jax.eval.metrics import paired_auc_z
 from stgnn_jax.input_pipeline import pack_subjects
 from stgnn_jax.nn.model import STGNN
 from stgnn_jax.train import linear_path
@@ -99,10 +102,96 @@ def test_fit_chooses_c_by_inner_cv_and_offsets_are_cross_fitted():
   # With profile_change inputs only the profile columns enter the regression.
   columns = linear_path.path_columns("profile_change", 3)
   assert columns.reshape(3, 6)[:, :3].all() and not columns.reshape(3, 6)[:, 3:].any()
-  masked = linear_path.fit_linear_path(x[:, :18], y, seed=7, columns=columns)
+  masked = linear_path.fit_linear_path(x[:, :18], y, seed=7, columns=columns, change="never")
   assert np.all(masked["w"][~columns] == 0) and np.any(masked["w"][columns] != 0)
   with pytest.raises(ValueError, match="both classes"):
     linear_path.fit_linear_path(x, np.zeros(40, int), seed=0)
+
+
+def reference_cv_fit(x, y, splits):
+  """C by the inner folds' mean AUC (ties: the smaller C), held-out logits at that C, and the
+  refit: scikit-learn on the columns of x."""
+  grid = sorted(linear_path.C_GRID)
+  held = np.zeros((len(grid), len(y)))
+  aucs = np.zeros((len(grid), len(splits)))
+  for k, (train, test) in enumerate(splits):
+    for i, c in enumerate(grid):
+      held[i, test] = reference_fit(x[train], y[train], c).decision_function(x[test])
+      aucs[i, k] = roc_auc_score(y[test], held[i, test])
+  best = int(np.argmax(aucs.mean(axis=1)))
+  return held[best], reference_fit(x, y, grid[best]), grid[best]
+
+
+@pytest.mark.parametrize("signal", ["change", "last"])
+def test_the_change_enters_the_path_by_the_evidence_that_it_ranks_better(signal):
+  # profile_change inputs of 4 nodes: 4 profile then 4 change columns per node.
+  rng = np.random.default_rng(5)
+  subjects, n = 90, 4
+  x = rng.normal(size=(subjects, n * 2 * n))
+  columns = linear_path.path_columns("profile_change", n)
+  y = (np.arange(subjects) % 3 == 0).astype(int)
+  # The label shifts three columns of one block: the change block, or the last scan's.
+  carrier = np.flatnonzero(~columns if signal == "change" else columns)[:3]
+  x[:, carrier] += 1.2 * y[:, None]
+  fitted = linear_path.fit_linear_path(x, y, seed=3, columns=columns)
+  # The independent reconstruction: both regressions with scikit-learn on the same inner
+  # splits, DeLong's z from the rank formula, the weight Phi(z / 2), the spread-scaled mix.
+  splits = list(StratifiedKFold(linear_path.INNER_FOLDS, shuffle=True,
+                                random_state=3).split(x, y))
+  held_a, model_a, c_a = reference_cv_fit(x[:, columns], y, splits)
+  held_b, model_b, c_b = reference_cv_fit(x, y, splits)
+  z = delong_z(y, held_a, held_b)
+  weight = float(scipy.stats.norm.cdf(z / 2))
+  assert fitted["C"] == c_a and fitted["C_change"] == c_b
+  np.testing.assert_allclose(fitted["change_z"], z, rtol=1e-6)
+  np.testing.assert_allclose(fitted["change_weight"], weight, rtol=1e-6)
+  sa, sb = held_a.std(), held_b.std()
+  scale = (1 - weight) * sa + weight * sb
+  w_a = np.zeros(x.shape[1])
+  w_a[columns] = model_a.coef_[0]
+  expected_w = scale * ((1 - weight) * w_a / sa + weight * model_b.coef_[0] / sb)
+  np.testing.assert_allclose(fitted["w"], expected_w, rtol=2e-3, atol=2e-4)
+  held = scale * ((1 - weight) * held_a / sa + weight * held_b / sb)
+  final = scale * ((1 - weight) * model_a.decision_function(x[:, columns]) / sa
+                   + weight * model_b.decision_function(x) / sb)
+  np.testing.assert_allclose(fitted["offsets"] + final, held, rtol=2e-3, atol=2e-3)
+  if signal == "change":  # the change carries the signal: the path takes it almost whole
+    assert z > 3 and fitted["change_weight"] > 0.9
+  else:  # the change is noise: the last scan's regression leads
+    assert z < 0 and fitted["change_weight"] < 0.5
+  # "never" is the last scan's regression alone, "always" the regression on every column.
+  never = linear_path.fit_linear_path(x, y, seed=3, columns=columns, change="never")
+  np.testing.assert_allclose(never["w"], w_a, rtol=2e-3, atol=2e-4)
+  assert "change_weight" not in never
+  always = linear_path.fit_linear_path(x, y, seed=3, columns=columns, change="always")
+  np.testing.assert_allclose(always["w"], model_b.coef_[0], rtol=2e-3, atol=2e-4)
+
+
+def delong_z(y, first, second):
+  """DeLong's paired z from midranks (Sun & Xu 2014's formulation): each positive's placement
+  is (its rank among all - its rank among the positives) / negatives, and likewise."""
+  pos, neg = first[y == 1].size, first[y == 0].size
+  v, w, a = [], [], []
+  for scores in (first, second):
+    everything = scipy.stats.rankdata(scores)
+    among_pos = scipy.stats.rankdata(scores[y == 1])
+    among_neg = scipy.stats.rankdata(scores[y == 0])
+    v.append((everything[y == 1] - among_pos) / neg)
+    w.append(1 - (everything[y == 0] - among_neg) / pos)
+    a.append((everything[y == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
+  cov = np.cov(v) / pos + np.cov(w) / neg
+  return (a[1] - a[0]) / np.sqrt(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+
+
+def test_paired_auc_z_is_delongs_statistic():
+  rng = np.random.default_rng(0)
+  y = (rng.uniform(size=60) < 0.3).astype(int)
+  first = y + rng.normal(size=60)
+  second = np.round(2 * y + rng.normal(size=60), 1)  # ties within and across classes
+  np.testing.assert_allclose(paired_auc_z(y, first, second), delong_z(y, first, second),
+                             rtol=1e-10)
+  np.testing.assert_allclose(paired_auc_z(y, second, first), -delong_z(y, first, second),
+                             rtol=1e-10)
 
 
 def test_the_path_never_trains_and_the_offset_enters_the_training_loss():
