@@ -69,7 +69,6 @@ from typing import Any
 import jax
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from bench.model_bench import (
   load_average,
@@ -77,7 +76,7 @@ from bench.model_bench import (
   use_torch_threads,
   warn_if_loaded,
 )
-from bench.torch_reference import SeedFocalLoss, TorchSTGNN, pyg_batch
+from bench.torch_reference import SeedFocalLoss, TorchSTGNN, minority_forcing, pyg_batch
 from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
 from stgnn_jax.data import synthetic, synthetic_scans
 from stgnn_jax.input_pipeline import (
@@ -188,16 +187,6 @@ def graph_buckets(data: Data, order: np.ndarray) -> dict[int, SubjectBatch]:
 
 
 # --- PyTorch + PyG: the reference's pipeline ----------------------------------------------------
-
-def minority_forcing(logits: torch.Tensor, targets: torch.Tensor, epoch: int,
-                     focus_epochs: int) -> torch.Tensor:
-  """The reference's 0.1 (M - epoch) / M * CE(converters' logits, class 1), 0-based epochs."""
-  converters = targets == 1
-  if epoch >= focus_epochs or not bool(converters.any()):
-    return logits.new_zeros(())
-  weight = 0.1 * (focus_epochs - epoch) / focus_epochs
-  return weight * F.cross_entropy(logits[converters], targets[converters])
-
 
 class TorchPipeline:
   """Per batch: `pyg_batch`, encoder (under no_grad when frozen), LSTM classifier, Adam step."""
