@@ -63,6 +63,16 @@ class SeedFocalLoss(torch.nn.Module):
     return focal_loss
 
 
+def minority_forcing(logits: torch.Tensor, targets: torch.Tensor, epoch: int,
+                     focus_epochs: int) -> torch.Tensor:
+  """The reference's 0.1 (M - epoch) / M * CE(converters' logits, class 1), 0-based epochs."""
+  converters = targets == 1
+  if epoch >= focus_epochs or not bool(converters.any()):
+    return logits.new_zeros(())
+  weight = 0.1 * (focus_epochs - epoch) / focus_epochs
+  return weight * F.cross_entropy(logits[converters], targets[converters])
+
+
 ACTIVATIONS = {"relu": F.relu, "leaky_relu": F.leaky_relu, "elu": F.elu, "gelu": F.gelu}
 
 
@@ -164,10 +174,11 @@ class TorchSTGNN(nn.Module):
     return self.classifier(sequences, lengths)
 
 
-def pyg_batch(adjacency_per_subject, time=None):
+def pyg_batch(adjacency_per_subject, time=None, features=None):
   """Subjects' bool adjacency stacks -> PyG tensors (x, edge_index, batch, subject, visit...).
 
-  Node features are one-hot region indices; an edge j -> i exists where adjacency[i, j].
+  Node features are one-hot region indices, or with `features` (per subject `[visits, N, F]`)
+  those; an edge j -> i exists where adjacency[i, j].
   """
   xs, edges, batch, subject, visit, times = [], [], [], [], [], []
   offset, g = 0, 0
@@ -176,7 +187,8 @@ def pyg_batch(adjacency_per_subject, time=None):
       n = adjacency.shape[0]
       receivers, senders = np.nonzero(adjacency)
       edges.append(np.stack([senders, receivers]) + offset)
-      xs.append(np.eye(n, dtype=np.float32))
+      xs.append(np.eye(n, dtype=np.float32) if features is None
+                else np.asarray(features[s][v], np.float32))
       batch.append(np.full(n, g))
       subject.append(s)
       visit.append(v)
