@@ -69,6 +69,7 @@ import numpy as np
 
 from bench.learnability import full_suite, load_average, write_json, write_text
 from stgnn_jax.eval.baselines import C_GRID, baseline_features, fit_logistic_grid
+from stgnn_jax.eval.metrics import paired_auc_z
 
 S_GRID = (0.0, 0.25, 0.5, 1.0, 2.0)
 JOINT_S = (0.0, 0.25, 0.5, 1.0)     # rule f's choices of s (2.0 only in f_ext)
@@ -269,21 +270,6 @@ def scaled_logits(fit: Fit, s: float, repeats: int) -> tuple[np.ndarray, np.ndar
   held = oof_logits(fit, s, repeats)
   spread = held.std(axis=1, keepdims=True)
   return (held / spread).mean(axis=0), test_logits(fit, s, repeats) / float(spread.mean())
-
-
-def paired_auc_z(y: np.ndarray, first: np.ndarray, second: np.ndarray) -> float:
-  """DeLong's paired test of AUC(second) - AUC(first) on the same subjects: the difference over
-  its standard error (DeLong, DeLong & Clarke-Pearson 1988)."""
-  positive, negative = y == 1, y == 0
-  placements = []
-  for scores in (first, second):
-    p, n = scores[positive][:, None], scores[negative][None, :]
-    wins = (p > n) + 0.5 * (p == n)
-    placements.append((wins.mean(axis=1), wins.mean(axis=0), wins.mean()))
-  (v1, w1, a1), (v2, w2, a2) = placements
-  cov = (np.cov(np.stack([v1, v2])) / positive.sum() + np.cov(np.stack([w1, w2])) / negative.sum())
-  variance = cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]
-  return float((a2 - a1) / np.sqrt(max(variance, 1e-12)))
 
 
 def change_evidence(fit: Fit, repeats: int) -> tuple[float, np.ndarray, np.ndarray]:

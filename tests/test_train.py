@@ -67,6 +67,9 @@ def test_outputs_of_a_run(reference_run):
     path = fold["linear_path"]
     assert path["C"] in C_GRID and len(path["inner_auc"]) == len(C_GRID)
     assert path["inner_auc"][f"{path['C']:g}"] == max(path["inner_auc"].values())
+    # With the change since the first visit mixed in by its evidence (the default).
+    assert path["C_change"] in C_GRID and 0 < path["change_weight"] < 1
+    assert (path["change_weight"] > 0.5) == (path["change_z"] > 0)
   assert set(results["summary"]) == set(SUMMARY)
   assert (out / "reliability.png").stat().st_size > 0
   for fold in results["folds"]:
