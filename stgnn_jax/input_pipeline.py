@@ -6,8 +6,11 @@ graph's embedding back at its (subject, visit) place. Subjects, visits and graph
 fixed sizes so that a jitted step compiles once per (graphs, visits) bucket; padding subjects carry
 `subject_mask = False` and padding graphs point past the last visit slot.
 
-`Subjects` holds a cohort as the arrays the batcher needs; `make_folds` splits it for the
-reference's cross-validation; `pack_scans` / `iterate_embedded_batches` serve a frozen encoder.
+`Subjects` holds a cohort as the arrays the batcher needs (views of the subjects' scans, and
+their node features computed batch by batch: `NodeFeatures`), so that a batch reads only its own
+subjects' scans, from memory or from a memory-mapped scan store (`--scan_store memmap`);
+`make_folds` splits it for the reference's cross-validation; `pack_scans` /
+`iterate_embedded_batches` serve a frozen encoder.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import copy
 import dataclasses
 import os
 from collections.abc import Iterator, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, overload
 
 import flax.struct
 import jax
@@ -333,11 +336,47 @@ def make_folds(labels: np.ndarray, num_folds: int, seed: int) -> list[FoldSplit]
   return folds
 
 
+class NodeFeatures(Sequence[np.ndarray]):
+  """Each subject's node features `[visits, N, F]` (`connection_features` of its thresholded FC
+  values `[visits, N, N]`), computed when they are asked for (a batch, the fold's training
+  statistics) and never kept: they are one to two times the size of the scans they come from,
+  and the scans may be memory-mapped from disk.
+
+  Args:
+    fc: per subject its `[visits, N, N]` edge values (`Subject.fc`).
+    kind: `ModelConfig.node_features` (connection_profile or profile_change).
+  """
+
+  def __init__(self, fc: Sequence[np.ndarray], kind: str):
+    self.fc, self.kind = fc, kind
+
+  def __len__(self) -> int:
+    return len(self.fc)
+
+  @overload
+  def __getitem__(self, index: int) -> np.ndarray: ...
+
+  @overload
+  def __getitem__(self, index: slice) -> list[np.ndarray]: ...
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return [self[i] for i in range(*index.indices(len(self)))]
+    return connection_features(self.fc[index], self.kind)
+
+  def subset(self, indices: Sequence[int] | np.ndarray) -> NodeFeatures:
+    """The features of the subjects `indices`, in that order (still computed when asked for)."""
+    return NodeFeatures([self.fc[i] for i in indices], self.kind)
+
+
 class Subjects:
   """The cohort as the arrays the batcher needs, plus report groupings.
 
-  With `steps` (preprocessing fitted inside each fold, `data.fold_steps`) these are the cohort's
-  graphs before the steps; `fit_fold` gives a fold's subjects.
+  `adjacency` holds the subjects' own arrays (no copy: from a memory-mapped cohort, views of the
+  files) and `features` computes node features when a batch asks for them (`NodeFeatures`), so
+  the memory a run holds per subject is a few scalars beside its scans. With `steps`
+  (preprocessing fitted inside each fold, `data.fold_steps`) these are the cohort's graphs before
+  the steps; `fit_fold` gives a fold's subjects.
   """
 
   def __init__(self, cohort: Cohort, run: RunConfig, model_config: ModelConfig,
@@ -345,13 +384,8 @@ class Subjects:
     self.cohort, self.run, self.model_config, self.steps = cohort, run, model_config, steps
     use_time = model_config.use_time_features
     self.adjacency = [s.adjacency for s in cohort.subjects]
-    fc = [s.fc for s in cohort.subjects]
-    self.features = ([connection_features(f, model_config.node_features) for f in fc]
+    self.features = (NodeFeatures([s.fc for s in cohort.subjects], model_config.node_features)
                      if model_config.explicit_node_features else None)
-    # What the classical baselines see: each subject's last and first input scans, edge values
-    # (the same matrix twice for a subject with one visit).
-    self.last_fc = np.stack([f[-1] for f in fc])
-    self.first_fc = np.stack([f[0] for f in fc])
     self.labels = cohort.labels().astype(np.int32)
     self.time = (time_features(cohort, run.time_normalization) if use_time else None)
     self.time_to_predict = cohort.time_to_predict()
@@ -362,6 +396,18 @@ class Subjects:
                      if use_time else None)
     self.num_nodes = cohort.num_nodes
     self.offsets: np.ndarray | None = None
+
+  # What the classical baselines see: each subject's last and first input scans, edge values
+  # (the same matrix twice for a subject with one visit), stacked when asked for.
+  @property
+  def last_fc(self) -> np.ndarray:
+    """`[subjects, N, N]` float32 each subject's last input scan's edge values."""
+    return np.stack([s.fc[-1] for s in self.cohort.subjects])
+
+  @property
+  def first_fc(self) -> np.ndarray:
+    """`[subjects, N, N]` float32 each subject's first input scan's edge values."""
+    return np.stack([s.fc[0] for s in self.cohort.subjects])
 
   def fit_fold(self, train_idx: np.ndarray, directory: str | None) -> Subjects:
     """The subjects of the fold whose training subjects are `train_idx`: the steps fitted on

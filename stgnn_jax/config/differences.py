@@ -25,8 +25,9 @@ from stgnn_jax.config.run import CONFIGS
 # that have started keep their members (`train.sweep.fold_chunks`). Not here, though they
 # change only the order of float sums too: `num_devices` (a single run's data parallelism: its
 # results agree with one device's to 1e-4 only), `eval_batch_size` and `graph_multiple`
-# (nothing measures them); a resume refuses a change of these.
-RESULT_NEUTRAL = ("sweep_chunk",)
+# (nothing measures them); a resume refuses a change of these. `scan_store` only says where the
+# same scans are read from (tested: the same batches and losses).
+RESULT_NEUTRAL = ("sweep_chunk", "scan_store")
 
 # config.json's sections and the classes whose fields they hold.
 SECTIONS = dict(zip(("model", "optim", "run"), CONFIGS, strict=True))

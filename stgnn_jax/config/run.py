@@ -34,6 +34,8 @@ LABEL_COLUMNS = ("Label_CS_Num", "Label", "label")
 CONNECTIVITY_KINDS = ("correlation", "partial_correlation", "covariance", "precision", "tangent")
 # Site harmonisation, fitted inside each fold (`data.fold_steps`).
 HARMONIZE_CHOICES = ("none", "combat")
+# Where a run keeps the cohort's scans (`data.cache`): in memory, or memory-mapped from disk.
+SCAN_STORES = ("memory", "memmap")
 STANDARDIZE_CHOICES = ("zscore_sample", "psc", "none")
 # Named grids of `--sweep_grid`: "seeds" is the focal-loss seeds' tuning grid (48 members).
 SWEEP_GRIDS = {"seeds": ("focal_alpha=0.1,0.25,0.5,0.75", "focal_gamma=0.5,1,2,3",
@@ -143,6 +145,11 @@ class RunConfig(Settings):
       "synthetic measurements, about twice the run time)", group="data")
   synthetic_regions: int = setting(
       100, "regions (nodes) per scan of the built-in synthetic cohort", group="data")
+  scan_store: str = setting(
+      "memory", "where the cohort's scans are kept during a run: memory, or memmap (.npy files "
+      "in the cohort cache, memory-mapped read-only and read from disk batch by batch, so a "
+      "cohort larger than the memory trains; the same results)", group="data",
+      choices=SCAN_STORES)
   n_epochs: int = setting(100, "epochs per fold", group="training")
   batch_size: int = setting(16, "subjects per training batch", group="training")
   decision_threshold: str = setting(

@@ -3,7 +3,8 @@
 `preprocessing`: the reference's thresholding rule, node features and time features;
 `cohort`: the domain types (`Subject`, `Cohort`) and the rules that assemble them;
 `reference_format`: the reference's on-disk layout (`FC_Matrices/*.npz` and the TADPOLE tables),
-read by `load_cohort`; `cache`: the parsed cohort, cached on disk.
+read by `load_cohort`; `cache`: the parsed cohort stored on disk, its scans as `.npy` files that
+`--scan_store memmap` maps instead of loading.
 
 Cohorts with a known signal (imported on demand): `synthetic`, the built-in one;
 `synthetic_family`, the family with other signals; `bold_cohorts`, FC computed from BOLD series;

@@ -4,6 +4,9 @@
 last visit, the last `max_visits` visits, the time to predict (`Months_To_Next_Original`, or
 `single_visit_horizon` for one visit), optionally without the target visit. Malformed input
 raises `CohortError` naming the problem; skipped subjects are `CohortWarning`s and counted.
+`CohortBuilder` applies the same rules one subject at a time, so that a loader holds one
+subject's scans at a time and may hand each built subject to a `SubjectStore` on disk
+(`cache.ScanStoreWriter`) instead of keeping it in memory.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import hashlib
 import math
 import textwrap
 from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -53,7 +57,23 @@ class VisitRecord:
 UNLABELLED = -1
 
 
+def _frozen(array: np.ndarray) -> bool:
+  """Whether nothing can write to `array`'s memory: it and every array it views are read-only,
+  down to memory of its own or a read-only buffer (a memory map opened for reading)."""
+  base: Any = array
+  while isinstance(base, np.ndarray):
+    if base.flags.writeable:
+      return False
+    base = base.base
+  try:
+    return base is None or memoryview(base).readonly
+  except TypeError:  # a base that is no buffer: assume it may change
+    return False
+
+
 def _readonly(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+  if isinstance(array, np.ndarray) and array.dtype == dtype and _frozen(array):
+    return array  # nobody can change it (e.g. rows of a read-only scan store): no copy needed
   array = np.array(array, dtype=dtype)  # a private copy, so freezing it cannot surprise a caller
   array.setflags(write=False)
   return array
@@ -78,6 +98,9 @@ class Subject:
       (`data.fold_steps`); None otherwise.
     sites: each input visit's site ("" unknown), or () when the cohort has no sites.
     covariates: each input visit's covariate values (`VisitRecord.covariates`), or ().
+
+  Arrays that nobody can write (read-only memory maps of a scan store, `cache.read_cache`) are
+  kept as they are; any other array is copied and frozen.
   """
 
   subject_id: str
@@ -119,7 +142,9 @@ class Subject:
                        f"{self.adjacency.shape[0]} visits")
     if self.label not in (0, 1, UNLABELLED):
       raise ValueError(f"subject {self.subject_id}: label must be 0 or 1, got {self.label}")
-    if self.fc.shape != self.adjacency.shape or not np.array_equal(self.fc != 0, self.adjacency):
+    if self.fc.shape != self.adjacency.shape or not (
+        _memory_mapped(self.fc, self.adjacency)
+        or np.array_equal(self.fc != 0, self.adjacency)):
       raise ValueError(f"subject {self.subject_id}: fc values must be nonzero exactly on the "
                        "edges of adjacency (use data.threshold_fc)")
 
@@ -140,6 +165,13 @@ class Subject:
             and self.sites == other.sites and self.covariates == other.covariates)
 
   __hash__ = None  # type: ignore[assignment]  # holds arrays: unhashable
+
+
+def _memory_mapped(*arrays: np.ndarray) -> bool:
+  """Whether every array is a memory map (rows of a scan store, `cache.read_cache`): the store
+  holds only subjects that were checked when it was written, and checking again would read every
+  scan of it from disk."""
+  return all(isinstance(a, np.memmap) for a in arrays)
 
 
 def _same_optional(a: np.ndarray | None, b: np.ndarray | None) -> bool:
@@ -297,6 +329,130 @@ def conversion_type(subject: Subject) -> str:
   return f"{group}-Stable"
 
 
+class SubjectStore(Protocol):
+  """Where `CohortBuilder` puts each subject it builds, and the cohort they make."""
+
+  def add(self, subject: Subject) -> None:
+    """Takes one built subject; subjects arrive sorted by id."""
+
+  def cohort(self, **fields: Any) -> Cohort:
+    """The cohort of the subjects added, with `fields`: `Cohort`'s other attributes."""
+
+
+class MemoryStore:
+  """The subjects kept in memory, as they were built: the default `SubjectStore`."""
+
+  def __init__(self) -> None:
+    self.subjects: list[Subject] = []
+
+  def add(self, subject: Subject) -> None:
+    self.subjects.append(subject)
+
+  def cohort(self, **fields: Any) -> Cohort:
+    return Cohort(subjects=tuple(self.subjects), **fields)
+
+
+class CohortBuilder:
+  """`build_cohort` one subject at a time: `add` each subject's scans in id order, then
+  `cohort()`. Each subject goes to `store` as soon as it is built, so a loader that reads one
+  subject's scans at a time into a store on disk (`cache.ScanStoreWriter`) never holds the
+  whole cohort in memory.
+
+  Args:
+    visits, groups, max_visits, exclude_target_visit, single_visit_horizon,
+    require_both_classes: as for `build_cohort`.
+    store: where the built subjects go; default `MemoryStore()`.
+  """
+
+  def __init__(self, visits: Mapping[str, Sequence[VisitRecord]],
+               groups: Mapping[str, str | None] | None = None, *, max_visits: int = 10,
+               exclude_target_visit: bool = False, single_visit_horizon: float = 6.0,
+               require_both_classes: bool = True, store: SubjectStore | None = None):
+    if int(max_visits) < 1:
+      raise ValueError(f"max_visits must be >= 1, got {max_visits}")
+    if not math.isfinite(single_visit_horizon):
+      raise ValueError(f"single_visit_horizon must be finite, got {single_visit_horizon}")
+    self.visits, self.groups = visits, groups or {}
+    self.max_visits, self.exclude_target_visit = int(max_visits), exclude_target_visit
+    self.single_visit_horizon, self.require_both_classes = (single_visit_horizon,
+                                                            require_both_classes)
+    self.store: SubjectStore = MemoryStore() if store is None else store
+    self.has_sites = any(r.site for rows in visits.values() for r in rows)
+    self.has_covariates = any(r.covariates for rows in visits.values() for r in rows)
+    self.num_nodes: int | None = None
+    self.labels: list[int] = []
+    self.n_used = self.n_unused = 0
+
+  def add(self, subject_id: str, scans: Mapping[int, np.ndarray],
+          measures: Mapping[int, np.ndarray] | None = None) -> None:
+    """Builds subject `subject_id` from its scans (run -> `[N, N]`, `build_cohort`'s rules)
+    and its measures (run -> `[N, N]`, when the cohort keeps them), and hands it to the store.
+    A subject without scans is left out."""
+    runs = sorted(scans)
+    if not runs:
+      return
+    rows = sorted(self.visits.get(subject_id, ()), key=lambda r: r.order)
+    if runs[-1] > len(rows) or runs[0] < 1:
+      raise CohortError(f"subject {subject_id}: runs {runs} but {len(rows)} visit rows; run k "
+                        "needs a k-th visit row")
+    fc = np.stack([np.asarray(scans[k], np.float32) for k in runs])
+    adjacency = fc != 0
+    if self.num_nodes is None:
+      self.num_nodes = adjacency.shape[-1]
+    if adjacency.shape[1:] != (self.num_nodes, self.num_nodes):
+      raise CohortError(f"subject {subject_id}: scans of shape {adjacency.shape[1:]}, other "
+                        f"subjects have {self.num_nodes}x{self.num_nodes}")
+    months = np.array([rows[k - 1].months for k in runs], np.float64)
+    if self.exclude_target_visit and len(runs) > 1:
+      inputs = slice(max(0, len(runs) - 1 - self.max_visits), len(runs) - 1)
+      time = months[-1] - months[inputs][-1]
+    elif self.exclude_target_visit:
+      inputs = slice(0, 1)
+      to_next = rows[runs[0] - 1].months_to_next
+      time = to_next if math.isfinite(to_next) and to_next > 0 else self.single_visit_horizon
+    else:
+      inputs = slice(max(0, len(runs) - self.max_visits), len(runs))
+      kept = months[inputs]
+      time = float(np.mean(np.diff(kept))) if len(kept) > 1 else self.single_visit_horizon
+    used = runs[inputs]
+    measure = (None if measures is None else
+               np.stack([np.asarray(measures[k], np.float32) for k in used]))
+    subject = Subject(subject_id=subject_id, label=rows[-1].label, adjacency=adjacency[inputs],
+                      months=months[inputs], time_to_predict=time,
+                      group=self.groups.get(subject_id), fc=fc[inputs], measure=measure,
+                      sites=tuple(rows[k - 1].site for k in used) if self.has_sites else (),
+                      covariates=tuple(rows[k - 1].covariates for k in used)
+                      if self.has_covariates else ())
+    self.n_used += subject.num_visits
+    self.n_unused += len(runs) - subject.num_visits
+    self.labels.append(subject.label)
+    self.store.add(subject)
+
+  def cohort(self, *, n_scans_skipped: int = 0, n_subjects_skipped: int = 0,
+             n_files_ignored: int = 0, warning_messages: Sequence[str] = (),
+             measure_kind: str = "", region_names: Sequence[str] = ()) -> Cohort:
+    """The cohort of the subjects added (the loader's bookkeeping copied into it), from the
+    store. Raises CohortError when no subject was added, or (`require_both_classes`) when
+    they hold one class."""
+    if not self.labels or self.num_nodes is None:
+      # The first reason only, shortened: the warnings name every skipped scan already.
+      reason = textwrap.shorten(warning_messages[0], 200, placeholder=" ...") if (
+          warning_messages) else "no scans"
+      raise CohortError(f"no subject has a usable scan ({len(warning_messages)} warning(s); the "
+                        f"first: {reason})")
+    if self.require_both_classes and len(set(self.labels)) < 2:
+      only = self.labels[0]
+      raise CohortError(
+          f"all {len(self.labels)} subjects have label {only} "
+          f"({'converter' if only else 'stable'}): a cohort needs both classes (check "
+          "Label_CS_Num in the visit table: a subject's label is its last row's)")
+    return self.store.cohort(
+        num_nodes=int(self.num_nodes), n_scans_used=self.n_used, n_scans_unused=self.n_unused,
+        n_scans_skipped=n_scans_skipped, n_subjects_skipped=n_subjects_skipped,
+        n_files_ignored=n_files_ignored, warnings=tuple(warning_messages),
+        region_names=tuple(region_names), measure_kind=measure_kind)
+
+
 def build_cohort(
     scans: Mapping[str, Mapping[int, np.ndarray]],
     visits: Mapping[str, Sequence[VisitRecord]],
@@ -312,6 +468,7 @@ def build_cohort(
     warning_messages: Sequence[str] = (),
     measures: Mapping[str, Mapping[int, np.ndarray]] | None = None,
     measure_kind: str = "",
+    store: SubjectStore | None = None,
 ) -> Cohort:
   """Builds a cohort from matched scans and visit rows (the reference's rules 4-7).
 
@@ -338,6 +495,7 @@ def build_cohort(
       bookkeeping, copied into the `Cohort`.
     measures: subject id -> run -> `[N, N]` the scan's whole measure (`Subject.measure`), for
       steps fitted inside each fold; `measure_kind` says what they are.
+    store: where the subjects go (`CohortBuilder`); default in memory.
     Each visit row's `site` and `covariates` are kept per input visit when any row has them.
 
   Returns:
@@ -346,72 +504,13 @@ def build_cohort(
   Raises:
     CohortError: no subject, a run without visit row, mixed matrix sizes, or a single class.
   """
-  if int(max_visits) < 1:
-    raise ValueError(f"max_visits must be >= 1, got {max_visits}")
-  if not math.isfinite(single_visit_horizon):
-    raise ValueError(f"single_visit_horizon must be finite, got {single_visit_horizon}")
-  groups = groups or {}
-  has_sites = any(r.site for rows in visits.values() for r in rows)
-  has_covariates = any(r.covariates for rows in visits.values() for r in rows)
-  subjects = []
-  num_nodes: int | None = None
-  n_unused = 0
+  builder = CohortBuilder(visits, groups, max_visits=max_visits,
+                          exclude_target_visit=exclude_target_visit,
+                          single_visit_horizon=single_visit_horizon,
+                          require_both_classes=require_both_classes, store=store)
   for subject_id in sorted(scans):
-    runs = sorted(scans[subject_id])
-    if not runs:
-      continue
-    rows = sorted(visits.get(subject_id, ()), key=lambda r: r.order)
-    if runs[-1] > len(rows) or runs[0] < 1:
-      raise CohortError(f"subject {subject_id}: runs {runs} but {len(rows)} visit rows; run k "
-                        "needs a k-th visit row")
-    fc = np.stack([np.asarray(scans[subject_id][k], np.float32) for k in runs])
-    adjacency = fc != 0
-    if num_nodes is None:
-      num_nodes = adjacency.shape[-1]
-    if adjacency.shape[1:] != (num_nodes, num_nodes):
-      raise CohortError(f"subject {subject_id}: scans of shape {adjacency.shape[1:]}, other "
-                        f"subjects have {num_nodes}x{num_nodes}")
-    months = np.array([rows[k - 1].months for k in runs], np.float64)
-    if exclude_target_visit and len(runs) > 1:
-      inputs = slice(max(0, len(runs) - 1 - max_visits), len(runs) - 1)
-      time = months[-1] - months[inputs][-1]
-    elif exclude_target_visit:
-      inputs = slice(0, 1)
-      to_next = rows[runs[0] - 1].months_to_next
-      time = to_next if math.isfinite(to_next) and to_next > 0 else single_visit_horizon
-    else:
-      inputs = slice(max(0, len(runs) - max_visits), len(runs))
-      kept = months[inputs]
-      time = float(np.mean(np.diff(kept))) if len(kept) > 1 else single_visit_horizon
-    used = runs[inputs]
-    measure = (None if measures is None else
-               np.stack([np.asarray(measures[subject_id][k], np.float32) for k in used]))
-    subject = Subject(subject_id=subject_id, label=rows[-1].label, adjacency=adjacency[inputs],
-                      months=months[inputs], time_to_predict=time, group=groups.get(subject_id),
-                      fc=fc[inputs], measure=measure,
-                      sites=tuple(rows[k - 1].site for k in used) if has_sites else (),
-                      covariates=tuple(rows[k - 1].covariates for k in used)
-                      if has_covariates else ())
-    n_unused += len(runs) - subject.num_visits
-    subjects.append(subject)
-
-  if not subjects or num_nodes is None:
-    # The first reason only, shortened: the warnings name every skipped scan already.
-    reason = textwrap.shorten(warning_messages[0], 200, placeholder=" ...") if (
-        warning_messages) else "no scans"
-    raise CohortError(f"no subject has a usable scan ({len(warning_messages)} warning(s); the "
-                      f"first: {reason})")
-  cohort = Cohort(
-      subjects=tuple(subjects), num_nodes=int(num_nodes),
-      n_scans_used=sum(s.num_visits for s in subjects), n_scans_unused=n_unused,
-      n_scans_skipped=n_scans_skipped, n_subjects_skipped=n_subjects_skipped,
-      n_files_ignored=n_files_ignored, warnings=tuple(warning_messages),
-      measure_kind=measure_kind if measures is not None else "")
-  labels = cohort.labels()
-  if require_both_classes and len(np.unique(labels)) < 2:
-    only = int(labels[0])
-    raise CohortError(
-        f"all {len(labels)} subjects have label {only} ({'converter' if only else 'stable'}): a "
-        "cohort needs both classes (check Label_CS_Num in the visit table: a subject's label is "
-        "its last row's)")
-  return cohort
+    builder.add(subject_id, scans[subject_id],
+                None if measures is None else measures.get(subject_id, {}))
+  return builder.cohort(n_scans_skipped=n_scans_skipped, n_subjects_skipped=n_subjects_skipped,
+                        n_files_ignored=n_files_ignored, warning_messages=warning_messages,
+                        measure_kind=measure_kind if measures is not None else "")

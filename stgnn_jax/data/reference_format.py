@@ -17,7 +17,7 @@ Differences from the reference, all deliberate (it silently mislabels or mis-rea
     raises `CohortError` naming the file and the problem; skips are `CohortWarning`s and counted.
 
 A parsed cohort is cached (`cache`), keyed by the files' names, sizes, times and inodes and the
-settings.
+settings; with `memory_map` its scans are read from the cache's files as they are used.
 """
 
 from __future__ import annotations
@@ -41,11 +41,18 @@ import numpy as np
 from stgnn_jax.data.cache import (
     CACHE_DIR_NAME,
     CACHE_FORMAT_VERSION,
+    cache_writer,
     read_cache,
     user_cache_dir,
-    write_cache,
 )
-from stgnn_jax.data.cohort import UNLABELLED, Cohort, CohortError, CohortWarning, VisitRecord
+from stgnn_jax.data.cohort import (
+    UNLABELLED,
+    Cohort,
+    CohortError,
+    CohortWarning,
+    SubjectStore,
+    VisitRecord,
+)
 from stgnn_jax.data.connectivity import TimeSeriesSettings
 from stgnn_jax.data.preprocessing import threshold_fc
 from stgnn_jax.data.scan_folder import (
@@ -345,8 +352,8 @@ def _timeseries_kind(connectivity: TimeSeriesSettings, threshold: float, root: P
 
 
 def _load_uncached(root: Path, files: Sequence[FileStats], kind: ScanKind, *, threshold: float,
-                   build_kwargs: dict, harmonize: HarmonizeColumns,
-                   require_labels: bool) -> Cohort:
+                   build_kwargs: dict, harmonize: HarmonizeColumns, require_labels: bool,
+                   store: SubjectStore | None = None) -> Cohort:
   messages: list[str] = []
   visits, table_messages = read_visit_table(root / TEMPORAL_CSV, harmonize.covariates,
                                             require_site=harmonize.site,
@@ -358,7 +365,8 @@ def _load_uncached(root: Path, files: Sequence[FileStats], kind: ScanKind, *, th
   if (root / SIMPLIFIED_CSV).is_file():
     groups = read_baseline_groups(root / SIMPLIFIED_CSV)
   return read_scan_folder(root, files, kind, root / TEMPORAL_CSV, visits, groups,
-                          threshold=threshold, messages=messages, build_kwargs=build_kwargs)
+                          threshold=threshold, messages=messages, build_kwargs=build_kwargs,
+                          store=store)
 
 
 def input_kind(root: Path, requested: str | None) -> str:
@@ -392,6 +400,7 @@ def load_cohort(
     harmonize: HarmonizeColumns | None = None,
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
+    memory_map: bool = False,
     require_both_classes: bool = True,
     require_labels: bool = True,
 ) -> Cohort:
@@ -409,13 +418,15 @@ def load_cohort(
   visit time for it), scan-like files whose name does not match the pattern (named one by one),
   other non-scan files (one summary warning; hidden files such as .DS_Store silently).
 
-  Caching: the parsed cohort is stored as one compressed npz named by a hash of the input files'
-  names, sizes, mtimes, ctimes and inodes (`scan_folder.file_stats`: a scan rewritten or
-  replaced is read again, whatever its size and mtime), the absolute root and the settings, so a
-  later call with unchanged inputs reads one file instead of every scan (warnings are re-issued
-  from the cache). It goes to `cache_dir`, by default ROOT/.stgnn_cache or, if that is not
-  writable, $XDG_CACHE_HOME/stgnn_jax (~/.cache/stgnn_jax); if neither is writable the cohort is
-  returned uncached with a warning. Old cache files are not deleted.
+  Caching: the parsed cohort is stored (`cache`: its scans as `.npy` files, the rest in one
+  compressed npz) in a folder named by a hash of the input files' names, sizes, mtimes, ctimes
+  and inodes (`scan_folder.file_stats`: a scan rewritten or replaced is read again, whatever its
+  size and mtime), the absolute root and the settings, so a later call with unchanged inputs
+  reads that folder instead of every scan (warnings are re-issued from the cache). It is written
+  while the scans are read, one subject at a time, and the cohort returned is read back from it.
+  It goes to `cache_dir`, by default ROOT/.stgnn_cache or, if that is not writable,
+  $XDG_CACHE_HOME/stgnn_jax (~/.cache/stgnn_jax); if neither is writable the cohort is returned
+  uncached with a warning (with `memory_map`, CohortError). Old cache entries are not deleted.
 
   Args:
     data_root: ROOT, holding FC_Matrices/ or TimeSeries/ and TADPOLE_TEMPORAL.csv (+ optional
@@ -430,7 +441,9 @@ def load_cohort(
     harmonize: the visit-table columns of site harmonisation (default: none); the scans' whole
       measures are then kept (`Subject.measure`), as they are for `tangent`.
     cache_dir: where to cache; None for the default above.
-    use_cache: False to neither read nor write the cache.
+    use_cache: False to neither read nor write the cache (the cohort is built in memory).
+    memory_map: the subjects' scans are read-only memory maps of the cache's `.npy` files, read
+      from disk when used (`--scan_store memmap`), instead of arrays in memory; the same cohort.
     require_both_classes: raise if all subjects share one label.
     require_labels: False to read subjects for prediction: labels may be absent or blank
       (`cohort.UNLABELLED`), and one class is no error.
@@ -463,6 +476,8 @@ def load_cohort(
                       single_visit_horizon=float(single_visit_horizon),
                       require_both_classes=bool(require_both_classes) and require_labels)
   files = file_stats(root / kind.directory)
+  if memory_map and not use_cache:
+    raise ValueError("memory_map maps the cache's files: it needs use_cache=True")
   if not use_cache:
     return _load_uncached(root, files, kind, threshold=float(threshold),
                           build_kwargs=build_kwargs, harmonize=harmonize,
@@ -477,17 +492,16 @@ def load_cohort(
   key_source = json.dumps([CACHE_FORMAT_VERSION, str(root.resolve()), kind_name, files, tables,
                            source, float(threshold), build_kwargs,
                            dataclasses.asdict(harmonize), require_labels], sort_keys=True)
-  name = f"cohort-{hashlib.sha256(key_source.encode()).hexdigest()[:32]}.npz"
+  name = f"cohort-{hashlib.sha256(key_source.encode()).hexdigest()[:32]}"
   directories = ([Path(cache_dir)] if cache_dir is not None
                  else [root / CACHE_DIR_NAME, user_cache_dir()])
   for directory in directories:
-    cohort = read_cache(directory / name)
+    cohort = read_cache(directory / name, memory_map=memory_map)
     if cohort is not None:
       for message in cohort.warnings:
         warnings.warn(message, CohortWarning, stacklevel=2)
       return cohort
-  cohort = _load_uncached(root, files, kind, threshold=float(threshold),
+  with cache_writer(directories, name, memory_map=memory_map) as store:
+    return _load_uncached(root, files, kind, threshold=float(threshold),
                           build_kwargs=build_kwargs, harmonize=harmonize,
-                          require_labels=require_labels)
-  write_cache(cohort, directories, name)
-  return cohort
+                          require_labels=require_labels, store=store)

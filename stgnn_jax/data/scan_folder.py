@@ -3,8 +3,10 @@ shares (FC matrices, ROI time series).
 
 `read_scan_folder` lists the folder, matches each `sub-<ID>_run-<NN>_...` file to its subject's
 rows of TADPOLE_TEMPORAL.csv (run k = the k-th visit by Visit_Order), reads each matched scan into
-its graph values with the kind's reader, and builds the `Cohort`. What it skips it says
-(`CohortWarning`) and counts; what it cannot use it refuses (`CohortError`, naming the file).
+its graph values with the kind's reader, and builds the `Cohort` subject by subject
+(`CohortBuilder`: with a store on disk, one subject's scans are in memory at a time). What it
+skips it says (`CohortWarning`) and counts; what it cannot use it refuses (`CohortError`, naming
+the file).
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from stgnn_jax.data.cohort import Cohort, CohortError, CohortWarning, VisitRecord, build_cohort
+from stgnn_jax.data.cohort import (
+    Cohort,
+    CohortBuilder,
+    CohortError,
+    CohortWarning,
+    SubjectStore,
+    VisitRecord,
+)
 
 FileStats = tuple[str, int, int, int, int]
 
@@ -81,9 +90,10 @@ class ScanKind:
 def read_scan_folder(root: Path, files: Sequence[FileStats], kind: ScanKind,
                      table: Path, visits: dict[str, list[VisitRecord]],
                      groups: dict[str, str | None], *, threshold: float, messages: list[str],
-                     build_kwargs: dict) -> Cohort:
+                     build_kwargs: dict, store: SubjectStore | None = None) -> Cohort:
   """The cohort of `root`'s scan folder (`files`: its `file_stats`), read with `kind`; `visits`
-  are the rows of the visit table `table`."""
+  are the rows of the visit table `table`; each subject goes to `store` (`CohortBuilder`) once
+  its scans are read."""
 
   def note(message: str) -> None:
     messages.append(message)
@@ -118,9 +128,8 @@ def read_scan_folder(root: Path, files: Sequence[FileStats], kind: ScanKind,
     note(f"{scan_dir}: ignored {len(stray)} file(s) that are not scans: {', '.join(stray[:5])}"
          + (", ..." if len(stray) > 5 else ""))
 
-  scans: dict[str, dict[int, np.ndarray]] = {}
-  measures: dict[str, dict[int, np.ndarray]] = {}
-  n_skipped = n_subjects_skipped = 0
+  builder = CohortBuilder(visits, groups, store=store, **build_kwargs)
+  n_skipped = n_subjects_skipped = off_diagonal = 0
   num_nodes, first_path = None, None
   region_names: tuple[str, ...] | None = None
   for subject in sorted(runs_by_subject):
@@ -135,6 +144,8 @@ def read_scan_folder(root: Path, files: Sequence[FileStats], kind: ScanKind,
                                         else "")
       note(f"subject {subject} has no row in {table}; its {len(paths)} scan(s) skipped: {names}")
       continue
+    scans: dict[int, np.ndarray] = {}
+    measures: dict[int, np.ndarray] = {}
     for run in sorted(paths):
       if run > len(rows):
         n_skipped += 1
@@ -154,25 +165,22 @@ def read_scan_folder(root: Path, files: Sequence[FileStats], kind: ScanKind,
         raise CohortError(f"{paths[run]}: region {first_diff + 1} is named "
                           f"{names_here[first_diff]!r}, but {region_names[first_diff]!r} in "
                           f"{first_path}; every scan must list the same regions in the same order")
-      scans.setdefault(subject, {})[run] = values
+      scans[run] = values
+      off_diagonal += int(np.count_nonzero(values)) - int(np.count_nonzero(np.diagonal(values)))
       if kind.measure_kind:
         assert measure is not None, "a kind that keeps measures reads them"
-        measures.setdefault(subject, {})[run] = measure
-    if subject not in scans:
+        measures[run] = measure
+    if not scans:
       n_subjects_skipped += 1
+    builder.add(subject, scans, measures if kind.measure_kind else None)
 
   if not runs_by_subject:
     raise CohortError(f"{scan_dir}: no scan files named {kind.file_format}")
   if num_nodes == 1:
     note(f"{first_path}: a 1-region atlas; every graph has a single node")
-  off_diagonal = sum(int(np.count_nonzero(fc)) - int(np.count_nonzero(np.diagonal(fc)))
-                     for runs in scans.values() for fc in runs.values())
-  if scans and num_nodes and num_nodes > 1 and off_diagonal == 0:
+  if num_nodes and num_nodes > 1 and off_diagonal == 0:
     note(f"threshold {threshold} removes every edge between regions in every scan: the graphs "
          "hold self loops only; lower --threshold")
-  cohort = build_cohort(scans, visits, groups, n_scans_skipped=n_skipped,
-                        n_subjects_skipped=n_subjects_skipped, n_files_ignored=n_ignored,
-                        warning_messages=messages,
-                        measures=measures if kind.measure_kind else None,
-                        measure_kind=kind.measure_kind, **build_kwargs)
-  return dataclasses.replace(cohort, region_names=region_names or ())
+  return builder.cohort(n_scans_skipped=n_skipped, n_subjects_skipped=n_subjects_skipped,
+                        n_files_ignored=n_ignored, warning_messages=messages,
+                        measure_kind=kind.measure_kind, region_names=region_names or ())

@@ -12,7 +12,7 @@ import dataclasses
 
 import numpy as np
 
-from stgnn_jax.data.cohort import Cohort, VisitRecord, build_cohort
+from stgnn_jax.data.cohort import Cohort, SubjectStore, VisitRecord, build_cohort
 from stgnn_jax.data.preprocessing import threshold_fc
 from stgnn_jax.data.reference_format import subject_file_id
 
@@ -60,10 +60,11 @@ def cohort_from_scans(
     max_visits: int = 10,
     exclude_target_visit: bool = False,
     single_visit_horizon: float = 6.0,
+    store: SubjectStore | None = None,
 ) -> Cohort:
-  """The `Cohort` that `load_cohort` gives for `scans` written by `writer.write_scans`, built in
-  memory (same arguments as `load_cohort`; `threshold` defaults to the one the scans were made
-  for)."""
+  """The `Cohort` that `load_cohort` gives for `scans` written by `writer.write_scans`, built
+  from them directly (same arguments as `load_cohort`; `threshold` defaults to the one the scans
+  were made for; `store`: where the subjects go, as for `build_cohort`)."""
   threshold = scans.threshold if threshold is None else threshold
   adjacency, visits, groups = {}, {}, {}
   for i, subject in enumerate(scans.subject_ids):
@@ -76,4 +77,4 @@ def cohort_from_scans(
     groups[key] = scans.groups[i][0]
   return build_cohort(adjacency, visits, groups, max_visits=max_visits,
                       exclude_target_visit=exclude_target_visit,
-                      single_visit_horizon=single_visit_horizon)
+                      single_visit_horizon=single_visit_horizon, store=store)

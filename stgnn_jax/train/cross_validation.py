@@ -9,6 +9,7 @@ results.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import json
@@ -43,7 +44,10 @@ logger = logging.getLogger(__name__)
 
 
 def load_data(run: RunConfig) -> Cohort:
-  """The cohort on disk (`data_root`) or, without one, the built-in synthetic cohort."""
+  """The cohort on disk (`data_root`) or, without one, the built-in synthetic cohort; with
+  `--scan_store memmap` its scans are memory-mapped from the cohort cache (the built-in cohort:
+  from a store of this process in the user's cache folder, `cache.transient_store`)."""
+  memory_map = run.scan_store == "memmap"
   if run.data_root is not None:
     return load_cohort(
         run.data_root, var_name=run.var_name, threshold=run.threshold,
@@ -51,14 +55,18 @@ def load_data(run: RunConfig) -> Cohort:
         single_visit_horizon=run.single_visit_horizon, input=run.input,
         timeseries=timeseries_settings(run),
         harmonize=HarmonizeColumns(site=run.harmonize != "none",
-                                   covariates=run.harmonize_covariates))
+                                   covariates=run.harmonize_covariates),
+        memory_map=memory_map)
   from stgnn_jax.data import synthetic, synthetic_scans
+  from stgnn_jax.data.cache import transient_store
+
   scans = synthetic.make_synthetic_cohort(
       num_subjects=run.synthetic_subjects, num_regions=run.synthetic_regions, seed=run.seed,
       threshold=run.threshold)
-  return synthetic_scans.cohort_from_scans(
-      scans, max_visits=run.max_visits, exclude_target_visit=run.exclude_target_visit,
-      single_visit_horizon=run.single_visit_horizon)
+  with transient_store() if memory_map else contextlib.nullcontext() as store:
+    return synthetic_scans.cohort_from_scans(
+        scans, max_visits=run.max_visits, exclude_target_visit=run.exclude_target_visit,
+        single_visit_horizon=run.single_visit_horizon, store=store)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -71,7 +71,7 @@ class FrozenEncoderScans:
         [subjects.adjacency[i] for i in train_idx], subjects.labels[train_idx],
         None if subjects.time is None else subjects.time[train_idx],
         chunk_size=run.graph_multiple,
-        features=None if subjects.features is None else [subjects.features[i] for i in train_idx])
+        features=None if subjects.features is None else subjects.features.subset(train_idx))
     self.chunks = [placement.batch(chunk) for chunk in self.table.chunks]
     self.position = {int(subject): p for p, subject in enumerate(train_idx)}
     self.run = run
@@ -238,11 +238,12 @@ def setup_fold(index: int, split: FoldSplit, subjects: Subjects, model_config: M
   first = next(subjects.batches(train_idx, run.batch_size, run))
   params = init_params(model_config, first, jax.random.fold_in(base_key, 0))
   if subjects.features is not None:
-    stats = input_statistics([subjects.features[i] for i in train_idx])
+    train_features = subjects.features.subset(train_idx)
+    stats = input_statistics(train_features)
     params = with_input_statistics(params, stats)
     if model_config.linear_path:
       fitted = fit_linear_path(
-          last_visit_inputs([subjects.features[i] for i in train_idx], stats),
+          last_visit_inputs(train_features, stats),
           subjects.labels[train_idx], seed=run.seed + index,
           columns=path_columns(model_config.node_features, model_config.node_slots),
           change=model_config.linear_path_change)

@@ -53,11 +53,27 @@ def auto_focal_alpha(labels: np.ndarray) -> float:
 def input_statistics(features: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
   """`model.InputStandardization`'s params from node features `[visits, N, F]` (per subject):
   the mean and 1 / std of each (region, feature) entry over every scan given (the fold's
-  training scans). An entry that never varies (e.g. the unit diagonal) gets scale 0."""
-  stacked = np.concatenate([np.asarray(f, np.float64) for f in features])
-  std = stacked.std(axis=0)
+  training scans). An entry that never varies (e.g. the unit diagonal) gets scale 0.
+
+  Two passes over `features`, one subject at a time (a fold's features need not fit in memory:
+  `input_pipeline.NodeFeatures` computes them as they are read), summing scan by scan in
+  float64: the order in which numpy's `mean` and `std` over the concatenated scans sum them, so
+  the statistics are theirs to the bit.
+  """
+  count, total = 0, np.zeros(np.shape(features[0])[1:])
+  for f in features:
+    for scan in np.asarray(f, np.float64):
+      total += scan
+      count += 1
+  mean = total / count
+  squares = np.zeros_like(total)
+  for f in features:
+    for scan in np.asarray(f, np.float64):
+      deviation = scan - mean
+      squares += deviation * deviation
+  std = np.sqrt(squares / count)
   scale = np.where(std > 1e-6, 1 / np.maximum(std, 1e-6), 0.0)
-  return {"mean": stacked.mean(axis=0).astype(np.float32), "scale": scale.astype(np.float32)}
+  return {"mean": mean.astype(np.float32), "scale": scale.astype(np.float32)}
 
 
 def with_input_statistics(params: Mapping[str, Any], stats: Mapping[str, np.ndarray]

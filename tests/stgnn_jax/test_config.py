@@ -34,6 +34,7 @@ FLAGS_BEFORE = {
     "--data_root": None, "--var_name": "fc_matrix", "--threshold": 0.2, "--max_visits": 10,
     "--exclude_target_visit": False, "--time_normalization": "log",
     "--single_visit_horizon": 6.0, "--synthetic_subjects": 150, "--synthetic_regions": 100,
+    "--scan_store": "memory",
     "--write_synthetic": None, "--node_features": "profile_change", "--layer_type": "GraphSAGE",
     "--gnn_hidden_dim": 256, "--gnn_num_layers": 1, "--gnn_activation": "elu",
     "--input_dropout": 0.5, "--graph_norm": False, "--use_topk_pooling": False,

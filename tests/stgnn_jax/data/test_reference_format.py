@@ -431,7 +431,8 @@ def test_second_load_uses_the_cache(tmp_path, monkeypatch):
   reads = count_scan_reads(monkeypatch)
   first = data.load_cohort(root)
   assert len(reads) == 4
-  assert len(list((root / ".stgnn_cache").glob("cohort-*.npz"))) == 1
+  (entry,) = (root / ".stgnn_cache").glob("cohort-*")
+  assert sorted(p.name for p in entry.iterdir()) == ["adjacency.npy", "cohort.npz", "fc.npy"]
   second = data.load_cohort(root)
   assert len(reads) == 4  # nothing re-read
   assert second == first  # edge values included (Subject equality compares `fc`)
@@ -463,9 +464,9 @@ def test_cache_falls_back_to_user_cache_and_survives_corruption(tmp_path, monkey
   monkeypatch.setattr(reference_format, "user_cache_dir", lambda: tmp_path / "user-cache")
   reads = count_scan_reads(monkeypatch)
   first = data.load_cohort(root)
-  (cached,) = (tmp_path / "user-cache").glob("cohort-*.npz")
+  (cached,) = (tmp_path / "user-cache").glob("cohort-*")
   assert data.load_cohort(root) == first and len(reads) == 4
-  cached.write_bytes(b"garbage")
+  (cached / "fc.npy").write_bytes(b"garbage")
   with pytest.warns(CohortWarning, match="unreadable cohort cache"):
     assert data.load_cohort(root) == first
   assert len(reads) == 8
