@@ -199,8 +199,8 @@ class RunConfig(Settings):
       "focal_gamma 0.5,1,2,3 x label_smoothing 0,0.05,0.1 (48 members)", group="sweep",
       choices=tuple(SWEEP_GRIDS))
   sweep_chunk: int | None = setting(
-      None, "sweep members trained together (default: chosen from the member count, the model "
-      "and the batch to fit the memory budget)", group="sweep")
+      None, "sweep members trained together (default: as many as fit the memory budget if "
+      "that trains a member faster than one at a time, timed on fold 0; else 1)", group="sweep")
 
   def __post_init__(self):
     object.__setattr__(self, "sweep", tuple(self.sweep or ()))  # None (argparse), a JSON list

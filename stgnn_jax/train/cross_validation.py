@@ -188,12 +188,12 @@ def run_cross_validation(model_config: ModelConfig, optim_config: OptimConfig, r
   on_run_dir()
   output: dict[str, Any] = {}
   if members:
-    chunk_size = run.sweep_chunk or sweep.auto_chunk_size(
-        jax.eval_shape(init_params, model_config, first, jax.random.key(0)), model_config,
-        run, len(members), placement.member_devices)
+    chunk_size, layout = sweep_layout(out_dir, folds[0], subjects, model_config, optim_config,
+                                      run, placement, members, first)
     output["sweep"] = sweep.train_sweep(folds, subjects, model_config, optim_config, run,
                                         placement, out_dir, members, chunk_size,
                                         progress_bar=progress_bar)
+    output["sweep"]["layout"] = layout
     selected = next(m for m in output["sweep"]["members"]
                     if m["name"] == output["sweep"]["selected"]["name"])
     results, histories = selected["folds"], selected["histories"]
@@ -257,6 +257,24 @@ def size_by_data(run: RunConfig, cohort: Cohort, num_devices: int) -> RunConfig:
   for name, value in changed.items():
     logger.info("%s %d is more than the cohort needs: using %d", name, getattr(run, name), value)
   return dataclasses.replace(run, **changed)
+
+
+def sweep_layout(out_dir: str, split: FoldSplit, subjects: Subjects, model_config: ModelConfig,
+                 optim_config: OptimConfig, run: RunConfig, placement: Placement,
+                 members: list[sweep.Member], first: Any) -> tuple[int, dict[str, Any]]:
+  """How many members train together, and why: `--sweep_chunk`; else, when the sweep already
+  started, the chunk size it recorded; else the faster of the chunk memory allows and one
+  member at a time (`sweep.choose_chunk_size`)."""
+  if run.sweep_chunk:
+    return run.sweep_chunk, {"chunk_size": run.sweep_chunk, "chosen_by": "--sweep_chunk"}
+  recorded = sweep.recorded_chunk_size(out_dir)
+  if recorded is not None:
+    return recorded, {"chunk_size": recorded, "chosen_by": "the started sweep's chunks"}
+  largest = sweep.auto_chunk_size(
+      jax.eval_shape(init_params, model_config, first, jax.random.key(0)), model_config, run,
+      len(members), placement.member_devices)
+  return sweep.choose_chunk_size(os.path.join(out_dir, "fold_0"), split, subjects, model_config,
+                                 optim_config, run, placement, members, largest)
 
 
 def has_progress(out_dir: str) -> bool:

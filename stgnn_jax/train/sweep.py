@@ -22,9 +22,11 @@ from __future__ import annotations
 import dataclasses
 import glob
 import itertools
+import json
 import logging
 import math
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -38,11 +40,12 @@ from stgnn_jax.errors import ConfigError, RunStateError
 from stgnn_jax.eval import metrics as metrics_lib
 from stgnn_jax.input_pipeline import FoldSplit, Subjects
 from stgnn_jax.train.checkpoints import load_checkpoint, save_checkpoint
-from stgnn_jax.train.driver import FoldTrainer
+from stgnn_jax.train.driver import FoldTrainer, train_epoch
 from stgnn_jax.train.engines import Members, stack
 from stgnn_jax.train.fold_result import LAST_EPOCH, FoldResult
 from stgnn_jax.train.loop import Fold, FoldProgress, setup_fold
 from stgnn_jax.train.optimizer import plateau_scheduler
+from stgnn_jax.train.processes import gather_text
 from stgnn_jax.train.sharding import Placement, to_host
 from stgnn_jax.train.state import TrainState
 
@@ -172,6 +175,75 @@ def auto_chunk_size(params: Any, model_config: ModelConfig, run: RunConfig, num_
   per_member = 5 * param_bytes + 16 * 4 * graphs * model_config.input_dim * width
   per_device = max(1, min(budget // per_member, math.ceil(num_members / member_devices)))
   return int(per_device * member_devices)
+
+
+# --- Which layout trains the members fastest ------------------------------------------------
+
+def training_seconds(trainer: FoldTrainer, repeats: int = 2) -> float:
+  """Seconds of one training pass of `trainer`'s members over the fold's training subjects
+  (the steps of epoch 0, and with a frozen encoder its embedding pass; no validation), the
+  fastest of `repeats` passes after an untimed one that compiles every batch shape."""
+  fold, engine = trainer.folds[0], trainer.engine
+  order = np.random.default_rng([fold.run.seed, fold.index, 0]).permutation(fold.train_idx)
+  key = jax.random.fold_in(fold.base_key, 1)
+  mask = engine.mask(trainer.active())
+
+  def one_pass() -> float:
+    started = time.perf_counter()
+    jax.block_until_ready(train_epoch(engine, trainer.state, 0, fold.subjects, order, fold.run,
+                                      trainer.placement, key, fold.frozen_scans, mask))
+    return time.perf_counter() - started
+
+  one_pass()
+  return min(one_pass() for _ in range(repeats))
+
+
+def choose_chunk_size(fold_dir: str, split: FoldSplit, subjects: Subjects,
+                      model_config: ModelConfig, optim_config: OptimConfig, run: RunConfig,
+                      placement: Placement, members: Sequence[Member], largest: int
+                      ) -> tuple[int, dict[str, Any]]:
+  """Members per chunk, by timing: a chunk of `largest` members (the most memory allows,
+  `auto_chunk_size`) against one member per member device (the members one after another),
+  each trained one pass over fold `split`'s training subjects (`training_seconds`); the
+  vmapped chunk only where it trains a member faster. Vmapping pays where one member's step
+  leaves the machine idle (small steps, a frozen encoder whose embedding pass the chunk
+  shares) and can lose where one member's step already fills it (e.g. the default recipe on a
+  CPU: README, "Sweeps").
+
+  The timed chunks are set up in the fold's folder `fold_dir` as the sweep's would be, so what
+  they fit and keep there (the fold's fitted input steps, a seed's pretrained encoder) serves
+  the sweep; they save nothing else. Returns (chunk size, {"chunk_size", "chosen_by",
+  "seconds_per_member_pass": {size: s}}). The processes of a run each time their part and all
+  take process 0's choice.
+  """
+  group = [m for m in members if m.seed == members[0].seed][:largest]
+  alone = placement.member_devices
+  if len(group) <= alone:
+    return largest, {"chunk_size": largest, "chosen_by": "memory budget (nothing to time: one "
+                     "chunk holds one member per device)"}
+  os.makedirs(os.path.join(fold_dir, "sweep"), exist_ok=True)
+  fold_subjects = subjects.fit_fold(split.train, fold_dir)
+  seconds: dict[int, float] = {}
+  for size in (len(group), alone):
+    trainer = setup_chunk(0, split, fold_subjects, model_config, optim_config, run, placement,
+                          list(group[:size]), os.path.join(fold_dir, "sweep", f"timing_{size}"))
+    seconds[size] = training_seconds(trainer) / size
+  if jax.process_count() > 1:  # every process trains the same chunks: process 0's choice
+    seconds = {int(k): v for k, v in json.loads(gather_text(json.dumps(seconds))[0]).items()}
+  size = len(group) if seconds[len(group)] < seconds[alone] else alone
+  logger.info("sweep: %d member(s) per chunk (one member's training pass: %s)", size,
+              ", ".join(f"{s * 1000:.0f} ms in a chunk of {k}" for k, s in seconds.items()))
+  return size, {"chunk_size": size, "chosen_by": "timing",
+                "seconds_per_member_pass": {str(k): v for k, v in seconds.items()}}
+
+
+def recorded_chunk_size(out_dir: str) -> int | None:
+  """The largest chunk a started sweep in `out_dir` recorded (its folds' `CHUNKS_FILE`), so a
+  resumed sweep plans its remaining chunks as it started; None before any was recorded."""
+  sizes = [len(chunk) for path in glob.glob(os.path.join(glob.escape(out_dir), "fold_*", "sweep",
+                                                          CHUNKS_FILE))
+           for chunk in atomic.read_json(path).get("chunks", [])]
+  return max(sizes) if sizes else None
 
 
 # --- One chunk of members in one fold --------------------------------------------------------

@@ -263,6 +263,52 @@ def test_a_single_run_over_several_processes_is_refused(tmp_path, monkeypatch):
   assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("chunk_seconds, chunks", [(1.6, [4]), (4.4, [1, 1, 1, 1])])
+def test_members_train_in_the_faster_layout(tmp_path, monkeypatch, chunk_seconds, chunks):
+  """Without --sweep_chunk a sweep times one training pass of a chunk of every member and one
+  of a single member, and takes the chunk only where it trains a member faster (here the
+  timings are set: 1.6 s for 4 members beats 1 s for one, 4.4 s does not); a resume keeps the
+  chunks it started with."""
+  timed = []
+
+  def seconds(trainer):
+    timed.append(len(trainer.folds))
+    return chunk_seconds if len(trainer.folds) == 4 else 1.0
+
+  monkeypatch.setattr(sweep, "training_seconds", seconds)
+  run = dataclasses.replace(RUN, sweep=("focal_gamma=1,3", "lr=0.001,0.01"))
+  output = cross_validation.run_cross_validation(MODEL, OPTIM, run, str(tmp_path),
+                                                 progress_bar=False)
+  assert timed == [4, 1]
+  assert output["sweep"]["layout"] == {
+      "chunk_size": chunks[0], "chosen_by": "timing",
+      "seconds_per_member_pass": {"4": chunk_seconds / 4, "1": 1.0}}
+  for k in range(2):
+    planned = json.loads((tmp_path / f"fold_{k}" / "sweep" / "chunks.json").read_text())
+    assert [len(c) for c in planned["chunks"]] == chunks
+  assert not list(tmp_path.glob("fold_0/sweep/timing_*"))  # the timed chunks saved nothing
+  # A resume plans as the sweep started, without timing again.
+  timed.clear()
+  (tmp_path / "results.json").unlink()
+  resumed = cross_validation.run_cross_validation(MODEL, OPTIM, run, str(tmp_path),
+                                                  progress_bar=False)
+  assert timed == [] and resumed["sweep"]["layout"] == {
+      "chunk_size": chunks[0], "chosen_by": "the started sweep's chunks"}
+
+
+def test_the_timed_pass_is_a_real_training_pass(tmp_path):
+  model, run, subjects, folds = fold_inputs(dataclasses.replace(RUN, sweep=("lr=0.001,0.003",)))
+  members = sweep.sweep_members(OPTIM, run)
+  placement = Placement(None, run.batch_size, run.eval_batch_size, run.graph_multiple)
+  chunk = sweep.setup_chunk(0, folds[0], subjects, model, OPTIM, run, placement, members,
+                            str(tmp_path / "sweep" / "chunk_0"))
+  before = jax.tree.map(np.asarray, chunk.state.params)
+  assert sweep.training_seconds(chunk, repeats=1) > 0
+  # Timing trains nothing for real: the chunk's state is the one it was set up with.
+  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, chunk.state.params),
+               before)
+
+
 def test_the_seeds_grid_and_chunks():
   run = dataclasses.replace(RUN, sweep_grid="seeds", sweep=("seed=1,2",))
   members = sweep.sweep_members(OPTIM, run)
