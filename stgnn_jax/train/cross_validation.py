@@ -264,17 +264,20 @@ def sweep_layout(out_dir: str, split: FoldSplit, subjects: Subjects, model_confi
                  members: list[sweep.Member], first: Any) -> tuple[int, dict[str, Any]]:
   """How many members train together, and why: `--sweep_chunk`; else, when the sweep already
   started, the chunk size it recorded; else the faster of the chunk memory allows and one
-  member at a time (`sweep.choose_chunk_size`)."""
+  member at a time (`sweep.choose_chunk_size`), recorded in the run folder for a resume."""
   if run.sweep_chunk:
     return run.sweep_chunk, {"chunk_size": run.sweep_chunk, "chosen_by": "--sweep_chunk"}
-  recorded = sweep.recorded_chunk_size(out_dir)
+  recorded = sweep.recorded_layout(out_dir)
   if recorded is not None:
-    return recorded, {"chunk_size": recorded, "chosen_by": "the started sweep's chunks"}
+    return int(recorded["chunk_size"]), recorded
   largest = sweep.auto_chunk_size(
       jax.eval_shape(init_params, model_config, first, jax.random.key(0)), model_config, run,
       len(members), placement.member_devices)
-  return sweep.choose_chunk_size(os.path.join(out_dir, "fold_0"), split, subjects, model_config,
-                                 optim_config, run, placement, members, largest)
+  size, layout = sweep.choose_chunk_size(os.path.join(out_dir, "fold_0"), split, subjects,
+                                         model_config, optim_config, run, placement, members,
+                                         largest)
+  atomic.write_json(os.path.join(out_dir, sweep.LAYOUT_FILE), layout)
+  return size, layout
 
 
 def has_progress(out_dir: str) -> bool:

@@ -62,6 +62,9 @@ CHUNK_MEMORY_BUDGET = 2 * 2**30
 # written before the fold's first chunk trains, so that a resume finds a started chunk's members
 # whatever its --sweep_chunk.
 CHUNKS_FILE = "chunks.json"
+# How many members a sweep trains together and why (`choose_chunk_size`), written when it is
+# chosen: a resume keeps it.
+LAYOUT_FILE = "sweep_layout.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,13 +240,17 @@ def choose_chunk_size(fold_dir: str, split: FoldSplit, subjects: Subjects,
                 "seconds_per_member_pass": {str(k): v for k, v in seconds.items()}}
 
 
-def recorded_chunk_size(out_dir: str) -> int | None:
-  """The largest chunk a started sweep in `out_dir` recorded (its folds' `CHUNKS_FILE`), so a
-  resumed sweep plans its remaining chunks as it started; None before any was recorded."""
+def recorded_layout(out_dir: str) -> dict[str, Any] | None:
+  """The layout a started sweep in `out_dir` chose (`LAYOUT_FILE`), so that a resumed sweep
+  plans its remaining chunks as it started and reports the same choice; for a sweep of an
+  earlier version, the largest chunk its folds recorded (`CHUNKS_FILE`); None before either."""
+  path = os.path.join(out_dir, LAYOUT_FILE)
+  if os.path.exists(path):
+    return atomic.read_json(path)
   sizes = [len(chunk) for path in glob.glob(os.path.join(glob.escape(out_dir), "fold_*", "sweep",
                                                           CHUNKS_FILE))
            for chunk in atomic.read_json(path).get("chunks", [])]
-  return max(sizes) if sizes else None
+  return {"chunk_size": max(sizes), "chosen_by": "the started sweep's chunks"} if sizes else None
 
 
 # --- One chunk of members in one fold --------------------------------------------------------

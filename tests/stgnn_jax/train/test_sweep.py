@@ -292,8 +292,7 @@ def test_members_train_in_the_faster_layout(tmp_path, monkeypatch, chunk_seconds
   (tmp_path / "results.json").unlink()
   resumed = cross_validation.run_cross_validation(MODEL, OPTIM, run, str(tmp_path),
                                                   progress_bar=False)
-  assert timed == [] and resumed["sweep"]["layout"] == {
-      "chunk_size": chunks[0], "chosen_by": "the started sweep's chunks"}
+  assert timed == [] and resumed["sweep"]["layout"] == output["sweep"]["layout"]
 
 
 def test_the_timed_pass_is_a_real_training_pass(tmp_path):
@@ -327,7 +326,9 @@ def test_the_seeds_grid_and_chunks():
 SWEEP_RUN = ["--synthetic_subjects", "40", "--synthetic_regions", "20", "--gnn_hidden_dim", "16",
              "--lstm_hidden_dim", "8", "--n_epochs", "2", "--num_folds", "2", "--batch_size",
              "8", "--graph_multiple", "8", "--eval_batch_size", "8", "--no-baselines",
-             "--no_progress", "--sweep", "focal_gamma=1,2", "--sweep", "lr=0.001,0.003"]
+             "--no_progress", "--sweep", "focal_gamma=1,2", "--sweep", "lr=0.001,0.003",
+             # The layout fixed, not timed: runs compared here must train the same chunks.
+             "--sweep_chunk", "4"]
 
 
 def sweep_rows(out: Path) -> list[dict]:
@@ -337,7 +338,9 @@ def sweep_rows(out: Path) -> list[dict]:
 
 def assert_same_sweep(one: Path, other: Path) -> None:
   a, b = results_of(one)["sweep"], results_of(other)["sweep"]
-  assert a["selected"] == b["selected"]
+  assert a["selected"]["name"] == b["selected"]["name"]
+  for key in ("mean_val_auc", "mean_val_balanced_acc"):
+    assert b["selected"][key] == pytest.approx(a["selected"][key], abs=1e-6), key
   for ma, mb in zip(a["members"], b["members"], strict=True):
     assert ma["name"] == mb["name"]
     assert mb["mean_val_auc"] == pytest.approx(ma["mean_val_auc"], abs=1e-6)
@@ -368,10 +371,14 @@ def test_sweep_over_four_devices_matches_one_device(one_device_sweep, tmp_path, 
 
 
 def test_sweep_over_two_processes_matches_one_device(one_device_sweep, tmp_path):
+  """Two processes, the layout timed (no --sweep_chunk): both take process 0's choice, a chunk
+  of 4 or one member per device (members in another chunk size agree to float rounding)."""
   out = tmp_path / "two"
   port = free_port()
+  timed = SWEEP_RUN[:-2]
+  assert SWEEP_RUN[-2] == "--sweep_chunk"
   procs = [subprocess.Popen(
-      train_command(*SWEEP_RUN, "--out_dir", str(out), "--save_path", str(out / "m"),
+      train_command(*timed, "--out_dir", str(out), "--save_path", str(out / "m"),
                     "--compile_cache", "none", "--coordinator_address", f"127.0.0.1:{port}",
                     "--num_processes", "2", "--process_id", str(i)),
       cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -381,6 +388,7 @@ def test_sweep_over_two_processes_matches_one_device(one_device_sweep, tmp_path)
   assert "members over 2 device(s)" in logs[0]
   assert "cross-validation summary" not in logs[1]  # process 1 computes, process 0 reports
   assert_same_sweep(one_device_sweep, out)
+  assert results_of(out)["sweep"]["layout"]["chosen_by"] == "timing"
   # Only process 0 wrote: the selected member's checkpoints went to --save_path once.
   assert sorted(p.name for p in (out / "m").iterdir()) == ["best_model_fold0.msgpack",
                                                           "best_model_fold1.msgpack"]
