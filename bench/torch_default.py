@@ -42,6 +42,7 @@ from bench.torch_reference import (
     ACTIVATIONS,
     SeedFocalLoss,
     TorchTemporalClassifier,
+    adam_like,
     make_conv,
     minority_forcing,
 )
@@ -147,9 +148,7 @@ class TorchDefaultStep:
     self.model = model
     self.optim = optim
     self.focal_alpha = focal_alpha
-    self.optimizer = torch.optim.Adam(model.parameters(), lr=optim.lr,
-                                      betas=(optim.adam_b1, optim.adam_b2), eps=optim.adam_eps,
-                                      weight_decay=optim.weight_decay)
+    self.optimizer = adam_like(model.parameters(), optim)
 
   def __call__(self, inputs: Mapping[str, Any], labels: torch.Tensor, offsets: torch.Tensor,
                epoch: int) -> dict[str, torch.Tensor]:

@@ -25,7 +25,7 @@ from torch_geometric.nn import (
     global_mean_pool,
 )
 
-from stgnn_jax.config import ModelConfig
+from stgnn_jax.config import ModelConfig, OptimConfig
 from stgnn_jax.torch_interop.convert import params_from_torch
 
 
@@ -71,6 +71,13 @@ def minority_forcing(logits: torch.Tensor, targets: torch.Tensor, epoch: int,
     return logits.new_zeros(())
   weight = 0.1 * (focus_epochs - epoch) / focus_epochs
   return weight * F.cross_entropy(logits[converters], targets[converters])
+
+
+def adam_like(parameters, optim: OptimConfig) -> torch.optim.Adam:
+  """torch's Adam with our optimiser's settings: L2 added to the gradient (`weight_decay`, not
+  AdamW's decoupled decay), as `train.optimizer` and the reference."""
+  return torch.optim.Adam(parameters, lr=optim.lr, betas=(optim.adam_b1, optim.adam_b2),
+                          eps=optim.adam_eps, weight_decay=optim.weight_decay)
 
 
 ACTIVATIONS = {"relu": F.relu, "leaky_relu": F.leaky_relu, "elu": F.elu, "gelu": F.gelu}

@@ -100,7 +100,13 @@ from bench.model_bench import (
   warn_if_loaded,
 )
 from bench.torch_default import TorchDefaultStep, TorchDefaultSTGNN, twin_state_dict
-from bench.torch_reference import SeedFocalLoss, TorchSTGNN, minority_forcing, pyg_batch
+from bench.torch_reference import (
+    SeedFocalLoss,
+    TorchSTGNN,
+    adam_like,
+    minority_forcing,
+    pyg_batch,
+)
 from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
 from stgnn_jax.data import synthetic, synthetic_scans
 from stgnn_jax.data.cohort import Cohort
@@ -275,9 +281,7 @@ class ReferencePipeline(TorchPipeline):
     self.subjects = subjects
     self.frozen = frozen
     self.optim = optim
-    self.optimizer = torch.optim.Adam(model.parameters(), lr=optim.lr,
-                                      betas=(optim.adam_b1, optim.adam_b2), eps=optim.adam_eps,
-                                      weight_decay=optim.weight_decay)
+    self.optimizer = adam_like(model.parameters(), optim)
 
   def build(self, chosen: np.ndarray) -> tuple[dict[str, Any], torch.Tensor]:
     inputs = pyg_batch([self.subjects.adjacency[i] for i in chosen])
