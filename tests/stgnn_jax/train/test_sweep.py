@@ -263,34 +263,45 @@ def test_a_single_run_over_several_processes_is_refused(tmp_path, monkeypatch):
   assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("chunk_seconds, chunks", [(1.6, [4]), (4.4, [1, 1, 1, 1])])
-def test_members_train_in_the_faster_layout(tmp_path, monkeypatch, chunk_seconds, chunks):
+def test_members_train_in_the_faster_layout(tmp_path, monkeypatch):
   """Without --sweep_chunk a sweep times one training pass of a chunk of every member and one
   of a single member, and takes the chunk only where it trains a member faster (here the
-  timings are set: 1.6 s for 4 members beats 1 s for one, 4.4 s does not); a resume keeps the
-  chunks it started with."""
-  timed = []
+  timings are set: 4.4 s for 4 members loses to 1 s for one, 1.6 s wins); a resume keeps the
+  layout it started with, and reports the same choice."""
+  timed, chunk_seconds = [], [4.4]
 
   def seconds(trainer):
     timed.append(len(trainer.folds))
-    return chunk_seconds if len(trainer.folds) == 4 else 1.0
+    return chunk_seconds[0] if len(trainer.folds) == 4 else 1.0
 
   monkeypatch.setattr(sweep, "training_seconds", seconds)
   run = dataclasses.replace(RUN, sweep=("focal_gamma=1,3", "lr=0.001,0.01"))
-  output = cross_validation.run_cross_validation(MODEL, OPTIM, run, str(tmp_path),
+  model, sized, subjects, folds = fold_inputs(run)
+  placement = Placement(None, sized.batch_size, sized.eval_batch_size, sized.graph_multiple)
+  size, layout = sweep.choose_chunk_size(
+      str(tmp_path / "slow" / "fold_0"), folds[0], subjects, model, OPTIM, sized, placement,
+      sweep.sweep_members(OPTIM, sized), 4)
+  assert (size, timed) == (1, [4, 1])
+  assert layout == {"chunk_size": 1, "chosen_by": "timing",
+                    "seconds_per_member_pass": {"4": 4.4 / 4, "1": 1.0}}
+  assert not list(tmp_path.glob("slow/fold_0/sweep/timing_*"))  # the timed chunks saved nothing
+
+  # The whole sweep, where the chunk trains a member faster.
+  chunk_seconds[0], out = 1.6, tmp_path / "run"
+  timed.clear()
+  output = cross_validation.run_cross_validation(MODEL, OPTIM, run, str(out),
                                                  progress_bar=False)
   assert timed == [4, 1]
   assert output["sweep"]["layout"] == {
-      "chunk_size": chunks[0], "chosen_by": "timing",
-      "seconds_per_member_pass": {"4": chunk_seconds / 4, "1": 1.0}}
+      "chunk_size": 4, "chosen_by": "timing",
+      "seconds_per_member_pass": {"4": 1.6 / 4, "1": 1.0}}
   for k in range(2):
-    planned = json.loads((tmp_path / f"fold_{k}" / "sweep" / "chunks.json").read_text())
-    assert [len(c) for c in planned["chunks"]] == chunks
-  assert not list(tmp_path.glob("fold_0/sweep/timing_*"))  # the timed chunks saved nothing
+    planned = json.loads((out / f"fold_{k}" / "sweep" / "chunks.json").read_text())
+    assert [len(c) for c in planned["chunks"]] == [4]
   # A resume plans as the sweep started, without timing again.
   timed.clear()
-  (tmp_path / "results.json").unlink()
-  resumed = cross_validation.run_cross_validation(MODEL, OPTIM, run, str(tmp_path),
+  (out / "results.json").unlink()
+  resumed = cross_validation.run_cross_validation(MODEL, OPTIM, run, str(out),
                                                   progress_bar=False)
   assert timed == [] and resumed["sweep"]["layout"] == output["sweep"]["layout"]
 
