@@ -248,6 +248,26 @@ class ScanStoreWriter:
     shutil.rmtree(self.directory, ignore_errors=True)
 
 
+def _new_writer(directory: Path, prefix: str, *, memory_map: bool, final: Path | None
+                ) -> ScanStoreWriter:
+  """A `ScanStoreWriter` into a new private folder of `directory` (made if need be); raises
+  OSError where `directory` cannot hold one."""
+  directory.mkdir(parents=True, exist_ok=True)
+  folder = tempfile.mkdtemp(prefix=f"{atomic.TEMP_PREFIX}{prefix}-", dir=directory)
+  return ScanStoreWriter(Path(folder), memory_map=memory_map, final=final)
+
+
+@contextlib.contextmanager
+def _discarded_on_failure(writer: ScanStoreWriter | None) -> Iterator[ScanStoreWriter | None]:
+  """`writer` for the load inside the `with`; its folder removed if the load fails."""
+  try:
+    yield writer
+  except BaseException:
+    if writer is not None:
+      writer.discard()
+    raise
+
+
 @contextlib.contextmanager
 def cache_writer(directories: Iterable[Path], name: str, *, memory_map: bool
                  ) -> Iterator[ScanStoreWriter | None]:
@@ -259,13 +279,10 @@ def cache_writer(directories: Iterable[Path], name: str, *, memory_map: bool
   writer = None
   for directory in directories:
     try:
-      directory.mkdir(parents=True, exist_ok=True)
-      folder = tempfile.mkdtemp(prefix=f"{atomic.TEMP_PREFIX}{name}-", dir=directory)
+      writer = _new_writer(directory, name, memory_map=memory_map, final=directory / name)
+      break
     except OSError as e:
       errors.append(f"{directory}: {e}")
-      continue
-    writer = ScanStoreWriter(Path(folder), memory_map=memory_map, final=directory / name)
-    break
   if writer is None:
     if memory_map:
       raise CohortError("no writable folder for the memory-mapped scan store ("
@@ -273,12 +290,8 @@ def cache_writer(directories: Iterable[Path], name: str, *, memory_map: bool
                         "writable, or use --scan_store memory")
     warnings.warn("could not write the cohort cache (" + "; ".join(errors) + "); continuing "
                   "without it", CohortWarning, stacklevel=4)
-  try:
-    yield writer
-  except BaseException:
-    if writer is not None:
-      writer.discard()
-    raise
+  with _discarded_on_failure(writer) as store:
+    yield store
 
 
 @contextlib.contextmanager
@@ -288,14 +301,10 @@ def transient_store() -> Iterator[ScanStoreWriter]:
   `user_cache_dir()`, deleted as soon as the cohort is read back from it."""
   directory = user_cache_dir()
   try:
-    directory.mkdir(parents=True, exist_ok=True)
-    folder = tempfile.mkdtemp(prefix=f"{atomic.TEMP_PREFIX}scans-", dir=directory)
+    writer = _new_writer(directory, "scans", memory_map=True, final=None)
   except OSError as e:
     raise CohortError(f"{directory}: cannot hold the memory-mapped scan store ({e}); set "
                       "$XDG_CACHE_HOME to a writable folder, or use --scan_store memory") from e
-  writer = ScanStoreWriter(Path(folder), memory_map=True, final=None)
-  try:
-    yield writer
-  except BaseException:
-    writer.discard()
-    raise
+  with _discarded_on_failure(writer) as store:
+    assert store is not None
+    yield store
