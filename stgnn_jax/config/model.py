@@ -18,6 +18,7 @@ NODE_FEATURES = ("onehot", "connection_profile", "profile_change")
 READOUTS = ("meanmax", "concat")
 # How the linear path takes the change since the first visit (`train.linear_path`).
 LINEAR_PATH_CHANGE = ("evidence", "never", "always")
+NETWORK_GATES = ("evidence", "always", "never")
 # The reference clamps --topk_ratio into this range before building its TopK layers.
 TOPK_RATIO_RANGE = (0.3, 1.0)
 
@@ -68,6 +69,12 @@ class ModelConfig(Settings):
       profile_change node features: "evidence" (the last scan's regression and the regression
       on the last scan beside the change, mixed by the training subjects' cross-fitted DeLong
       evidence that the second ranks better), "never" or "always".
+    network_gate: with linear_path, which model a fold tests: "evidence" (the trained network
+      beside the path only when its validation AUC beats the path alone's by DeLong's paired
+      z >= `train.linear_path.NETWORK_MIN_Z`, else the path alone), "always" (the selected
+      epoch, whatever the path alone scores) or "never" (the path alone: the fitted
+      regression).
+      regression).
     model_type: temporal classifier, "LSTM", "GRU" or "RNN" (tanh).
     lstm_hidden_dim: hidden size of the recurrent layers.
     lstm_num_layers: number of stacked recurrent layers.
@@ -125,6 +132,11 @@ class ModelConfig(Settings):
       "node features): mixed with the last scan's regression by the training subjects' "
       "cross-fitted evidence that it ranks better (DeLong's z, weight Phi(z/2)), never (the "
       "last scan alone), or always", group="model", choices=LINEAR_PATH_CHANGE)
+  network_gate: str = setting(
+      "evidence", "with --linear_path, the model a fold tests: evidence (the trained network "
+      "beside the path only if its validation AUC beats the path alone's by DeLong's paired "
+      "z >= 1.645, one-sided p < 0.05; else the path alone), always (the selected epoch) or never "
+      "(the path alone)", group="model", choices=NETWORK_GATES)
   model_type: str = setting("LSTM", "temporal classifier", group="model", choices=MODEL_TYPES)
   lstm_hidden_dim: int = setting(64, "hidden size of the recurrent layers", group="model")
   lstm_num_layers: int = setting(1, "stacked recurrent layers", group="model")
@@ -176,6 +188,9 @@ class ModelConfig(Settings):
          or self.node_features == "profile_change",
          "needs profile_change node features (the change since the first visit); pass "
          "--node_features profile_change or --linear_path_change never"),
+        ("network_gate", self.network_gate == "evidence" or self.linear_path,
+         "chooses between the network and the linear path: add --linear_path (or leave "
+         "--network_gate out)"),
         ("input_dropout", self.input_dropout == 0 or self.explicit_node_features,
          "drops node-feature entries, but one-hot nodes have none; pass input_dropout=0 "
          "(--input_dropout 0) with node_features='onehot'"),

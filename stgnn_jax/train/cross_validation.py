@@ -34,7 +34,7 @@ from stgnn_jax.eval.reports import format_summary, format_value, write_metrics_c
 from stgnn_jax.input_pipeline import FoldSplit, SubjectBatch, Subjects, make_folds
 from stgnn_jax.train import sweep
 from stgnn_jax.train.driver import train_fold
-from stgnn_jax.train.fold_result import LAST_EPOCH, FoldResult
+from stgnn_jax.train.fold_result import LAST_EPOCH, PATH_ALONE, FoldResult
 from stgnn_jax.train.pretrain import check_pretrained_encoder
 from stgnn_jax.train.processes import check_processes_agree
 from stgnn_jax.train.sharding import Placement
@@ -204,8 +204,12 @@ def run_cross_validation(model_config: ModelConfig, optim_config: OptimConfig, r
 
   summary = metrics_lib.summarize(results, metrics_lib.FOLD_SUMMARY_METRICS)
   last_epoch_folds = [r["fold"] for r in results if r.get("tested") == LAST_EPOCH]
+  path_folds = [r["fold"] for r in results if r.get("tested") == PATH_ALONE]
   output = {"folds": results, "summary": summary,
-            "folds_tested_at_last_epoch": last_epoch_folds, "cohort": cohort.summary(),
+            "folds_tested_at_last_epoch": last_epoch_folds,
+            **({"folds_tested_on_the_path_alone": path_folds} if model_config.linear_path
+               else {}),
+            "cohort": cohort.summary(),
             # The folds' test_subjects index these (predict.py: who was in the run).
             "subject_ids": [s.subject_id for s in cohort.subjects],
             "preprocessing": preprocessing_record(run, subjects.steps), **output}
@@ -376,5 +380,6 @@ def train_folds(folds: list[FoldSplit], subjects: Subjects, model_config: ModelC
       logger.info("fold %d: test acc %s, balanced acc %s, AUC %s (%s)", k,
                   *map(format_value, (result.test_acc, result.balanced_acc, result.test_auc)),
                   "no epoch selected: the last epoch's model" if result.tested == LAST_EPOCH
+                  else "the linear path alone" if result.tested == PATH_ALONE
                   else f"best epoch {result.best_epoch}")
   return results

@@ -31,7 +31,8 @@ from stgnn_jax.config import ModelConfig, OptimConfig, RunConfig
 from stgnn_jax.input_pipeline import FoldSplit, Subjects
 from stgnn_jax.train.checkpoints import restore_state, save_checkpoint, save_state
 from stgnn_jax.train.engines import OneMember
-from stgnn_jax.train.fold_result import LAST_EPOCH, FoldResult
+from stgnn_jax.train.fold_result import LAST_EPOCH, PATH_ALONE, FoldResult
+from stgnn_jax.train.linear_path import gate_network, path_alone
 from stgnn_jax.train.loop import (
     Fold,
     FoldProgress,
@@ -225,19 +226,54 @@ that no member kept has none)."""
                   f", {self.names[m]}" if self.names else "")
     # What is tested is what a fold's checkpoint holds: without a selected epoch, the last state.
     self.best_params = engine.where(has_best, self.best_params, self.state.params)
-    best = self.state.replace(params=self.best_params)
     if self.checkpoint_best and not has_best[0]:
       save_checkpoint(os.path.join(fold.directory, "best.msgpack"),
                       jax.device_get(self.state.params), fold.model_config, fold=fold.index,
                       epoch=self.progress[0].next_epoch - 1, val_auc=None,
                       decision_threshold=None, focal_alpha=fold.focal_alpha, tested=LAST_EPOCH)
+    gates = self.gate() if fold.model_config.linear_path else [None] * len(self.folds)
+    best = self.state.replace(params=self.best_params)
     test = engine.predict(fold, best, fold.test_idx)
     train = engine.predict(fold, best, fold.train_idx)
     val = (engine.predict(fold, best, fold.val_idx)[0]
            if fold.run.calibrate == "temperature" else None)
     return [tested_result(self.folds[m], self.progress[m], (test[0][m], test[1][m]),
-                          (train[0][m], train[1][m]), None if val is None else val[m])
+                          (train[0][m], train[1][m]), None if val is None else val[m], gates[m])
             for m in range(self.real)]
+
+  def gate(self) -> list[dict[str, Any]]:
+    """The network gate (`ModelConfig.network_gate`): each member's selected model against its
+    linear path alone on the validation subjects (`linear_path.gate_network`); the members the
+    gate gives the path alone test it (and a single run's best.msgpack holds it). Returns each
+    member's gate record."""
+    fold, engine = self.folds[0], self.engine
+    path_params = path_alone(self.best_params)
+    network = engine.predict(fold, self.state.replace(params=self.best_params), fold.val_idx)[0]
+    path = engine.predict(fold, self.state.replace(params=path_params), fold.val_idx)[0]
+    labels = fold.subjects.labels[fold.val_idx]
+    gates = [gate_network(fold.model_config.network_gate, labels, network[m], path[m],
+                          choose_threshold=fold.run.decision_threshold == "val")
+             for m in range(len(self.folds))]
+    keep = np.array([g["tested"] != PATH_ALONE for g in gates])
+    for m, g in enumerate(gates[:self.real]):
+      z = "undefined (under two of a class)" if g["z"] is None else f"{g['z']:.2f}"
+      logger.info("fold %d%s: validation AUC of the network %s, of the path alone %s, DeLong z "
+                  "%s: %s is tested", fold.index, f", {self.names[m]}" if self.names else "",
+                  _auc_text(g["val_auc_network"]), _auc_text(g["val_auc_path"]), z,
+                  "the path alone" if not keep[m] else "the network")
+    self.best_params = engine.where(keep, self.best_params, path_params)
+    if self.checkpoint_best and not keep[0]:
+      progress = self.progress[0]
+      save_checkpoint(os.path.join(fold.directory, "best.msgpack"),
+                      jax.device_get(path_params), fold.model_config, fold=fold.index,
+                      epoch=progress.best_epoch, val_auc=gates[0]["val_auc_path"],
+                      decision_threshold=gates[0]["path_threshold"],
+                      focal_alpha=fold.focal_alpha, tested=PATH_ALONE)
+    return gates
+
+
+def _auc_text(auc: float | None) -> str:
+  return "undefined" if auc is None else f"{auc:.3f}"
 
 
 def single_trainer(index: int, split: FoldSplit, subjects: Subjects, model_config: ModelConfig,

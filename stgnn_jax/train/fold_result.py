@@ -16,9 +16,11 @@ from typing import Any
 from stgnn_jax.errors import RunStateError
 
 # Which model a tested fold's metrics (and its best.msgpack) are of: the selected epoch's, or,
-# when no epoch predicted both validation classes (nothing could be selected), the last epoch's.
+# when no epoch predicted both validation classes (nothing could be selected), the last epoch's,
+# or the linear path alone when the network gate kept it (`ModelConfig.network_gate`).
 BEST_EPOCH = "best_epoch"
 LAST_EPOCH = "last_epoch"
+PATH_ALONE = "path_alone"
 
 
 def _when_tested() -> Any:
@@ -39,7 +41,9 @@ class FoldResult:
   theirs beside `ece` / `brier`. `per_conversion_type` and
   `per_horizon` are present when the cohort has the groups. `tested` is `BEST_EPOCH`, or
   `LAST_EPOCH` when no epoch could be selected; such a fold counts in the means like the others
-  (its model was tested like theirs), and the summary names it.
+  (its model was tested like theirs), and the summary names it. With a linear path,
+  `network_gate` records the choice between that model and the path alone (`PATH_ALONE`; the
+  gate's record without its threshold, `train.linear_path.gate_network`).
   """
 
   fold: int
@@ -57,6 +61,7 @@ class FoldResult:
   focal_alpha: float | None = None
   class_weights: Sequence[float] | None = None
   linear_path: dict[str, Any] | None = None
+  network_gate: dict[str, Any] | None = None
   best_epoch: int = -1
   tested: str | None = _when_tested()
   best_val_auc: float | None = None

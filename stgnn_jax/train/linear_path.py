@@ -43,15 +43,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stgnn_jax.config.model import LINEAR_PATH_CHANGE
+from stgnn_jax.config.model import LINEAR_PATH_CHANGE, NETWORK_GATES
 from stgnn_jax.eval.baselines import C_GRID, fit_logistic_grid
-from stgnn_jax.eval.metrics import paired_auc_z
+from stgnn_jax.eval.metrics import auc_or_none, balanced_threshold, paired_auc_z, softmax_p1
+from stgnn_jax.train.fold_result import PATH_ALONE
 
 logger = logging.getLogger(__name__)
 
 INNER_FOLDS = 3
 # What a fold's result records of the fitted path (`fit_linear_path`'s keys).
 PATH_RECORD = ("C", "inner_auc", "change_weight", "change_z", "C_change", "inner_auc_change")
+# DeLong's paired z that the trained network's validation AUC must reach over the path alone's
+# for the network to be tested (`ModelConfig.network_gate` "evidence"): the one-sided 5 % level.
+# The selected epoch is the best of many on a split with a handful of converters, so its
+# validation AUC is biased upwards; a gain that is not significant at this level is noise (README,
+# "A gate between the network and the path").
+NETWORK_MIN_Z = 1.645
 # Fits keyed by a digest of their inputs: a sweep sets up every member of a fold with the same
 # training subjects, and each would otherwise refit the same regression.
 _FITTED: dict[str, dict[str, Any]] = {}
@@ -208,7 +215,41 @@ def with_linear_path(params: Mapping[str, Any], fitted: Mapping[str, Any]) -> di
   bias = np.array([-fitted["b"] / 2, fitted["b"] / 2], np.float32)
   # The network's last layer starts at 0, so the model starts as the regression and the
   # network's contribution grows from nothing as it learns the residual.
+  return dict(path_alone(params),
+              linear_path={"kernel": jnp.asarray(kernel), "bias": jnp.asarray(bias)})
+
+
+def path_alone(params: Mapping[str, Any]) -> dict[str, Any]:
+  """`params` (one model's, or a sweep's stacked members') with the network's share of the
+  logits removed, its last layer zeroed: the linear path alone, as every fold starts."""
   classifier = dict(params["classifier"])
   classifier["head_3"] = jax.tree.map(jnp.zeros_like, classifier["head_3"])
-  return dict(params, classifier=classifier,
-              linear_path={"kernel": jnp.asarray(kernel), "bias": jnp.asarray(bias)})
+  return dict(params, classifier=classifier)
+
+
+def gate_network(rule: str, labels: np.ndarray, network: np.ndarray, path: np.ndarray,
+                 choose_threshold: bool) -> dict[str, Any]:
+  """Which model a fold tests (`ModelConfig.network_gate`), from the validation logits of its
+  selected network (`network`, `[subjects, 2]`) and of its path alone (`path`).
+
+  "evidence" keeps the network when DeLong's paired z of its AUC over the path's reaches
+  `NETWORK_MIN_Z`; a split with fewer than two subjects of a class gives no evidence (z None),
+  so the path alone is tested.
+  Returns {"rule", "tested": "network" | "path_alone", "z", "val_auc_network", "val_auc_path",
+  "path_threshold"}: the AUCs None without both classes, and "path_threshold" the path's
+  own validation threshold (`metrics.balanced_threshold`) with `choose_threshold`, else None.
+  """
+  if rule not in NETWORK_GATES:
+    raise ValueError(f"rule={rule!r}: pass one of {', '.join(NETWORK_GATES)}")
+  labels = np.asarray(labels)
+  # Ranked by the logit margin: the probabilities' order without their rounding to 1.
+  margins = [np.asarray(x, np.float64) @ np.array([-1.0, 1.0]) for x in (network, path)]
+  # DeLong's variance needs two subjects of each class (one gives NaN): no evidence either way.
+  z = (paired_auc_z(labels, margins[1], margins[0])
+       if np.bincount(labels, minlength=2).min() >= 2 else None)
+  keep = rule == "always" or (rule == "evidence" and z is not None and z >= NETWORK_MIN_Z)
+  return {"rule": rule, "tested": "network" if keep else PATH_ALONE, "z": z,
+          "val_auc_network": auc_or_none(labels, margins[0]),
+          "val_auc_path": auc_or_none(labels, margins[1]),
+          "path_threshold": (balanced_threshold(labels, softmax_p1(path))
+                             if choose_threshold else None)}

@@ -32,7 +32,7 @@ from stgnn_jax.input_pipeline import (
     iterate_embedded_batches,
     pack_scans,
 )
-from stgnn_jax.train.fold_result import BEST_EPOCH, LAST_EPOCH, FoldResult
+from stgnn_jax.train.fold_result import BEST_EPOCH, LAST_EPOCH, PATH_ALONE, FoldResult
 from stgnn_jax.train.linear_path import (
     PATH_RECORD,
     fit_linear_path,
@@ -303,11 +303,17 @@ def record_epoch(progress: FoldProgress, fold: int, epoch: int, run: RunConfig,
 
 def tested_result(fold: Fold, progress: FoldProgress, test: tuple[np.ndarray, np.ndarray],
                   train: tuple[np.ndarray, np.ndarray],
-                  val_logits: np.ndarray | None = None) -> FoldResult:
-  """The fold's result from the selected model's (logits, losses) of its test and training
+                  val_logits: np.ndarray | None = None,
+                  gate: dict[str, Any] | None = None) -> FoldResult:
+  """The fold's result from the tested model's (logits, losses) of its test and training
   subjects (`predict_split`); with its validation logits, the temperature fitted on them
-  (`eval.calibration`) and the test fold's calibrated ECE and Brier score."""
-  threshold = progress.best_threshold if progress.best_epoch >= 0 else None
+  (`eval.calibration`) and the test fold's calibrated ECE and Brier score; with the network
+  gate's record (`linear_path.gate_network`), the path alone when the gate kept it."""
+  path = gate is not None and gate["tested"] == PATH_ALONE
+  if gate is not None and path:
+    threshold = gate["path_threshold"]
+  else:
+    threshold = progress.best_threshold if progress.best_epoch >= 0 else None
   try:
     tested = split_metrics(*test, fold.subjects, fold.test_idx, threshold=threshold, reports=True)
     trained = split_metrics(*train, fold.subjects, fold.train_idx, threshold=threshold)
@@ -340,7 +346,7 @@ def tested_result(fold: Fold, progress: FoldProgress, test: tuple[np.ndarray, np
       argmax={"test_acc": argmax["accuracy"], "balanced_acc": argmax["balanced_accuracy"],
               "minority_f1": argmax["minority_f1"],
               "prediction_counts": argmax["prediction_counts"]},
-      tested=BEST_EPOCH if progress.best_epoch >= 0 else LAST_EPOCH,
+      tested=PATH_ALONE if path else BEST_EPOCH if progress.best_epoch >= 0 else LAST_EPOCH,
       best_val_auc=progress.best_val_auc if progress.best_epoch >= 0 else None,
       stopped=progress.stopped or None,
       prediction_counts=tested["prediction_counts"],
@@ -350,6 +356,8 @@ def tested_result(fold: Fold, progress: FoldProgress, test: tuple[np.ndarray, np
       **calibrated,
       per_conversion_type=tested.get("per_conversion_type"),
       per_horizon=tested.get("per_horizon"),
+      network_gate=None if gate is None else {
+          name: value for name, value in gate.items() if name != "path_threshold"},
       **_fold_facts(fold, progress))
 
 

@@ -42,7 +42,7 @@ from stgnn_jax.input_pipeline import FoldSplit, Subjects
 from stgnn_jax.train.checkpoints import load_checkpoint, save_checkpoint
 from stgnn_jax.train.driver import FoldTrainer, train_epoch
 from stgnn_jax.train.engines import Members, stack
-from stgnn_jax.train.fold_result import LAST_EPOCH, FoldResult
+from stgnn_jax.train.fold_result import LAST_EPOCH, PATH_ALONE, FoldResult
 from stgnn_jax.train.loop import Fold, FoldProgress, setup_fold
 from stgnn_jax.train.optimizer import plateau_scheduler
 from stgnn_jax.train.processes import gather_text
@@ -411,11 +411,15 @@ def write_selected_checkpoints(out_dir: str, folds: list[FoldSplit],
     stacked, _, _ = load_checkpoint(os.path.join(out_dir, f"fold_{k}", "sweep", f"chunk_{c}",
                                                  "best.msgpack"))
     result = selected["folds"][k]
-    last = result.get("tested") == LAST_EPOCH
+    tested = result.get("tested")
+    path = tested == PATH_ALONE
     save_checkpoint(os.path.join(out_dir, f"fold_{k}", "best.msgpack"),
                     jax.tree.map(lambda x, m=position: np.asarray(x)[m], stacked), model_config,
-                    fold=k, val_auc=result["best_val_auc"],
-                    epoch=result["epochs_run"] - 1 if last else result["best_epoch"],
+                    fold=k,
+                    val_auc=result["network_gate"]["val_auc_path"] if path
+                    else result["best_val_auc"],
+                    epoch=result["epochs_run"] - 1 if tested == LAST_EPOCH
+                    else result["best_epoch"],
                     decision_threshold=result["decision_threshold"],
                     focal_alpha=result["focal_alpha"], sweep_member=selected["name"],
-                    **({"tested": LAST_EPOCH} if last else {}))
+                    **({"tested": tested} if tested in (LAST_EPOCH, PATH_ALONE) else {}))

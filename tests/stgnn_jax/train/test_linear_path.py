@@ -234,3 +234,67 @@ def test_configurations_without_a_linear_path_counterpart_are_refused():
   with pytest.raises(ValueError, match="linear_path=True has no counterpart"):
     params_to_torch(jax.tree.map(np.asarray, params), reference_like)
   assert jnp.all(params["linear_path"]["kernel"] == 0)
+
+
+def balanced_accuracy_at(y, p, threshold):
+  predicted = p >= threshold
+  return (predicted[y == 1].mean() + (~predicted[y == 0]).mean()) / 2
+
+
+@pytest.mark.parametrize("gain, rule, tested", [
+    (1.0, "evidence", "network"), (0.05, "evidence", "path_alone"),
+    (0.05, "always", "network"), (1.0, "never", "path_alone")])
+def test_the_network_is_tested_only_on_evidence_that_it_ranks_better(gain, rule, tested):
+  rng = np.random.default_rng(1)
+  y = np.array([1] * 8 + [0] * 40)
+  path = 0.8 * y + rng.normal(size=y.size)
+  network = path + gain * y + 0.3 * rng.normal(size=y.size)
+  as_logits = lambda margin: np.stack([-margin / 2, margin / 2], axis=1)  # noqa: E731
+  gate = linear_path.gate_network(rule, y, as_logits(network), as_logits(path),
+                                  choose_threshold=True)
+  z = delong_z(y, path, network)
+  assert gate["tested"] == tested and gate["rule"] == rule
+  np.testing.assert_allclose(gate["z"], z, rtol=1e-9)
+  # The example's two sides of the threshold: a clear gain, and noise far below it.
+  assert z > linear_path.NETWORK_MIN_Z if gain > 0.5 else z < 1
+  np.testing.assert_allclose(gate["val_auc_network"], roc_auc_score(y, network), rtol=1e-12)
+  np.testing.assert_allclose(gate["val_auc_path"], roc_auc_score(y, path), rtol=1e-12)
+  # The path's own threshold on p(converter): the best balanced accuracy of any cut.
+  p = 1 / (1 + np.exp(-path))
+  best = max(balanced_accuracy_at(y, p, t) for t in p)
+  assert balanced_accuracy_at(y, p, gate["path_threshold"]) == pytest.approx(best)
+  no_threshold = linear_path.gate_network(rule, y, as_logits(network), as_logits(path),
+                                          choose_threshold=False)
+  assert no_threshold["path_threshold"] is None
+
+
+def test_without_two_converters_there_is_no_evidence_for_the_network():
+  y = np.array([1] + [0] * 20)
+  network = np.stack([np.zeros(21), 5.0 * y], axis=1)
+  path = np.stack([np.zeros(21), np.linspace(0, 1, 21)], axis=1)
+  gate = linear_path.gate_network("evidence", y, network, path, choose_threshold=False)
+  assert gate["z"] is None and gate["tested"] == "path_alone"
+  assert gate["val_auc_network"] == 1.0
+
+
+def test_the_path_alone_is_the_model_without_its_last_layer():
+  fcs, labels = cohort(subjects=8)
+  features, batch = batch_of(fcs, labels)
+  params = STGNN(CONFIG).init(jax.random.key(0), batch.graphs, batch.visit_slot, batch.lengths,
+                              max_visits=batch.max_visits)["params"]
+  params = with_input_statistics(params, input_statistics(features))
+  params = linear_path.with_linear_path(
+      params, {"w": np.linspace(-0.05, 0.05, N * 2 * N), "b": 0.2})
+  trained = dict(params, classifier=jax.tree.map(lambda x: x + 0.1, params["classifier"]))
+  alone = linear_path.path_alone(trained)
+  apply = lambda p: STGNN(CONFIG).apply(  # noqa: E731
+      {"params": p}, batch.graphs, batch.visit_slot, batch.lengths, max_visits=batch.max_visits)
+  only_path = STGNN(CONFIG).apply({"params": alone}, batch.graphs, batch.visit_slot,
+                                  batch.lengths, max_visits=batch.max_visits,
+                                  method=lambda m, *a, **k: m.linear_path(
+                                      m.encoder(a[0], None, return_inputs=True)[1], *a[1:], **k))
+  np.testing.assert_allclose(apply(alone), only_path, rtol=1e-6, atol=1e-6)
+  assert np.abs(np.asarray(apply(trained) - apply(alone))).max() > 1e-3
+  for name in ("encoder", "linear_path"):
+    chex_equal = jax.tree.map(np.array_equal, alone[name], trained[name])
+    assert all(jax.tree.leaves(chex_equal))
