@@ -28,8 +28,9 @@ from tests.helpers import ROOT
 # train.py's flags and defaults before the configuration was declared once (written down from
 # the hand-written parser they replaced), plus those added since (--overwrite,
 # --trust_checkpoint; --loss, --class_weights, --gamma_schedule, --smoothing_schedule; the
-# sweep's and the processes' flags; --linear_path, --linear_path_change; time-series input's
-# --input, --connectivity and cleaning flags): the generated parser must offer exactly these.
+# sweep's and the processes' flags; --linear_path, --linear_path_change, --network_gate;
+# time-series input's --input, --connectivity and cleaning flags): the generated parser must
+# offer exactly these.
 FLAGS_BEFORE = {
     "--data_root": None, "--var_name": "fc_matrix", "--threshold": 0.2, "--max_visits": 10,
     "--exclude_target_visit": False, "--time_normalization": "log",
@@ -40,7 +41,7 @@ FLAGS_BEFORE = {
     "--input_dropout": 0.5, "--graph_norm": False, "--use_topk_pooling": False,
     "--topk_ratio": 0.3, "--readout": "concat", "--readout_node_dim": 8,
     "--use_time_features": False, "--linear_path": True,
-    "--linear_path_change": "evidence", "--model_type": "LSTM",
+    "--linear_path_change": "evidence", "--network_gate": "evidence", "--model_type": "LSTM",
     "--lstm_hidden_dim": 64,
     "--lstm_num_layers": 1, "--lstm_bidirectional": None, "--freeze_encoder": False,
     "--n_epochs": 100, "--batch_size": 16, "--lr": 0.0003, "--weight_decay": 0.01,
