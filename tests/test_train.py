@@ -10,6 +10,7 @@ import signal
 import subprocess
 import time
 
+import jax
 import numpy as np
 import pytest
 
@@ -70,6 +71,14 @@ def test_outputs_of_a_run(reference_run):
     # With the change since the first visit mixed in by its evidence (the default).
     assert path["C_change"] in C_GRID and 0 < path["change_weight"] < 1
     assert (path["change_weight"] > 0.5) == (path["change_z"] > 0)
+    # The gate (--network_gate evidence, the default): the network is tested only on DeLong
+    # evidence over the path alone; a split with under two of a class has none.
+    gate = fold["network_gate"]
+    assert gate["rule"] == "evidence" and gate["tested"] in ("network", "path_alone")
+    assert (gate["tested"] == "network") == (gate["z"] is not None and gate["z"] >= 1.645)
+    assert (fold["tested"] == "path_alone") == (gate["tested"] == "path_alone")
+  assert results["folds_tested_on_the_path_alone"] == [
+      f["fold"] for f in results["folds"] if f["tested"] == "path_alone"]
   assert set(results["summary"]) == set(SUMMARY)
   assert (out / "reliability.png").stat().st_size > 0
   for fold in results["folds"]:
@@ -92,6 +101,9 @@ def test_outputs_of_a_run(reference_run):
       params, model_config, meta = load_checkpoint(best)
       assert model_config.gnn_hidden_dim == 16 and meta["fold"] == k
       assert set(params) == {"encoder", "classifier", "linear_path"}  # the default's path
+      # A fold that tests the path alone saves it: the network's last layer at zero.
+      head = [np.asarray(x) for x in jax.tree.leaves(params["classifier"]["head_3"])]
+      assert all(not x.any() for x in head) == (results["folds"][k]["tested"] == "path_alone")
       assert (save / f"best_model_fold{k}.msgpack").exists()
     assert (out / f"curves_fold{k}.png").stat().st_size > 1000
   assert (out / "roc.png").stat().st_size > 1000
