@@ -171,11 +171,10 @@ def warn_about_ignored_flags(parser: argparse.ArgumentParser, args: argparse.Nam
                   stacklevel=2)
 
 
-def start_processes(args: argparse.Namespace, run: RunConfig, prog: str) -> None:
+def start_processes(args: argparse.Namespace, prog: str) -> None:
   """Joins a run over several processes (`processes.join`) when the flags or JAX's environment
   ask for one; only process 0 writes files and prints the run's messages. The flags are
-  checked first, without connecting: the address's form, and a single run (`run` without a
-  sweep) over several processes is refused."""
+  checked first, without connecting (the address's form, the counts)."""
   if not (args.coordinator_address or args.num_processes or args.process_id is not None
           or os.environ.get("JAX_COORDINATOR_ADDRESS")):
     return
@@ -185,8 +184,7 @@ def start_processes(args: argparse.Namespace, run: RunConfig, prog: str) -> None
   from stgnn_jax.train import processes
 
   processes.check_processes_flags(args.coordinator_address, args.num_processes,
-                                  args.process_id, args.process_timeout,
-                                  swept=bool(run.sweep_axes()))
+                                  args.process_id, args.process_timeout)
   processes.join(args.coordinator_address, args.num_processes, args.process_id,
                  args.process_timeout, prog)
   atomic.set_writer(jax.process_index() == 0)
@@ -233,7 +231,7 @@ def train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     warnings.warn(f"{reference_encoder} exists but is not loaded (the reference loads it "
                   "silently); pass --pretrained to start from it.", stacklevel=2)
 
-  start_processes(args, run, parser.prog)
+  start_processes(args, parser.prog)
   if args.compile_cache.lower() != "none":
     import jax
 

@@ -100,10 +100,6 @@ def prepare_run(model_config: ModelConfig, optim_config: OptimConfig, run: RunCo
   """
   members = sweep.sweep_members(optim_config, run)
   optim_config.check_schedules(run.n_epochs)
-  if not members and jax.process_count() > 1:
-    raise ConfigError(f"this run spans {jax.process_count()} processes, but only a sweep "
-                      "(--sweep, --sweep_grid) spreads over processes; run a single setting in "
-                      "one process.")
   if cohort is None:
     cohort = load_data(run)
   logger.info(cohort.summary())

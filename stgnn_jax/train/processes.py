@@ -1,8 +1,10 @@
 """A run over several processes or hosts (`jax.distributed`): joining it, and checking that its
 processes run the same thing.
 
-Every process of a sweep computes the same values on the same data and process 0 writes them
-(`atomic.set_writer`), so the processes must be started alike: `check_processes_agree` compares
+Every process holds the same host values: a single run's batches are split over the devices of
+every process (each process puts its own devices' share), a sweep's members are; the results
+are gathered to every process and process 0 writes them (`atomic.set_writer`). The processes
+must therefore be started alike: `check_processes_agree` compares
 their configurations and data fingerprints before any work and stops every process with one
 line naming what differs. `join` connects a process to the others, saying whom it waits for and
 giving up after a timeout with one line.
@@ -48,12 +50,9 @@ def check_address(address: str, source: str) -> None:
 
 
 def check_processes_flags(address: str | None, num_processes: int | None,
-                          process_id: int | None, timeout: float, swept: bool) -> None:
-  """The processes flags as given, checked before connecting: the address's form, the counts,
-  and a single run over several processes (only a sweep spreads over them, so it would be
-  refused once every process has connected; this refuses it without waiting for them).
-
-  Raises InputError (ConfigError for a single run) naming the flag."""
+                          process_id: int | None, timeout: float) -> None:
+  """The processes flags as given, checked before connecting: the address's form and the
+  counts. Raises InputError naming the flag."""
   if address is not None:
     check_address(address, "--coordinator_address")
   elif os.environ.get("JAX_COORDINATOR_ADDRESS"):
@@ -66,9 +65,6 @@ def check_processes_flags(address: str | None, num_processes: int | None,
                      + (f" ({num_processes - 1})." if num_processes else "."))
   if not timeout > 0:
     raise InputError(f"--process_timeout {timeout:g}: must be a positive number of seconds.")
-  if num_processes is not None and num_processes > 1 and not swept:
-    raise ConfigError(f"--num_processes {num_processes}: only a sweep (--sweep, --sweep_grid) "
-                      "spreads over processes; run a single setting in one process.")
 
 
 def join(address: str | None, num_processes: int | None, process_id: int | None,

@@ -4,16 +4,18 @@ and gives up after `--process_timeout`, and bad flags are one line before any co
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import time
 
 import jax
+import numpy as np
 import pytest
 
 import train
 from stgnn_jax.errors import ConfigError
-from tests.helpers import ROOT, free_port, train_command
+from tests.helpers import ROOT, free_port, results_of, train_command
 
 # A sweep small enough that two processes start it in seconds (they stop before training).
 TINY = ["--synthetic_subjects", "40", "--synthetic_regions", "20", "--gnn_hidden_dim", "16",
@@ -100,17 +102,61 @@ def no_connection(monkeypatch):
   monkeypatch.setattr(jax.distributed, "initialize", initialize)
 
 
-def test_a_single_run_over_processes_is_refused_before_connecting(tmp_path, no_connection,
-                                                                    capsys):
-  start = time.perf_counter()
-  status = train.main([*TINY, "--out_dir", str(tmp_path / "out"), "--save_path",
-                       str(tmp_path / "m"), "--coordinator_address", "127.0.0.1:1234",
-                       "--num_processes", "2", "--process_id", "0"])
-  elapsed = time.perf_counter() - start
-  assert status == 2 and elapsed < 0.5
-  [line] = error_lines(capsys.readouterr().err)
-  assert "--num_processes 2" in line and "only a sweep" in line
-  assert not (tmp_path / "out").exists()
+# A single run whose network is tested on every fold (no gate to the linear path alone), long
+# enough that both processes can be killed inside it.
+SINGLE_RUN = [*TINY[:TINY.index("--n_epochs")], "--n_epochs", "4",
+              *TINY[TINY.index("--n_epochs") + 2:], "--network_gate", "always"]
+
+
+def process_commands(*args: str) -> list[list[str]]:
+  """train.py with `args`, as process 0 and 1 of a run over two processes on localhost."""
+  port = free_port()
+  return [train_command(*args, "--coordinator_address", f"127.0.0.1:{port}",
+                        "--num_processes", "2", "--process_id", str(i)) for i in range(2)]
+
+
+def test_a_single_run_over_two_processes_resumes_and_equals_one_process(tmp_path):
+  """Data parallel over the two processes' devices (each puts its half of every batch), killed
+  inside fold 0 and resumed by both: the numbers of one process, up to the order of the
+  batch's sums (1e-5)."""
+  one = tmp_path / "one"
+  subprocess.run(train_command(*SINGLE_RUN, "--out_dir", str(one), "--save_path",
+                               str(one / "m")), cwd=ROOT, check=True, capture_output=True,
+                 timeout=300)
+  two = tmp_path / "two"
+  procs = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+           for command in process_commands(*SINGLE_RUN, "--out_dir", str(two), "--save_path",
+                                           str(two / "m"))]
+  progress = two / "fold_0" / "progress.msgpack"
+  deadline = time.time() + 300
+  while not progress.exists() and procs[0].poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  for proc in procs:
+    proc.kill()
+    proc.wait()
+  assert progress.exists() and not (two / "results.json").exists()
+  procs = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+           for command in process_commands("--resume", str(two), "--no_progress")]
+  logs = [proc.communicate(timeout=300)[0] for proc in procs]
+  assert [proc.returncode for proc in procs] == [0, 0], "\n".join(log[-3000:] for log in logs)
+  assert "data parallel over 2 devices" in logs[0]
+  assert "cross-validation summary" not in logs[1]  # process 1 computes, process 0 reports
+  a, b = results_of(one), results_of(two)
+  for fa, fb in zip(a["folds"], b["folds"], strict=True):
+    assert fa["best_epoch"] == fb["best_epoch"] and fb["network_gate"]["tested"] == "network"
+    np.testing.assert_allclose(fb["test_p1"], fa["test_p1"], rtol=1e-5, atol=1e-6)
+    assert fb["best_val_auc"] == pytest.approx(fa["best_val_auc"], abs=1e-6)
+  with open(one / "metrics.csv") as f, open(two / "metrics.csv") as g:
+    rows_a, rows_b = list(csv.DictReader(f)), list(csv.DictReader(g))
+  assert [(r["fold"], r["epoch"]) for r in rows_a] == [(r["fold"], r["epoch"]) for r in rows_b]
+  for ra, rb in zip(rows_a, rows_b, strict=True):
+    for key in ("train_loss", "val_loss", "val_auc"):
+      assert float(rb[key]) == pytest.approx(float(ra[key]), rel=1e-5, abs=1e-7), key
+  # Only process 0 wrote the checkpoints.
+  assert sorted(p.name for p in (two / "m").iterdir()) == ["best_model_fold0.msgpack",
+                                                          "best_model_fold1.msgpack"]
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1", "127.0.0.1:port", "127.0.0.1:0",
@@ -132,3 +178,17 @@ def test_a_malformed_address_in_jaxs_variable_is_named(tmp_path, no_connection, 
   assert status == 2
   [line] = error_lines(capsys.readouterr().err)
   assert "JAX_COORDINATOR_ADDRESS 10.0.0.1:" in line and "HOST:PORT" in line
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--num_processes", "0"], "--num_processes 0: must be >= 1"),
+    (["--num_processes", "2", "--process_id", "2"],
+     "--process_id 2: must lie in 0..num_processes - 1 (1)"),
+    (["--num_processes", "2", "--process_id", "-1"], "--process_id -1: must lie in 0..")])
+def test_process_counts_out_of_range_are_one_line(tmp_path, no_connection, capsys, flags, named):
+  status = train.main([*TINY, "--out_dir", str(tmp_path / "out"), "--save_path",
+                       str(tmp_path / "m"), "--coordinator_address", "127.0.0.1:1234", *flags])
+  assert status == 2
+  [line] = error_lines(capsys.readouterr().err)
+  assert named in line
+  assert not (tmp_path / "out").exists()

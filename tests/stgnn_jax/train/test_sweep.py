@@ -256,13 +256,6 @@ def test_bad_members_are_refused_before_any_work(tmp_path):
   assert not (tmp_path / "out").exists()
 
 
-def test_a_single_run_over_several_processes_is_refused(tmp_path, monkeypatch):
-  monkeypatch.setattr(jax, "process_count", lambda: 2)
-  with pytest.raises(ConfigError, match="only a sweep .* spreads over processes"):
-    cross_validation.run_cross_validation(MODEL, OPTIM, RUN, str(tmp_path / "out"))
-  assert not (tmp_path / "out").exists()
-
-
 def test_members_train_in_the_faster_layout(tmp_path, monkeypatch):
   """Without --sweep_chunk a sweep times one training pass of a chunk of every member and one
   of a single member, and takes the chunk only where it trains a member faster (here the
