@@ -194,14 +194,20 @@ def test_paired_auc_z_is_delongs_statistic():
                              rtol=1e-10)
 
 
-def test_the_path_never_trains_and_the_offset_enters_the_training_loss():
-  fcs, labels = cohort(subjects=16)
+def model_with_path(subjects: int, path: dict):
+  """A freshly initialised model of `subjects` generated subjects, with their input statistics
+  and the linear path `path` ({"w", "b"}); their batch, scans and labels."""
+  fcs, labels = cohort(subjects=subjects)
   features, batch = batch_of(fcs, labels)
   params = STGNN(CONFIG).init(jax.random.key(0), batch.graphs, batch.visit_slot, batch.lengths,
                               max_visits=batch.max_visits)["params"]
   params = with_input_statistics(params, input_statistics(features))
-  params = linear_path.with_linear_path(
-      params, {"w": np.full(N * 2 * N, 0.01, np.float32), "b": 0.1})
+  return linear_path.with_linear_path(params, path), batch, fcs, labels
+
+
+def test_the_path_never_trains_and_the_offset_enters_the_training_loss():
+  params, batch, fcs, labels = model_with_path(
+      16, {"w": np.full(N * 2 * N, 0.01, np.float32), "b": 0.1})
   state = TrainState.create(params, CONFIG, reference_optim(), focal_alpha=0.75)
   key = jax.random.key(3)
   after, metrics = train_step(state, batch, key)
@@ -278,13 +284,8 @@ def test_without_two_converters_there_is_no_evidence_for_the_network():
 
 
 def test_the_path_alone_is_the_model_without_its_last_layer():
-  fcs, labels = cohort(subjects=8)
-  features, batch = batch_of(fcs, labels)
-  params = STGNN(CONFIG).init(jax.random.key(0), batch.graphs, batch.visit_slot, batch.lengths,
-                              max_visits=batch.max_visits)["params"]
-  params = with_input_statistics(params, input_statistics(features))
-  params = linear_path.with_linear_path(
-      params, {"w": np.linspace(-0.05, 0.05, N * 2 * N), "b": 0.2})
+  params, batch, _, _ = model_with_path(8, {"w": np.linspace(-0.05, 0.05, N * 2 * N),
+                                            "b": 0.2})
   trained = dict(params, classifier=jax.tree.map(lambda x: x + 0.1, params["classifier"]))
   alone = linear_path.path_alone(trained)
   apply = lambda p: STGNN(CONFIG).apply(  # noqa: E731
