@@ -128,10 +128,13 @@ def density_scale(free_structure: np.ndarray, noise_sd: float, fixed_density: fl
 def draw_subjects(rng: np.random.Generator, num_subjects: int,
                   n_conv: int) -> tuple[np.ndarray, list[str]]:
   """Which subjects convert (`[subjects]` bool, a random `n_conv` of them) and their ADNI-style
-  ids ("023_S_4105", unique)."""
+  ids ("023_S_4105", unique): four-digit numbers up to 9,000 subjects, more digits beyond."""
   is_converter = np.zeros(num_subjects, bool)
   is_converter[rng.permutation(num_subjects)[:n_conv]] = True
-  numbers = np.sort(rng.choice(9000, num_subjects, replace=False)) + 1000
+  # 1000-9999 as ADNI's; a larger cohort takes as many digits as it needs (the same draw, so the
+  # ids of a cohort of up to 9,000 are those it always had).
+  digits = max(4, len(str(num_subjects + 999)))
+  numbers = np.sort(rng.choice(10 ** digits - 1000, num_subjects, replace=False)) + 1000
   sites = rng.integers(2, 142, num_subjects)
   return is_converter, [f"{s:03d}_S_{m:04d}" for s, m in zip(sites, numbers, strict=True)]
 

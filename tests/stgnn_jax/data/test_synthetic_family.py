@@ -235,3 +235,21 @@ def test_baseline_onset_puts_the_whole_effect_in_every_visit():
     CohortSpec("x", "density", 50, onset="sudden")
   with pytest.raises(ValueError, match="progressive only"):
     CohortSpec("x", "rewiring", 50, onset="baseline")
+
+
+@pytest.mark.parametrize("num_subjects", [150, 9000, 9001, 20000])
+def test_subject_ids_are_unique_at_any_cohort_size(num_subjects):
+  """ADNI-style four-digit numbers (1000-9999) hold 9,000 subjects; a larger cohort (the memory
+  benchmark's 20,000) takes more digits, and a cohort that fits keeps the ids it always had."""
+  from stgnn_jax.data.population import draw_subjects
+
+  is_converter, ids = draw_subjects(np.random.default_rng(5), num_subjects, num_subjects // 4)
+  assert len(set(ids)) == num_subjects and is_converter.sum() == num_subjects // 4
+  numbers = [int(i.split("_S_")[1]) for i in ids]
+  assert min(numbers) >= 1000
+  if num_subjects <= 9000:
+    rng = np.random.default_rng(5)
+    rng.permutation(num_subjects)
+    assert numbers == sorted(rng.choice(9000, num_subjects, replace=False) + 1000)
+  else:
+    assert max(numbers) > 9999
