@@ -190,18 +190,33 @@ def run_baselines(
   return results
 
 
-def row_space(x: np.ndarray) -> np.ndarray:
-  """`[F, r]` an orthonormal basis of the span of `x`'s rows (`[subjects, F]`, r its rank).
+def row_space(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+  """`(basis [F, r], x @ basis [subjects, r])`: an orthonormal basis of the span of `x`'s rows
+  (`[subjects, F]`, r its rank) and `x` in it; None when `x` has at least as many rows as
+  columns (the span is, in general, every column: nothing to reduce).
 
   The gradient of an L2-penalised logistic loss in the weights w is a combination of the
   training rows, so the optimum lies in their span: with w = V β (V this basis), |w| = |β| and
   x w = (x V) β, the same problem in r <= subjects unknowns instead of F. With F >> subjects
-  (4,950 to 17,672 inputs, ~170 subjects) that is the same regression, found tens of times
+  (4,950 to 20,000 inputs, ~170 subjects) that is the same regression, found tens of times
   faster and to the solver's tolerance at every C of the grid.
+
+  The basis comes from the eigendecomposition of the subjects' Gram matrix x x^T = U S^2 U^T
+  (V = x^T U S^-1, x V = U S): about 2 n^2 F + 9 n^3 operations for n subjects, most of them
+  matrix products; an SVD of x took three times longer (12.6 s against 4.2 s for 2,000 x
+  20,000 on a 2-core CPU) and dominated a fold's set-up on cohorts of thousands. Directions
+  whose singular value is below 1e-6 of the largest (eigenvalue 1e-12) are dropped: float64's
+  rounding of the Gram matrix leaves no information below that, and the centring of
+  standardised inputs makes one exact zero.
   """
-  _, singular, vt = np.linalg.svd(np.asarray(x, np.float64), full_matrices=False)
-  keep = singular > (singular[0] * 1e-10 if singular.size else 0.0)
-  return vt[keep].T
+  x = np.asarray(x, np.float64)
+  if x.shape[0] >= x.shape[1]:
+    return None
+  eigenvalues, vectors = np.linalg.eigh(x @ x.T)
+  keep = eigenvalues > eigenvalues.max(initial=0.0) * 1e-12
+  singular = np.sqrt(eigenvalues[keep])
+  vectors = vectors[:, keep]
+  return (x.T @ vectors) / singular, vectors * singular
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,7 +237,8 @@ def fit_logistic_grid(x: np.ndarray, y: np.ndarray, cs: Sequence[float], *,
                       standardize: bool = True) -> list[LinearLogit]:
   """The class-balanced L2 logistic regression of `y` on `x` `[subjects, F]` for each C of `cs`
   (in that order; each fit starts from the previous one's solution), each feature standardised
-  on `x` first (a constant one gets weight 0), solved in the span of the rows (`row_space`).
+  on `x` first (a constant one gets weight 0), solved in the span of the rows (`row_space`)
+  when the features outnumber the subjects.
   The intercept is not penalised."""
   from sklearn.exceptions import ConvergenceWarning
   from sklearn.linear_model import LogisticRegression
@@ -233,8 +249,8 @@ def fit_logistic_grid(x: np.ndarray, y: np.ndarray, cs: Sequence[float], *,
     std = x.std(axis=0)
     mean, scale = x.mean(axis=0), np.where(std > 0, 1 / np.where(std > 0, std, 1), 0.0)
   z = (x - mean) * scale if standardize else x  # no copy of inputs that are used as they are
-  basis = row_space(z)
-  reduced = z @ basis
+  space = row_space(z)
+  basis, reduced = space if space is not None else (None, z)
   model = LogisticRegression(class_weight="balanced", solver="lbfgs", tol=_TOL,
                              max_iter=_MAX_ITER, warm_start=True)
   fitted = []
@@ -243,7 +259,8 @@ def fit_logistic_grid(x: np.ndarray, y: np.ndarray, cs: Sequence[float], *,
     with warnings.catch_warnings():
       warnings.simplefilter("ignore", ConvergenceWarning)
       model.set_params(C=c).fit(reduced, y)
-    fitted.append(LinearLogit(mean=mean, scale=scale, w=basis @ model.coef_[0],
+    w = model.coef_[0] if basis is None else basis @ model.coef_[0]
+    fitted.append(LinearLogit(mean=mean, scale=scale, w=w,
                               b=float(model.intercept_[0]),
                               converged=int(np.max(model.n_iter_)) < _MAX_ITER))
   return fitted

@@ -296,6 +296,24 @@ def test_a_one_class_training_split_is_undefined_and_the_other_folds_still_run(s
     assert results[name]["summary"]["test_auc"]["n"] == len(folds) - 1
 
 
+def test_row_space_spans_the_rows_as_an_svd_does():
+  """The basis against numpy's SVD: the same projector onto the rows' span, orthonormal, the
+  rank found where the rows are dependent, and `x` in the basis; no reduction for as many rows
+  as columns."""
+  rng = np.random.default_rng(3)
+  x = rng.normal(size=(9, 40))
+  x[8] = (x[0] + x[1]) / 2  # dependent rows: rank 8
+  x -= x.mean(axis=0)  # standardised inputs are centred: one more exact zero, rank 7
+  _, singular, vt = np.linalg.svd(x, full_matrices=False)
+  reference = vt[singular > singular[0] * 1e-10]
+  basis, reduced = baselines.row_space(x)
+  assert basis.shape == (40, len(reference)) == (40, 7)
+  np.testing.assert_allclose(basis.T @ basis, np.eye(7), atol=1e-12)
+  np.testing.assert_allclose(basis @ basis.T, reference.T @ reference, atol=1e-12)
+  np.testing.assert_allclose(reduced, x @ basis, atol=1e-12)
+  assert baselines.row_space(rng.normal(size=(40, 40))) is None
+
+
 def test_constant_features_are_undefined():
   _, labels = cohort(40, signal=False)
   same = np.broadcast_to(cohort(1, signal=False)[0], (40, N, N))
