@@ -117,8 +117,21 @@ def self_times(events: list[Any]) -> collections.Counter[str]:
   return own
 
 
+def union(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
+  """The disjoint intervals covering `intervals` (one thread's: a loop and its body's operations
+  are one stretch of that thread's time)."""
+  merged: list[tuple[int, int]] = []
+  for start, end in sorted(intervals):
+    if merged and start <= merged[-1][1]:
+      merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+    else:
+      merged.append((start, end))
+  return merged
+
+
 def coverage(intervals: list[tuple[float, float]], start: float, end: float) -> tuple[float, float]:
-  """(ns with at least one, with at least two intervals open) within [start, end]."""
+  """(ns with at least one, with at least two intervals open) within [start, end] (the
+  intervals of each thread merged first, `union`)."""
   points = sorted([(max(a, start), 1) for a, b in intervals if b > start and a < end]
                   + [(min(b, end), -1) for a, b in intervals if b > start and a < end])
   one = two = 0.0
@@ -134,8 +147,8 @@ def coverage(intervals: list[tuple[float, float]], start: float, end: float) -> 
 
 def read_trace(path: str) -> tuple[collections.Counter[str], collections.Counter[str],
                                    list[tuple[int, int]]]:
-  """({instruction: self ns}, {instruction: calls}, every operation event's (start, end)) of a
-  trace file."""
+  """({instruction: self ns}, {instruction: calls}, the stretches each thread spent in
+  operations (`union` of its events)) of a trace file."""
   own: collections.Counter[str] = collections.Counter()
   calls: collections.Counter[str] = collections.Counter()
   intervals: list[tuple[int, int]] = []
@@ -146,7 +159,7 @@ def read_trace(path: str) -> tuple[collections.Counter[str], collections.Counter
       events = [e for e in line.events if any(k == "hlo_op" for k, _ in e.stats)]
       own.update(self_times(events))
       calls.update(e.name for e in events)
-      intervals += [(e.start_ns, e.end_ns) for e in events]
+      intervals += union([(e.start_ns, e.end_ns) for e in events])
   if not intervals:
     raise SystemExit("the trace holds no XLA operations: is this jax's CPU backend?")
   return own, calls, intervals

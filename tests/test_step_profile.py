@@ -29,6 +29,12 @@ def test_coverage_counts_one_and_two_open_intervals_within_the_window():
   assert step_profile.coverage(intervals, 0, 35) == (30, 10)
 
 
+def test_union_merges_one_threads_nested_and_touching_events():
+  # A loop with its body inside, an event touching its end, one apart.
+  assert step_profile.union([(40, 70), (0, 100), (100, 120), (10, 30), (130, 135)]) == [
+      (0, 120), (130, 135)]
+
+
 @pytest.mark.parametrize("op_name, expected", [
     ("jit(train_step)/jvp(STGNN)/encoder/convs_0/dot_general", ("encoder/convs_0", "forward")),
     ("jit(train_step)/transpose(jvp(STGNN))/encoder/readout_projection/transpose",
