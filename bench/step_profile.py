@@ -48,7 +48,7 @@ import jax
 import numpy as np
 
 from bench.model_bench import load_average
-from bench.train_bench import epoch_order, load_data, make_pipelines
+from bench.train_bench import epoch_order, load_data, make_pipelines, print_table
 from stgnn_jax.train.step import train_step
 
 # `name = ... metadata={op_name="..."` of an instruction line in an optimised HLO module.
@@ -176,12 +176,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   return args
 
 
-def table(header: str, rows: list[str]) -> None:
-  print(header)
-  print("|" + "|".join("---" if i == 0 else "---:" for i in range(header.count("|") - 1)) + "|")
-  print("\n".join(rows))
-
-
 def main(argv: list[str] | None = None) -> None:
   args = parse_args(argv)
   epochs = args.epochs
@@ -231,15 +225,15 @@ def main(argv: list[str] | None = None) -> None:
   for name, ns in own.items():
     kinds[instruction_kind(name)] += ns
     layers[layer_and_pass(names[name]) if name in names else ("(no op_name)", "")] += ns
-  table("| layer | pass | ms per epoch | share |",
+  print_table("| layer | pass | ms per epoch | share |",
         [f"| {layer} | {which} | {ns / per_epoch:.1f} | {ns / total:.1%} |"
          for (layer, which), ns in layers.most_common()])
   print()
-  table("| kind of instruction | ms per epoch | share |",
+  print_table("| kind of instruction | ms per epoch | share |",
         [f"| {kind} | {ns / per_epoch:.1f} | {ns / total:.1%} |"
          for kind, ns in kinds.most_common()])
   print()
-  table("| instruction | ms per epoch | share | calls per epoch | ms per call | op_name |",
+  print_table("| instruction | ms per epoch | share | calls per epoch | ms per call | op_name |",
         [f"| `{name}` | {ns / per_epoch:.1f} | {ns / total:.1%} | {calls[name] / epochs:.0f} "
          f"| {ns / 1e6 / calls[name]:.2f} "
          f"| `{names.get(name, '?').removeprefix('jit(train_step)/')}` |"
