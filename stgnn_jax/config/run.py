@@ -214,6 +214,12 @@ class RunConfig(Settings):
         ("num_folds", self.num_folds >= 2, "must be >= 2 (cross-validation)"),
         ("max_visits", self.max_visits >= 1, "must be >= 1"),
         ("threshold", 0 <= self.threshold < math.inf, "must be finite and >= 0"),
+        # The built-in generator's own bounds (data.population.check_arguments), checked here so
+        # that the flags are named before any work.
+        ("synthetic_subjects", self.synthetic_subjects >= 2,
+         "must be >= 2 (the built-in cohort needs both classes)"),
+        ("synthetic_regions", self.synthetic_regions >= 6,
+         "must be >= 6 (the built-in generator's smallest atlas)"),
         ("fisher_z", not self.fisher_z or self.connectivity in ("correlation",
                                                                 "partial_correlation"),
          "applies to correlations: use --connectivity correlation or partial_correlation"),

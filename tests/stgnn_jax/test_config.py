@@ -244,6 +244,8 @@ def test_parsers():
     (lambda: OptimConfig(lr=0), "OptimConfig.lr=0 must be positive"),
     (lambda: OptimConfig(focal_alpha=1.5), "OptimConfig.focal_alpha=1.5 must lie in [0, 1]"),
     (lambda: RunConfig(num_folds=1), "RunConfig.num_folds=1 must be >= 2"),
+    (lambda: RunConfig(synthetic_subjects=1), "RunConfig.synthetic_subjects=1 must be >= 2"),
+    (lambda: RunConfig(synthetic_regions=5), "RunConfig.synthetic_regions=5 must be >= 6"),
     (lambda: RunConfig(selection="first"), "RunConfig.selection='first' must be one of"),
     (lambda: OptimConfig(lr=float("nan")), "OptimConfig.lr=nan must be positive and finite"),
     (lambda: OptimConfig(weight_decay=float("inf")), "OptimConfig.weight_decay=inf must be"),
@@ -254,6 +256,21 @@ def test_parsers():
 def test_invalid_settings_name_the_config_and_the_field(make, message):
   with pytest.raises(ValueError, match=re.escape(message)):
     make()
+
+
+def test_the_built_in_cohorts_bounds_are_the_generators():
+  """RunConfig refuses exactly what the generator cannot make: one subject fewer, one region
+  fewer than its smallest cohort."""
+  from stgnn_jax.data.synthetic import make_synthetic_cohort
+
+  smallest = make_synthetic_cohort(num_subjects=2, num_regions=6, seed=0)
+  assert sorted(smallest.labels) == [0, 1] and smallest.fc[0].shape[-1] == 6
+  RunConfig(synthetic_subjects=2, synthetic_regions=6)
+  for subjects, regions in ((1, 6), (2, 5)):
+    with pytest.raises(ValueError):
+      make_synthetic_cohort(num_subjects=subjects, num_regions=regions, seed=0)
+    with pytest.raises(ConfigError):
+      RunConfig(synthetic_subjects=subjects, synthetic_regions=regions)
 
 
 def test_help_states_each_default_once():
